@@ -1,0 +1,263 @@
+//! Extractors whose rejections are [`Error`]s, so bad input is answered with problem+json.
+//!
+//! Use these instead of axum's own `Json`, `Path` and `Query`: axum answers rejections with
+//! plain text and no field name.
+
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::response::{IntoResponse, Response};
+use axum::body::Bytes;
+use http::request::Parts;
+use http::{HeaderMap, header};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::{Error, FieldError};
+
+
+/// A JSON request body (which must be `application/json` or `*+json`) or a JSON response.
+///
+/// A body that is not JSON is a 400; JSON that does not fit `T` (wrong type, missing or
+/// unknown field — derive `deny_unknown_fields` on request types) is a 422 naming the field.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(Error::UnsupportedMediaType(
+                "expected a request body with content-type application/json".to_owned(),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
+            BytesRejection::FailedToBufferBody(failure)
+                if failure.status() == http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Error::PayloadTooLarge
+            }
+            other => Error::BadRequest(format!("cannot read the request body: {}", other.body_text())),
+        })?;
+        parse_json(&bytes).map(Json)
+    }
+}
+
+impl<T: Serialize> IntoResponse for Json<T> {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// Deserializes a JSON document, naming the offending field on failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let message = strip_position(&inner.to_string());
+                Error::InvalidInput(vec![FieldError::new(field_name(&path, &message), message)])
+            }
+            _ => Error::BadRequest(format!("the body is not valid JSON: {inner}")),
+        }
+    })
+}
+
+/// The field a serde data error is about. A missing field is reported at its parent's path,
+/// with the name only in the message.
+fn field_name(path: &str, message: &str) -> String {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (path, missing) {
+        (".", Some(name)) => name.to_owned(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (path, None) => path.to_owned(),
+    }
+}
+
+/// serde_json appends "at line 1 column 17" to data errors; the field name says more.
+fn strip_position(message: &str) -> String {
+    match message.rsplit_once(" at line ") {
+        Some((head, _)) => head.to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Path parameters; a parameter that does not parse is a 400 naming it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Path<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(value)| Path(value))
+            .map_err(|rejection| match rejection {
+                PathRejection::FailedToDeserializePathParams(error) => {
+                    Error::BadRequest(format!("invalid path parameter: {}", error.body_text()))
+                }
+                other => Error::internal(other),
+            })
+    }
+}
+
+/// Query parameters; a parameter that does not parse is a 400 naming it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(value)| Query(value))
+            .map_err(|rejection: QueryRejection| {
+                Error::BadRequest(format!("invalid query string: {}", rejection.body_text()))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::extract::DefaultBodyLimit;
+    use axum::routing::{get, post};
+    use http_body_util::BodyExt;
+    use serde::Deserialize;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::Problem;
+
+    #[derive(Debug, Deserialize, Serialize)]
+    #[serde(deny_unknown_fields)]
+    struct Input {
+        name: String,
+        count: u8,
+    }
+
+    fn app() -> Router {
+        Router::new()
+            .route("/echo", post(|Json(input): Json<Input>| async move { Json(input) }))
+            .route("/items/{id}", get(|Path(id): Path<u32>| async move { id.to_string() }))
+            .route(
+                "/list",
+                get(|Query(q): Query<std::collections::HashMap<String, u8>>| async move { q.len().to_string() }),
+            )
+            .layer(DefaultBodyLimit::max(64))
+    }
+
+    async fn send(request: http::Request<Body>) -> (http::StatusCode, Option<Problem>) {
+        let response = app().oneshot(request).await.unwrap();
+        let status = response.status();
+        let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == crate::problem::PROBLEM_JSON);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, is_problem.then(|| serde_json::from_slice(&bytes).unwrap()))
+    }
+
+    fn post_json(body: &str) -> http::Request<Body> {
+        http::Request::post("/echo")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn valid_json_is_accepted() {
+        let (status, problem) = send(post_json(r#"{"name":"a","count":3}"#)).await;
+        assert_eq!((status, problem), (http::StatusCode::OK, None));
+    }
+
+    #[tokio::test]
+    async fn malformed_json_is_a_bad_request() {
+        let (status, problem) = send(post_json(r#"{"name":"#)).await;
+        assert_eq!(status, 400);
+        assert_eq!(problem.unwrap().kind, "urn:tessera:problem:bad-request");
+    }
+
+    #[tokio::test]
+    async fn wrong_type_names_the_field() {
+        let (status, problem) = send(post_json(r#"{"name":"a","count":300}"#)).await;
+        assert_eq!(status, 422);
+        assert_eq!(problem.unwrap().errors[0].field, "count");
+    }
+
+    #[tokio::test]
+    async fn missing_field_names_the_field() {
+        let (status, problem) = send(post_json(r#"{"count":1}"#)).await;
+        assert_eq!(status, 422);
+        assert_eq!(problem.unwrap().errors[0].field, "name");
+    }
+
+    #[tokio::test]
+    async fn unknown_field_names_the_field() {
+        let (status, problem) = send(post_json(r#"{"name":"a","count":1,"admin":true}"#)).await;
+        assert_eq!(status, 422);
+        let problem = problem.unwrap();
+        assert_eq!(problem.errors[0].field, "admin");
+        assert!(problem.errors[0].message.contains("unknown field"), "{problem:?}");
+    }
+
+    #[tokio::test]
+    async fn oversized_body_is_413() {
+        let body = format!(r#"{{"name":"{}","count":1}}"#, "x".repeat(100));
+        let (status, problem) = send(post_json(&body)).await;
+        assert_eq!(status, 413);
+        assert_eq!(problem.unwrap().kind, "urn:tessera:problem:payload-too-large");
+    }
+
+    #[tokio::test]
+    async fn wrong_content_type_is_415() {
+        let request = http::Request::post("/echo")
+            .header(header::CONTENT_TYPE, "text/plain")
+            .body(Body::from(r#"{"name":"a","count":1}"#))
+            .unwrap();
+        let (status, problem) = send(request).await;
+        assert_eq!(status, 415);
+        assert!(problem.is_some());
+    }
+
+    #[tokio::test]
+    async fn bad_path_parameter_is_a_bad_request_naming_it() {
+        let request = http::Request::get("/items/abc").body(Body::empty()).unwrap();
+        let (status, problem) = send(request).await;
+        assert_eq!(status, 400);
+        assert!(problem.unwrap().detail.contains("abc"));
+    }
+
+    #[tokio::test]
+    async fn bad_query_parameter_is_a_bad_request_naming_it() {
+        let request = http::Request::get("/list?limit=many").body(Body::empty()).unwrap();
+        let (status, problem) = send(request).await;
+        assert_eq!(status, 400);
+        assert!(problem.unwrap().detail.contains("limit"));
+    }
+}

@@ -1,0 +1,16 @@
+//! What every tessera service exposes about itself: logs, request ids, metrics and health.
+//!
+//! - [`logging`]: `tracing` set up once, JSON or pretty, filtered by directives.
+//! - [`request_id`]: accept an incoming `x-request-id` or make one, and echo it back.
+//! - [`metrics`]: Prometheus RED metrics for HTTP (by route template) and gRPC (by method),
+//!   and the `/metrics` handler.
+//! - [`health`]: liveness, readiness and startup endpoints built from dependency checks.
+
+pub mod health;
+pub mod logging;
+pub mod metrics;
+pub mod request_id;
+
+pub use health::{Criticality, Health, HealthCheck};
+pub use logging::LogFormat;
+pub use metrics::Metrics;

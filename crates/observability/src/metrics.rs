@@ -1,0 +1,382 @@
+//! Prometheus RED metrics: rate, errors and duration of HTTP routes and gRPC methods.
+//!
+//! HTTP requests are labelled by the axum route *template* (`/api/v1/users/{id}`), never the
+//! raw path, so the number of series stays bounded whatever clients send. gRPC calls are
+//! labelled by service and method; calls to unknown methods share one label.
+
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderValue, Method, header};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Latency buckets in seconds: fine-grained below 10 ms, where healthy requests live.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Route label of requests that matched no route (404s), kept apart so random paths do not
+/// create series.
+const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The metrics registry of one service, with the HTTP and gRPC families registered.
+///
+/// Other components (pools, caches, the outbox relay) register their own collectors on
+/// [`Metrics::registry`]; `/metrics` exposes them all.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    http_in_flight: IntGaugeVec,
+    http_shed: IntCounterVec,
+    grpc_handled: IntCounterVec,
+    grpc_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// A fresh registry with the request metrics registered.
+    pub fn new() -> Result<Arc<Self>, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests handled, by route template and status."),
+            &["method", "route", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency in seconds.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["method", "route", "status"],
+        )?;
+        let http_in_flight = IntGaugeVec::new(
+            Opts::new("http_requests_in_flight", "HTTP requests being handled now."),
+            &["route"],
+        )?;
+        let http_shed = IntCounterVec::new(
+            Opts::new(
+                "http_requests_rejected_total",
+                "HTTP requests refused before routing, by reason (overloaded, timeout).",
+            ),
+            &["reason"],
+        )?;
+        let grpc_handled = IntCounterVec::new(
+            Opts::new("grpc_server_handled_total", "gRPC calls completed, by method and status code."),
+            &["grpc_service", "grpc_method", "grpc_code"],
+        )?;
+        let grpc_duration = HistogramVec::new(
+            HistogramOpts::new("grpc_server_handling_seconds", "gRPC call latency in seconds.")
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            &["grpc_service", "grpc_method"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(http_in_flight.clone()))?;
+        registry.register(Box::new(http_shed.clone()))?;
+        registry.register(Box::new(grpc_handled.clone()))?;
+        registry.register(Box::new(grpc_duration.clone()))?;
+        Ok(Arc::new(Self {
+            registry,
+            http_requests,
+            http_duration,
+            http_in_flight,
+            http_shed,
+            grpc_handled,
+            grpc_duration,
+        }))
+    }
+
+    /// The registry to add further collectors to.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Counts a request refused before it reached a route (load shedding, timeout).
+    pub fn record_rejected(&self, reason: &str) {
+        self.http_shed.with_label_values(&[reason]).inc();
+    }
+
+    /// Everything registered, in the Prometheus text exposition format.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+
+    /// A layer that records gRPC calls, for `tonic::transport::Server::layer`.
+    pub fn grpc_layer(self: &Arc<Self>) -> GrpcMetricsLayer {
+        GrpcMetricsLayer {
+            metrics: Arc::clone(self),
+        }
+    }
+}
+
+/// axum middleware recording HTTP RED metrics. Add it with `Router::layer` (so it runs after
+/// routing and sees the matched route) via `axum::middleware::from_fn_with_state`.
+pub async fn track_http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+        .to_owned();
+    let method = method_label(request.method());
+    let in_flight = metrics.http_in_flight.with_label_values(&[route.as_str()]);
+    in_flight.inc();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    in_flight.dec();
+    let status = response.status();
+    let labels = [method, route.as_str(), status.as_str()];
+    metrics.http_requests.with_label_values(&labels).inc();
+    metrics
+        .http_duration
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Methods outside the standard set share one label, so clients cannot invent series.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// The `/metrics` handler.
+pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
+    match metrics.render() {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+            text,
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot render metrics");
+            http::StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Records gRPC calls by service, method and status code.
+#[derive(Clone)]
+pub struct GrpcMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetricsService {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// The service made by [`GrpcMetricsLayer`].
+#[derive(Clone)]
+pub struct GrpcMetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, ResBody> tower::Service<http::Request<B>> for GrpcMetricsService<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = GrpcMetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // Paths are `/package.Service/Method`.
+        let path = request.uri().path().trim_start_matches('/');
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let call = GrpcCall {
+            metrics: Arc::clone(&self.metrics),
+            service: service.to_owned(),
+            method: method.to_owned(),
+            started: Instant::now(),
+        };
+        GrpcMetricsFuture {
+            inner: self.inner.call(request),
+            call: Some(call),
+        }
+    }
+}
+
+struct GrpcCall {
+    metrics: Arc<Metrics>,
+    service: String,
+    method: String,
+    started: Instant,
+}
+
+impl GrpcCall {
+    fn record(self, code: tonic::Code) {
+        // Unknown methods are answered UNIMPLEMENTED: fold their names into one series.
+        let (service, method) = if code == tonic::Code::Unimplemented {
+            ("unknown", "unknown")
+        } else {
+            (self.service.as_str(), self.method.as_str())
+        };
+        let code = format!("{code:?}");
+        self.metrics
+            .grpc_handled
+            .with_label_values(&[service, method, code.as_str()])
+            .inc();
+        self.metrics
+            .grpc_duration
+            .with_label_values(&[service, method])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`GrpcMetricsService`].
+    pub struct GrpcMetricsFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<GrpcCall>,
+    }
+}
+
+impl<F, ResBody, E> std::future::Future for GrpcMetricsFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Some(call) = this.call.take() {
+            // A failed unary call is answered "trailers-only": grpc-status sits in the
+            // headers. A successful one sends it in trailers after the body, so a response
+            // without it in the headers is a success.
+            let code = match &result {
+                Ok(response) => response
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(|value| value.parse::<i32>().ok())
+                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+                Err(_) => tonic::Code::Unknown,
+            };
+            call.record(code);
+        }
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app(metrics: &Arc<Metrics>) -> Router {
+        Router::new()
+            .route("/items/{id}", get(|| async { "item" }))
+            .layer(axum::middleware::from_fn_with_state(Arc::clone(metrics), track_http))
+            .route("/metrics", get(handler).with_state(Arc::clone(metrics)))
+    }
+
+    async fn get_path(app: &Router, path: &str) -> (http::StatusCode, String) {
+        let response = app
+            .clone()
+            .oneshot(http::Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn two_ids_make_one_series_labelled_by_route_template() {
+        let metrics = Metrics::new().unwrap();
+        let app = app(&metrics);
+        get_path(&app, "/items/1").await;
+        get_path(&app, "/items/2").await;
+
+        let (_, text) = get_path(&app, "/metrics").await;
+        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("http_requests_total{")).collect();
+        assert_eq!(
+            series,
+            vec![r#"http_requests_total{method="GET",route="/items/{id}",status="200"} 2"#],
+            "{text}"
+        );
+        assert!(!text.contains("/items/1") && !text.contains("/items/2"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn unmatched_paths_share_one_label() {
+        let metrics = Metrics::new().unwrap();
+        let app = app(&metrics);
+        get_path(&app, "/nope/1").await;
+        get_path(&app, "/nope/2").await;
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 2"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_endpoint_speaks_the_text_format() {
+        let metrics = Metrics::new().unwrap();
+        let app = app(&metrics);
+        get_path(&app, "/items/7").await;
+        let response = app
+            .clone()
+            .oneshot(http::Request::get("/metrics").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+    }
+
+    #[tokio::test]
+    async fn grpc_calls_are_counted_by_method_and_code() {
+        let metrics = Metrics::new().unwrap();
+        let ok = tower::service_fn(|_: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        });
+        let not_found = tower::service_fn(|_: http::Request<()>| async {
+            let mut response = http::Response::new(());
+            response.headers_mut().insert("grpc-status", HeaderValue::from_static("5"));
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let layer = metrics.grpc_layer();
+        let request = || http::Request::post("/tessera.users.v1.UserService/GetUser").body(()).unwrap();
+        tower::Layer::layer(&layer, ok).oneshot(request()).await.unwrap();
+        tower::Layer::layer(&layer, not_found).oneshot(request()).await.unwrap();
+
+        let text = metrics.render().unwrap();
+        for code in ["Ok", "NotFound"] {
+            let line = format!(
+                r#"grpc_server_handled_total{{grpc_code="{code}",grpc_method="GetUser",grpc_service="tessera.users.v1.UserService"}} 1"#
+            );
+            assert!(text.contains(&line), "missing {line} in {text}");
+        }
+    }
+}
