@@ -38,6 +38,9 @@ pub enum Error {
     /// The resource does not exist, or the caller may not know that it does (HTTP 404).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The route exists but does not take this method (HTTP 405).
+    #[error("this route does not take that method")]
+    MethodNotAllowed,
     /// The resource already exists, e.g. a duplicate email (HTTP 409).
     #[error("{0}")]
     AlreadyExists(String),
@@ -89,6 +92,7 @@ impl Error {
             Self::Unauthenticated(_) => "unauthenticated",
             Self::PermissionDenied(_) => "permission-denied",
             Self::NotFound(_) => "not-found",
+            Self::MethodNotAllowed => "method-not-allowed",
             Self::AlreadyExists(_) => "already-exists",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload-too-large",
@@ -109,6 +113,7 @@ impl Error {
             Self::Unauthenticated(_) => S::UNAUTHORIZED,
             Self::PermissionDenied(_) => S::FORBIDDEN,
             Self::NotFound(_) => S::NOT_FOUND,
+            Self::MethodNotAllowed => S::METHOD_NOT_ALLOWED,
             Self::AlreadyExists(_) | Self::Conflict(_) => S::CONFLICT,
             Self::PayloadTooLarge => S::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => S::UNSUPPORTED_MEDIA_TYPE,
@@ -129,6 +134,7 @@ impl Error {
             Self::Unauthenticated(_) => C::Unauthenticated,
             Self::PermissionDenied(_) => C::PermissionDenied,
             Self::NotFound(_) => C::NotFound,
+            Self::MethodNotAllowed => C::Unimplemented,
             Self::AlreadyExists(_) => C::AlreadyExists,
             Self::Conflict(_) => C::FailedPrecondition,
             Self::PayloadTooLarge | Self::RateLimited { .. } => C::ResourceExhausted,
@@ -217,6 +223,7 @@ mod tests {
             (Error::Unauthenticated("x".into()), S::UNAUTHORIZED, C::Unauthenticated),
             (Error::PermissionDenied("x".into()), S::FORBIDDEN, C::PermissionDenied),
             (Error::NotFound("user"), S::NOT_FOUND, C::NotFound),
+            (Error::MethodNotAllowed, S::METHOD_NOT_ALLOWED, C::Unimplemented),
             (Error::AlreadyExists("x".into()), S::CONFLICT, C::AlreadyExists),
             (Error::Conflict("x".into()), S::CONFLICT, C::FailedPrecondition),
             (Error::PayloadTooLarge, S::PAYLOAD_TOO_LARGE, C::ResourceExhausted),

@@ -1,0 +1,136 @@
+//! Settings every service shares, read from `<PREFIX>_*` variables.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use tessera_observability::LogFormat;
+
+/// The runtime's settings. Everything has a default except the connection URLs, which carry
+/// credentials and may come from files (`USERS_DATABASE_URL_FILE`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RuntimeConfig {
+    /// Address both servers bind to.
+    #[serde(default = "defaults::host")]
+    pub host: IpAddr,
+    /// REST port; the service's default when unset.
+    pub http_port: Option<u16>,
+    /// gRPC port; the service's default when unset.
+    pub grpc_port: Option<u16>,
+
+    /// `postgres://user:password@host:5432/database` of the service's own database.
+    pub database_url: SecretString,
+    /// `redis://host:6379/0`.
+    pub redis_url: SecretString,
+    /// `amqp://user:password@host:5672/vhost`.
+    pub amqp_url: SecretString,
+
+    /// `json` (default) or `pretty`.
+    #[serde(default)]
+    pub log_format: LogFormat,
+    /// Log filter directives, `RUST_LOG` syntax.
+    #[serde(default = "defaults::log_filter")]
+    pub log_filter: String,
+
+    /// Apply pending migrations when `serve` starts (creating the database if needed).
+    #[serde(default = "defaults::yes")]
+    pub run_migrations: bool,
+    /// Most connections the PostgreSQL pool opens.
+    #[serde(default = "defaults::db_max_connections")]
+    pub db_max_connections: u32,
+    /// How long a query may wait for a pooled connection.
+    #[serde(default = "defaults::db_acquire_timeout_ms")]
+    pub db_acquire_timeout_ms: u64,
+    /// Server-side limit on any one SQL statement.
+    #[serde(default = "defaults::db_statement_timeout_ms")]
+    pub db_statement_timeout_ms: u64,
+    /// Most connections the Redis pool opens.
+    #[serde(default = "defaults::redis_max_connections")]
+    pub redis_max_connections: usize,
+    /// Limit on connecting to Redis and waiting for a pooled connection.
+    #[serde(default = "defaults::redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+
+    /// Longest a request may take before it is answered 504 (HTTP) or DEADLINE_EXCEEDED.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Largest request body accepted, in bytes (413 beyond).
+    #[serde(default = "defaults::body_limit_bytes")]
+    pub body_limit_bytes: usize,
+    /// Most API requests handled at once; more are refused with 503 at once (load shedding).
+    #[serde(default = "defaults::concurrency_limit")]
+    pub concurrency_limit: usize,
+    /// Limit on each readiness check.
+    #[serde(default = "defaults::health_check_timeout_ms")]
+    pub health_check_timeout_ms: u64,
+
+    /// After SIGTERM, how long to keep serving with readiness failing, so load balancers stop
+    /// routing here before the listeners close.
+    #[serde(default)]
+    pub shutdown_delay_ms: u64,
+    /// After the listeners close, how long in-flight requests get to finish.
+    #[serde(default = "defaults::shutdown_timeout_ms")]
+    pub shutdown_timeout_ms: u64,
+}
+
+impl RuntimeConfig {
+    /// The REST listen address.
+    pub fn http_addr(&self, default_port: u16) -> SocketAddr {
+        SocketAddr::new(self.host, self.http_port.unwrap_or(default_port))
+    }
+
+    /// The gRPC listen address.
+    pub fn grpc_addr(&self, default_port: u16) -> SocketAddr {
+        SocketAddr::new(self.host, self.grpc_port.unwrap_or(default_port))
+    }
+
+    /// [`Self::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+mod defaults {
+    use super::*;
+
+    pub fn host() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+    pub fn log_filter() -> String {
+        "info,sqlx=warn,lapin=warn".to_owned()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn db_max_connections() -> u32 {
+        16
+    }
+    pub fn db_acquire_timeout_ms() -> u64 {
+        3_000
+    }
+    pub fn db_statement_timeout_ms() -> u64 {
+        5_000
+    }
+    pub fn redis_max_connections() -> usize {
+        32
+    }
+    pub fn redis_timeout_ms() -> u64 {
+        500
+    }
+    pub fn request_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn body_limit_bytes() -> usize {
+        64 * 1024
+    }
+    pub fn concurrency_limit() -> usize {
+        1_024
+    }
+    pub fn health_check_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn shutdown_timeout_ms() -> u64 {
+        20_000
+    }
+}

@@ -1,0 +1,80 @@
+//! The service's PostgreSQL pool, its migrations and its health check.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use secrecy::ExposeSecret;
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres};
+use tessera_observability::{Criticality, HealthCheck};
+
+use crate::RuntimeConfig;
+
+/// Why the database could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// The URL does not parse.
+    #[error("invalid database URL: {0}")]
+    Url(#[source] sqlx::Error),
+    /// The database does not exist and cannot be created.
+    #[error("cannot create the database: {0}")]
+    Create(#[source] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("cannot apply migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// A pool that connects on first use, with acquire and statement timeouts, so a slow or
+/// absent database makes requests fail fast instead of piling up.
+pub fn pool(config: &RuntimeConfig) -> Result<PgPool, DatabaseError> {
+    let options: PgConnectOptions = config.database_url.expose_secret().parse().map_err(DatabaseError::Url)?;
+    let statement_timeout = format!("{}ms", config.db_statement_timeout_ms);
+    let options = options.options([("statement_timeout", statement_timeout.as_str())]);
+    Ok(PgPoolOptions::new()
+        .max_connections(config.db_max_connections)
+        .acquire_timeout(Duration::from_millis(config.db_acquire_timeout_ms))
+        .connect_lazy_with(options))
+}
+
+/// Creates the service's database if it does not exist, then applies pending migrations.
+///
+/// sqlx takes an advisory lock while migrating, so replicas starting together are safe.
+pub async fn migrate(config: &RuntimeConfig, pool: &PgPool, migrator: &Migrator) -> Result<(), DatabaseError> {
+    let url = config.database_url.expose_secret();
+    if !Postgres::database_exists(url).await.map_err(DatabaseError::Create)? {
+        tracing::info!("creating the service database");
+        if let Err(error) = Postgres::create_database(url).await {
+            // Another replica may have created it in the meantime.
+            if !Postgres::database_exists(url).await.unwrap_or(false) {
+                return Err(DatabaseError::Create(error));
+            }
+        }
+    }
+    migrator.run(pool).await?;
+    tracing::info!(migrations = migrator.iter().count(), "database schema is up to date");
+    Ok(())
+}
+
+/// Readiness check: the service cannot work without its database.
+pub struct PostgresCheck(pub PgPool);
+
+impl HealthCheck for PostgresCheck {
+    fn name(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn criticality(&self) -> Criticality {
+        Criticality::Required
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.0)
+                .await
+                .map(drop)
+                .map_err(|error| error.to_string())
+        })
+    }
+}

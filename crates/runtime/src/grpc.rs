@@ -1,0 +1,130 @@
+//! The gRPC side: the service's services plus `grpc.health.v1` and reflection.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tessera_observability::health::Status;
+use tessera_observability::{Health, Metrics, request_id};
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::body::Body;
+use tonic::service::Routes;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
+
+/// The gRPC services a service offers, with their names for `grpc.health.v1`.
+#[derive(Default)]
+pub struct GrpcServices {
+    routes: Routes,
+    names: Vec<&'static str>,
+}
+
+impl GrpcServices {
+    /// Adds a generated tonic server (`UserServiceServer::new(..)`).
+    #[must_use]
+    pub fn add<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<http::Request<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes = self.routes.add_service(service);
+        self.names.push(S::NAME);
+        self
+    }
+
+    pub(crate) fn into_parts(self) -> (Routes, Vec<&'static str>) {
+        (self.routes, self.names)
+    }
+}
+
+/// How often readiness is re-evaluated for `grpc.health.v1`.
+const HEALTH_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Settings of the gRPC server.
+pub struct GrpcSettings {
+    /// Deadline applied when the client sets none (or a longer one).
+    pub request_timeout: Duration,
+    /// Most concurrent calls per connection; more are shed with UNAVAILABLE.
+    pub concurrency: usize,
+    /// Encoded file descriptor sets of the offered services, for reflection.
+    pub descriptors: &'static [&'static [u8]],
+}
+
+/// Serves `services` with health and reflection on `listener` until `shutdown` fires, then
+/// drains in-flight calls.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    routes: Routes,
+    settings: GrpcSettings,
+    metrics: &Arc<Metrics>,
+    health_service: HealthServer<impl tonic_health::pb::health_server::Health>,
+    shutdown: CancellationToken,
+) -> Result<(), tonic::transport::Error> {
+    let mut reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
+    for descriptor in settings.descriptors {
+        reflection = reflection.register_encoded_file_descriptor_set(descriptor);
+    }
+    let reflection = match reflection.build_v1() {
+        Ok(service) => Some(service),
+        Err(error) => {
+            tracing::warn!(%error, "gRPC reflection is unavailable");
+            None
+        }
+    };
+    let layers = ServiceBuilder::new()
+        .map_request(request_id::sanitize)
+        .layer(request_id::set_layer())
+        .layer(request_id::propagate_layer())
+        .layer(metrics.grpc_layer());
+    tonic::transport::Server::builder()
+        .timeout(settings.request_timeout)
+        .concurrency_limit_per_connection(settings.concurrency)
+        .load_shed(true)
+        .trace_fn(|request| {
+            tracing::info_span!(
+                "grpc_request",
+                path = %request.uri().path(),
+                request_id = %request_id::of(request),
+            )
+        })
+        .layer(layers)
+        .add_routes(routes)
+        .add_service(health_service)
+        .add_optional_service(reflection)
+        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown.cancelled_owned())
+        .await
+}
+
+/// Keeps `grpc.health.v1` in step with readiness: the overall status (`""`) and each named
+/// service are SERVING exactly when `/health/ready` would answer 200.
+pub async fn sync_health(health: Arc<Health>, reporter: HealthReporter, names: Vec<&'static str>, stop: CancellationToken) {
+    loop {
+        let status = match health.report().await.status {
+            Status::Ready | Status::Degraded => ServingStatus::Serving,
+            Status::NotReady => ServingStatus::NotServing,
+        };
+        set_all(&reporter, &names, status).await;
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = tokio::time::sleep(HEALTH_SYNC_INTERVAL) => {}
+        }
+    }
+    set_all(&reporter, &names, ServingStatus::NotServing).await;
+}
+
+async fn set_all(reporter: &HealthReporter, names: &[&'static str], status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in names {
+        reporter.set_service_status(*name, status).await;
+    }
+}

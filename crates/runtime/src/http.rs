@@ -1,0 +1,87 @@
+//! The REST side: the service's routes behind the default limits, next to the ops routes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::DefaultBodyLimit;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tessera_errors::Error;
+use tessera_observability::{Health, Metrics, metrics, request_id};
+use tower::ServiceBuilder;
+use tower::{BoxError, ServiceExt};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+/// Limits applied to every API request.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Longest a request may take (504 beyond).
+    pub request_timeout: Duration,
+    /// Largest body accepted (413 beyond).
+    pub body_limit_bytes: usize,
+    /// Most requests in progress; more are shed with 503 at once.
+    pub concurrency: usize,
+}
+
+/// Builds the HTTP application.
+///
+/// The ops routes (`/health/*`, `/metrics`) sit outside the limits and the request log, so
+/// probes keep answering under overload and do not flood the logs. API routes get, from the
+/// outside in: a request id, a span, load shedding with a concurrency limit, a timeout, a
+/// body limit and RED metrics by route template. Unknown routes and methods answer
+/// problem+json.
+pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Limits) -> Router {
+    let api = api
+        .fallback(|| async { Error::NotFound("route") })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(metrics), metrics::track_http))
+        .layer(DefaultBodyLimit::max(limits.body_limit_bytes));
+
+    let rejected = Arc::clone(metrics);
+    let api = ServiceBuilder::new()
+        .map_request(request_id::sanitize)
+        .layer(request_id::set_layer())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &http::Request<_>| {
+                    tracing::info_span!(
+                        "http_request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        request_id = %request_id::of(request),
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .layer(request_id::propagate_layer())
+        .layer(HandleErrorLayer::new(move |error: BoxError| {
+            let rejected = Arc::clone(&rejected);
+            async move { reject(&rejected, &error) }
+        }))
+        .load_shed()
+        .concurrency_limit(limits.concurrency)
+        .timeout(limits.request_timeout)
+        .service(api)
+        .map_err(|never| match never {});
+
+    health
+        .router()
+        .route("/metrics", get(metrics::handler).with_state(Arc::clone(metrics)))
+        .fallback_service(api)
+}
+
+/// Answers a request the limit layers refused.
+fn reject(metrics: &Metrics, error: &BoxError) -> Response {
+    if error.is::<tower::load_shed::error::Overloaded>() {
+        metrics.record_rejected("overloaded");
+        Error::Unavailable("the service is overloaded; retry later".to_owned()).into_response()
+    } else if error.is::<tower::timeout::error::Elapsed>() {
+        metrics.record_rejected("timeout");
+        Error::Timeout.into_response()
+    } else {
+        Error::internal(format!("unexpected middleware error: {error}")).into_response()
+    }
+}

@@ -1,0 +1,55 @@
+//! Test support shared by every tessera crate and service.
+//!
+//! - [`database`]: a fresh PostgreSQL database per test, dropped afterwards.
+//! - [`process`]: a service binary started as a real process on free ports.
+//! - [`proxy`]: a TCP proxy that can cut a dependency off and bring it back.
+//! - [`prometheus`]: a check that a `/metrics` body is valid exposition text.
+//! - [`smoke`]: the boot checks every service binary must pass.
+//!
+//! Tests talk to the shared local PostgreSQL, Redis and RabbitMQ; everything made here has
+//! a unique name so tests run in parallel. Override the servers with `TEST_DATABASE_URL`,
+//! `TEST_REDIS_URL` and `TEST_AMQP_URL`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
+
+pub mod database;
+pub mod process;
+pub mod prometheus;
+pub mod proxy;
+pub mod smoke;
+
+/// The PostgreSQL server tests use, as an URL to its maintenance database.
+pub fn postgres_url() -> String {
+    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// The Redis server tests use.
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379/0".to_owned())
+}
+
+/// The RabbitMQ server tests use.
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// A TCP port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The environment a service needs to run against the test servers: `<prefix>DATABASE_URL`
+/// and friends, free ports, terse logs.
+pub fn service_env(prefix: &str, database_url: &str) -> Vec<(String, String)> {
+    let var = |name: &str, value: String| (format!("{prefix}{name}"), value);
+    vec![
+        var("HOST", "127.0.0.1".to_owned()),
+        var("HTTP_PORT", free_port().to_string()),
+        var("GRPC_PORT", free_port().to_string()),
+        var("DATABASE_URL", database_url.to_owned()),
+        var("REDIS_URL", redis_url()),
+        var("AMQP_URL", amqp_url()),
+        var("LOG_FORMAT", "pretty".to_owned()),
+        var("LOG_FILTER", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned())),
+    ]
+}

@@ -1,0 +1,98 @@
+//! A service binary running as a real process, as in production.
+
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running service process; killed when dropped.
+pub struct ServiceProcess {
+    child: Child,
+    http: String,
+    grpc: String,
+}
+
+impl ServiceProcess {
+    /// Starts `binary` (`env!("CARGO_BIN_EXE_users")`) with `args` and `env` (see
+    /// [`crate::service_env`]) and waits until `/health/ready` answers 200.
+    pub async fn start(binary: &str, args: &[&str], prefix: &str, env: &[(String, String)]) -> Self {
+        let lookup = |name: &str| {
+            let key = format!("{prefix}{name}");
+            env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap()
+        };
+        let child = Command::new(binary)
+            .args(args)
+            .envs(env.iter().cloned())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let process = Self {
+            child,
+            http: format!("http://127.0.0.1:{}", lookup("HTTP_PORT")),
+            grpc: format!("http://127.0.0.1:{}", lookup("GRPC_PORT")),
+        };
+        process.wait_until_ready(Duration::from_secs(30)).await;
+        process
+    }
+
+    /// The REST base URL, without trailing slash.
+    pub fn http_url(&self) -> &str {
+        &self.http
+    }
+
+    /// The gRPC endpoint URL.
+    pub fn grpc_url(&self) -> &str {
+        &self.grpc
+    }
+
+    /// The process id, e.g. to send it a signal.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit on its own.
+    pub async fn wait_for_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "the process did not exit within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn wait_until_ready(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let url = format!("{}/health/ready", self.http);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(response) = client.get(&url).send().await
+                && response.status() == reqwest::StatusCode::OK
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{url} did not answer 200 within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The status `grpc.health.v1.Health/Check` reports for `service` (`""` for overall).
+    pub async fn grpc_health(&self, service: &str) -> Result<i32, tonic::Status> {
+        let channel = tonic::transport::Endpoint::from_shared(self.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        };
+        Ok(client.check(request).await?.into_inner().status)
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

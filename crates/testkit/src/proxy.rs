@@ -1,0 +1,67 @@
+//! A TCP proxy that can cut a dependency off, to test how a service copes with outages
+//! without stopping a server that other tests share.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Forwards connections to a target until [`TcpProxy::cut`]; then refuses new connections
+/// and closes open ones, until [`TcpProxy::restore`].
+pub struct TcpProxy {
+    addr: SocketAddr,
+    open: Arc<watch::Sender<bool>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    /// Starts forwarding from a free local port to `target`.
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(watch::channel(true).0);
+        let task = tokio::spawn(accept(listener, target, Arc::clone(&open)));
+        Self { addr, open, task }
+    }
+
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Closes every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.open.send_replace(false);
+    }
+
+    /// Forwards again.
+    pub fn restore(&self) {
+        self.open.send_replace(true);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.task.abort();
+    }
+}
+
+async fn accept(listener: TcpListener, target: SocketAddr, open: Arc<watch::Sender<bool>>) {
+    while let Ok((client, _)) = listener.accept().await {
+        if !*open.borrow() {
+            drop(client);
+            continue;
+        }
+        let mut closed = open.subscribe();
+        tokio::spawn(async move {
+            let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+            let mut client = client;
+            tokio::select! {
+                _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+                _ = closed.wait_for(|open| !open) => {}
+            }
+        });
+    }
+}

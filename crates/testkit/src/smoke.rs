@@ -1,0 +1,88 @@
+//! The checks every service binary must pass, shared so each service states them in one line.
+
+use std::process::{Command, Stdio};
+
+use crate::database::TestDatabase;
+use crate::process::ServiceProcess;
+
+/// `grpc.health.v1` SERVING.
+const SERVING: i32 = 1;
+
+/// The binary starts on the local infrastructure; `/health/ready` answers 200 with every
+/// dependency up, `/metrics` is valid Prometheus text, and gRPC health reports SERVING.
+pub async fn serves_health_metrics_and_grpc_health(binary: &str, prefix: &str) {
+    let database = TestDatabase::empty().await;
+    let env = crate::service_env(prefix, database.url());
+    let service = ServiceProcess::start(binary, &[], prefix, &env).await;
+    let client = reqwest::Client::new();
+
+    let ready = client.get(format!("{}/health/ready", service.http_url())).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let report: serde_json::Value = ready.json().await.unwrap();
+    for check in report["checks"].as_array().unwrap() {
+        // The broker connects in the background; the rest must be up at once.
+        if check["name"] != "rabbitmq" {
+            assert_eq!(check["status"], "up", "{report}");
+        }
+    }
+    for probe in ["live", "startup"] {
+        let response = client.get(format!("{}/health/{probe}", service.http_url())).send().await.unwrap();
+        assert_eq!(response.status(), 200, "/health/{probe}");
+    }
+
+    // An unknown route is a problem+json 404, and shows up in the metrics below.
+    let missing = client.get(format!("{}/api/v1/nothing-here", service.http_url())).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+    assert!(missing.headers().contains_key("x-request-id"));
+
+    let metrics = client.get(format!("{}/metrics", service.http_url())).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let text = metrics.text().await.unwrap();
+    crate::prometheus::validate(&text).unwrap();
+    assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{text}");
+
+    assert_eq!(service.grpc_health("").await.unwrap(), SERVING);
+}
+
+/// A malformed variable makes the binary exit non-zero at once, with a message naming it.
+pub async fn bad_environment_variable_stops_startup_naming_it(binary: &str, prefix: &str) {
+    let variable = format!("{prefix}HTTP_PORT");
+    let mut env = crate::service_env(prefix, "postgres://unused/unused");
+    env.retain(|(name, _)| *name != variable);
+    env.push((variable.clone(), "not-a-port".to_owned()));
+    let output = Command::new(binary)
+        .envs(env)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&variable) && stderr.contains("not-a-port"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // A missing secret is named too.
+    let secret = format!("{prefix}DATABASE_URL");
+    let mut env = crate::service_env(prefix, "unused");
+    env.retain(|(name, _)| *name != secret);
+    let output = Command::new(binary).env_clear().envs(env).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&secret), "{stderr}");
+}
+
+/// `migrate` creates the service's database when it is missing, applies the migrations and
+/// exits 0.
+pub async fn migrate_creates_the_database_and_exits(binary: &str, prefix: &str) {
+    let database = TestDatabase::not_yet_created();
+    let env = crate::service_env(prefix, database.url());
+    let output = Command::new(binary).arg("migrate").envs(env).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database.url()).await.unwrap();
+    let applied: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert!(applied);
+}
