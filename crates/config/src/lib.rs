@@ -48,7 +48,8 @@ impl ConfigError {
 pub fn load<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
     // Variables that are not valid Unicode cannot be meant for us; skipping them beats failing
     // on an unrelated variable of the parent environment.
-    let vars = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let vars = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
     from_vars(prefix, vars)
 }
 
@@ -74,11 +75,15 @@ where
         })
     };
     envy::from_iter(tracked).map_err(|error| match error {
-        envy::Error::MissingValue(field) => {
-            ConfigError::new(format!("{prefix}{}", field.to_uppercase()), "is required but not set")
-        }
+        envy::Error::MissingValue(field) => ConfigError::new(
+            format!("{prefix}{}", field.to_uppercase()),
+            "is required but not set",
+        ),
         envy::Error::Custom(message) => {
-            let variable = last.borrow_mut().take().unwrap_or_else(|| format!("{prefix}*"));
+            let variable = last
+                .borrow_mut()
+                .take()
+                .unwrap_or_else(|| format!("{prefix}*"));
             ConfigError::new(variable, strip_envy_suffix(&message))
         }
     })
@@ -105,7 +110,9 @@ where
     let mut plain = BTreeMap::new();
     let mut files = BTreeMap::new();
     for (key, value) in vars {
-        let Some(name) = key.strip_prefix(prefix) else { continue };
+        let Some(name) = key.strip_prefix(prefix) else {
+            continue;
+        };
         match name.strip_suffix(FILE_SUFFIX) {
             Some(base) if !base.is_empty() => files.insert(base.to_owned(), value),
             _ => plain.insert(name.to_owned(), value),
@@ -119,8 +126,9 @@ where
                 format!("set either {prefix}{name} or {prefix}{name}{FILE_SUFFIX}, not both"),
             ));
         }
-        let contents = std::fs::read_to_string(&path)
-            .map_err(|error| ConfigError::new(&variable, format!("cannot read file {path:?}: {error}")))?;
+        let contents = std::fs::read_to_string(&path).map_err(|error| {
+            ConfigError::new(&variable, format!("cannot read file {path:?}: {error}"))
+        })?;
         // Files written by editors and `echo` end in a newline that is not part of the secret.
         let value = contents.strip_suffix('\n').unwrap_or(&contents);
         let value = value.strip_suffix('\r').unwrap_or(value);
@@ -176,7 +184,10 @@ mod tests {
     }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn load_settings(pairs: &[(&str, &str)]) -> Result<Settings, ConfigError> {
@@ -194,14 +205,18 @@ mod tests {
 
     #[test]
     fn variables_of_other_prefixes_are_ignored() {
-        let error = load_settings(&[("OTHER_DATABASE_URL", "x"), ("DATABASE_URL", "y")]).unwrap_err();
+        let error =
+            load_settings(&[("OTHER_DATABASE_URL", "x"), ("DATABASE_URL", "y")]).unwrap_err();
         assert_eq!(error.variable, "SVC_DATABASE_URL");
     }
 
     #[test]
     fn missing_secret_names_the_variable() {
         let error = load_settings(&[("SVC_HTTP_PORT", "80")]).unwrap_err();
-        assert_eq!(error, ConfigError::new("SVC_DATABASE_URL", "is required but not set"));
+        assert_eq!(
+            error,
+            ConfigError::new("SVC_DATABASE_URL", "is required but not set")
+        );
         assert_eq!(
             error.to_string(),
             "invalid configuration: SVC_DATABASE_URL: is required but not set"
@@ -210,14 +225,16 @@ mod tests {
 
     #[test]
     fn bad_number_names_the_variable_and_the_value() {
-        let error = load_settings(&[("SVC_DATABASE_URL", "x"), ("SVC_HTTP_PORT", "eighty")]).unwrap_err();
+        let error =
+            load_settings(&[("SVC_DATABASE_URL", "x"), ("SVC_HTTP_PORT", "eighty")]).unwrap_err();
         assert_eq!(error.variable, "SVC_HTTP_PORT");
         assert!(error.problem.contains("'eighty'"), "{error}");
     }
 
     #[test]
     fn out_of_range_number_is_rejected() {
-        let error = load_settings(&[("SVC_DATABASE_URL", "x"), ("SVC_HTTP_PORT", "70000")]).unwrap_err();
+        let error =
+            load_settings(&[("SVC_DATABASE_URL", "x"), ("SVC_HTTP_PORT", "70000")]).unwrap_err();
         assert_eq!(error.variable, "SVC_HTTP_PORT");
     }
 
@@ -230,7 +247,8 @@ mod tests {
 
     #[test]
     fn bad_address_names_the_variable() {
-        let error = load_settings(&[("SVC_HOST", "not-an-ip"), ("SVC_DATABASE_URL", "x")]).unwrap_err();
+        let error =
+            load_settings(&[("SVC_HOST", "not-an-ip"), ("SVC_DATABASE_URL", "x")]).unwrap_err();
         assert_eq!(error.variable, "SVC_HOST");
     }
 
@@ -240,7 +258,10 @@ mod tests {
         writeln!(file, "postgres://from-file/db").unwrap();
         let path = file.path().to_str().unwrap();
         let settings = load_settings(&[("SVC_DATABASE_URL_FILE", path)]).unwrap();
-        assert_eq!(settings.database_url.expose_secret(), "postgres://from-file/db");
+        assert_eq!(
+            settings.database_url.expose_secret(),
+            "postgres://from-file/db"
+        );
     }
 
     #[test]
@@ -254,15 +275,16 @@ mod tests {
     fn value_and_file_together_are_ambiguous() {
         let file = tempfile::NamedTempFile::new().unwrap();
         let path = file.path().to_str().unwrap();
-        let error =
-            load_settings(&[("SVC_DATABASE_URL", "x"), ("SVC_DATABASE_URL_FILE", path)]).unwrap_err();
+        let error = load_settings(&[("SVC_DATABASE_URL", "x"), ("SVC_DATABASE_URL_FILE", path)])
+            .unwrap_err();
         assert_eq!(error.variable, "SVC_DATABASE_URL_FILE");
         assert!(error.problem.contains("not both"), "{error}");
     }
 
     #[test]
     fn secrets_are_redacted_in_debug_output() {
-        let settings = load_settings(&[("SVC_DATABASE_URL", "postgres://user:hunter2@db/x")]).unwrap();
+        let settings =
+            load_settings(&[("SVC_DATABASE_URL", "postgres://user:hunter2@db/x")]).unwrap();
         assert!(!format!("{settings:?}").contains("hunter2"));
     }
 }

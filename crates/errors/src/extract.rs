@@ -3,17 +3,16 @@
 //! Use these instead of axum's own `Json`, `Path` and `Query`: axum answers rejections with
 //! plain text and no field name.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use axum::body::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{Error, FieldError};
-
 
 /// A JSON request body (which must be `application/json` or `*+json`) or a JSON response.
 ///
@@ -35,14 +34,20 @@ where
                 "expected a request body with content-type application/json".to_owned(),
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| match rejection {
-            BytesRejection::FailedToBufferBody(failure)
-                if failure.status() == http::StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Error::PayloadTooLarge
-            }
-            other => Error::BadRequest(format!("cannot read the request body: {}", other.body_text())),
-        })?;
+        let bytes =
+            Bytes::from_request(request, state)
+                .await
+                .map_err(|rejection| match rejection {
+                    BytesRejection::FailedToBufferBody(failure)
+                        if failure.status() == http::StatusCode::PAYLOAD_TOO_LARGE =>
+                    {
+                        Error::PayloadTooLarge
+                    }
+                    other => Error::BadRequest(format!(
+                        "cannot read the request body: {}",
+                        other.body_text()
+                    )),
+                })?;
         parse_json(&bytes).map(Json)
     }
 }
@@ -92,11 +97,20 @@ fn strip_position(message: &str) -> String {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Path parameters; a parameter that does not parse is a 400 naming it.
@@ -166,11 +180,21 @@ mod tests {
 
     fn app() -> Router {
         Router::new()
-            .route("/echo", post(|Json(input): Json<Input>| async move { Json(input) }))
-            .route("/items/{id}", get(|Path(id): Path<u32>| async move { id.to_string() }))
+            .route(
+                "/echo",
+                post(|Json(input): Json<Input>| async move { Json(input) }),
+            )
+            .route(
+                "/items/{id}",
+                get(|Path(id): Path<u32>| async move { id.to_string() }),
+            )
             .route(
                 "/list",
-                get(|Query(q): Query<std::collections::HashMap<String, u8>>| async move { q.len().to_string() }),
+                get(
+                    |Query(q): Query<std::collections::HashMap<String, u8>>| async move {
+                        q.len().to_string()
+                    },
+                ),
             )
             .layer(DefaultBodyLimit::max(64))
     }
@@ -178,9 +202,15 @@ mod tests {
     async fn send(request: http::Request<Body>) -> (http::StatusCode, Option<Problem>) {
         let response = app().oneshot(request).await.unwrap();
         let status = response.status();
-        let is_problem = response.headers().get(header::CONTENT_TYPE).is_some_and(|v| v == crate::problem::PROBLEM_JSON);
+        let is_problem = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v == crate::problem::PROBLEM_JSON);
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, is_problem.then(|| serde_json::from_slice(&bytes).unwrap()))
+        (
+            status,
+            is_problem.then(|| serde_json::from_slice(&bytes).unwrap()),
+        )
     }
 
     fn post_json(body: &str) -> http::Request<Body> {
@@ -223,7 +253,10 @@ mod tests {
         assert_eq!(status, 422);
         let problem = problem.unwrap();
         assert_eq!(problem.errors[0].field, "admin");
-        assert!(problem.errors[0].message.contains("unknown field"), "{problem:?}");
+        assert!(
+            problem.errors[0].message.contains("unknown field"),
+            "{problem:?}"
+        );
     }
 
     #[tokio::test]
@@ -231,7 +264,10 @@ mod tests {
         let body = format!(r#"{{"name":"{}","count":1}}"#, "x".repeat(100));
         let (status, problem) = send(post_json(&body)).await;
         assert_eq!(status, 413);
-        assert_eq!(problem.unwrap().kind, "urn:tessera:problem:payload-too-large");
+        assert_eq!(
+            problem.unwrap().kind,
+            "urn:tessera:problem:payload-too-large"
+        );
     }
 
     #[tokio::test]
@@ -247,7 +283,9 @@ mod tests {
 
     #[tokio::test]
     async fn bad_path_parameter_is_a_bad_request_naming_it() {
-        let request = http::Request::get("/items/abc").body(Body::empty()).unwrap();
+        let request = http::Request::get("/items/abc")
+            .body(Body::empty())
+            .unwrap();
         let (status, problem) = send(request).await;
         assert_eq!(status, 400);
         assert!(problem.unwrap().detail.contains("abc"));
@@ -255,7 +293,9 @@ mod tests {
 
     #[tokio::test]
     async fn bad_query_parameter_is_a_bad_request_naming_it() {
-        let request = http::Request::get("/list?limit=many").body(Body::empty()).unwrap();
+        let request = http::Request::get("/list?limit=many")
+            .body(Body::empty())
+            .unwrap();
         let (status, problem) = send(request).await;
         assert_eq!(status, 400);
         assert!(problem.unwrap().detail.contains("limit"));

@@ -210,7 +210,10 @@ mod tests {
             FieldError::new("display_name", "must not be empty"),
         ]));
         assert_eq!(status.code(), tonic::Code::InvalidArgument);
-        assert_eq!(status.message(), "email: must contain @; display_name: must not be empty");
+        assert_eq!(
+            status.message(),
+            "email: must contain @; display_name: must not be empty"
+        );
     }
 
     #[test]
@@ -218,23 +221,65 @@ mod tests {
         use http::StatusCode as S;
         use tonic::Code as C;
         let cases = [
-            (Error::BadRequest("x".into()), S::BAD_REQUEST, C::InvalidArgument),
-            (Error::invalid_field("f", "m"), S::UNPROCESSABLE_ENTITY, C::InvalidArgument),
-            (Error::Unauthenticated("x".into()), S::UNAUTHORIZED, C::Unauthenticated),
-            (Error::PermissionDenied("x".into()), S::FORBIDDEN, C::PermissionDenied),
-            (Error::NotFound("user"), S::NOT_FOUND, C::NotFound),
-            (Error::MethodNotAllowed, S::METHOD_NOT_ALLOWED, C::Unimplemented),
-            (Error::AlreadyExists("x".into()), S::CONFLICT, C::AlreadyExists),
-            (Error::Conflict("x".into()), S::CONFLICT, C::FailedPrecondition),
-            (Error::PayloadTooLarge, S::PAYLOAD_TOO_LARGE, C::ResourceExhausted),
             (
-                Error::RateLimited { retry_after: Duration::from_secs(1) },
+                Error::BadRequest("x".into()),
+                S::BAD_REQUEST,
+                C::InvalidArgument,
+            ),
+            (
+                Error::invalid_field("f", "m"),
+                S::UNPROCESSABLE_ENTITY,
+                C::InvalidArgument,
+            ),
+            (
+                Error::Unauthenticated("x".into()),
+                S::UNAUTHORIZED,
+                C::Unauthenticated,
+            ),
+            (
+                Error::PermissionDenied("x".into()),
+                S::FORBIDDEN,
+                C::PermissionDenied,
+            ),
+            (Error::NotFound("user"), S::NOT_FOUND, C::NotFound),
+            (
+                Error::MethodNotAllowed,
+                S::METHOD_NOT_ALLOWED,
+                C::Unimplemented,
+            ),
+            (
+                Error::AlreadyExists("x".into()),
+                S::CONFLICT,
+                C::AlreadyExists,
+            ),
+            (
+                Error::Conflict("x".into()),
+                S::CONFLICT,
+                C::FailedPrecondition,
+            ),
+            (
+                Error::PayloadTooLarge,
+                S::PAYLOAD_TOO_LARGE,
+                C::ResourceExhausted,
+            ),
+            (
+                Error::RateLimited {
+                    retry_after: Duration::from_secs(1),
+                },
                 S::TOO_MANY_REQUESTS,
                 C::ResourceExhausted,
             ),
-            (Error::Unavailable("x".into()), S::SERVICE_UNAVAILABLE, C::Unavailable),
+            (
+                Error::Unavailable("x".into()),
+                S::SERVICE_UNAVAILABLE,
+                C::Unavailable,
+            ),
             (Error::Timeout, S::GATEWAY_TIMEOUT, C::DeadlineExceeded),
-            (Error::internal(SecretCause), S::INTERNAL_SERVER_ERROR, C::Internal),
+            (
+                Error::internal(SecretCause),
+                S::INTERNAL_SERVER_ERROR,
+                C::Internal,
+            ),
         ];
         for (error, http, grpc) in cases {
             assert_eq!(error.http_status(), http, "{error:?}");

@@ -102,7 +102,10 @@ mod tests {
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();
         let problem = serde_json::from_slice(&bytes).unwrap();
-        (Response::from_parts(parts, axum::body::Body::empty()), problem)
+        (
+            Response::from_parts(parts, axum::body::Body::empty()),
+            problem,
+        )
     }
 
     #[tokio::test]
@@ -124,24 +127,35 @@ mod tests {
 
     #[tokio::test]
     async fn internal_errors_leak_nothing() {
-        let cause = std::io::Error::other("connect to 10.1.2.3:5432: password authentication failed");
+        let cause =
+            std::io::Error::other("connect to 10.1.2.3:5432: password authentication failed");
         let (response, problem) = render(Error::internal(cause)).await;
         assert_eq!(response.status(), 500);
         assert_eq!(problem.detail, "internal error");
         let text = serde_json::to_string(&problem).unwrap();
-        assert!(!text.contains("10.1.2.3") && !text.contains("password"), "{text}");
+        assert!(
+            !text.contains("10.1.2.3") && !text.contains("password"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
     async fn invalid_input_lists_the_fields() {
-        let (response, problem) = render(Error::invalid_field("display_name", "must not be empty")).await;
+        let (response, problem) =
+            render(Error::invalid_field("display_name", "must not be empty")).await;
         assert_eq!(response.status(), 422);
-        assert_eq!(problem.errors, vec![FieldError::new("display_name", "must not be empty")]);
+        assert_eq!(
+            problem.errors,
+            vec![FieldError::new("display_name", "must not be empty")]
+        );
     }
 
     #[tokio::test]
     async fn rate_limited_carries_retry_after_rounded_up() {
-        let (response, _) = render(Error::RateLimited { retry_after: Duration::from_millis(1500) }).await;
+        let (response, _) = render(Error::RateLimited {
+            retry_after: Duration::from_millis(1500),
+        })
+        .await;
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
     }

@@ -101,7 +101,13 @@ impl HealthCheck for BrokerCheck {
 
     fn check(&self) -> BoxFuture<'_, Result<(), String>> {
         let connected = self.0.connection().is_some();
-        Box::pin(async move { if connected { Ok(()) } else { Err("not connected".to_owned()) } })
+        Box::pin(async move {
+            if connected {
+                Ok(())
+            } else {
+                Err("not connected".to_owned())
+            }
+        })
     }
 }
 
@@ -113,7 +119,8 @@ async fn supervise(
 ) {
     let mut failures: u32 = 0;
     loop {
-        let properties = ConnectionProperties::default().with_connection_name(settings.connection_name.clone().into());
+        let properties = ConnectionProperties::default()
+            .with_connection_name(settings.connection_name.clone().into());
         let attempt = tokio::select! {
             () = stop.cancelled() => break,
             attempt = Connection::connect(settings.url.expose_secret(), properties) => attempt,
@@ -140,9 +147,13 @@ async fn supervise(
                 sender.send_replace(None);
                 connection_up.set(0);
                 match lost {
-                    Some(reason) => tracing::warn!(%reason, "lost the broker connection; reconnecting"),
+                    Some(reason) => {
+                        tracing::warn!(%reason, "lost the broker connection; reconnecting")
+                    }
                     None => {
-                        if let Err(error) = connection.close(200, "service shutting down".into()).await {
+                        if let Err(error) =
+                            connection.close(200, "service shutting down".into()).await
+                        {
                             tracing::debug!(%error, "broker connection was already closed");
                         }
                         break;
@@ -166,7 +177,9 @@ async fn supervise(
 /// Exponential backoff with full jitter: a random delay up to `min * 2^failures`, capped at
 /// `max`, so replicas that lost the broker together do not reconnect in lockstep.
 fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let ceiling = min.saturating_mul(2u32.saturating_pow(failures.min(16))).min(max);
+    let ceiling = min
+        .saturating_mul(2u32.saturating_pow(failures.min(16)))
+        .min(max);
     let floor = min.min(ceiling);
     rand::rng().random_range(floor..=ceiling)
 }
@@ -182,7 +195,10 @@ mod tests {
         for failures in 0..40 {
             let delay = backoff(failures, min, max);
             assert!(delay >= min && delay <= max, "{failures}: {delay:?}");
-            assert!(delay <= min * 2u32.pow(failures.min(6)), "{failures}: {delay:?}");
+            assert!(
+                delay <= min * 2u32.pow(failures.min(6)),
+                "{failures}: {delay:?}"
+            );
         }
     }
 
@@ -203,8 +219,13 @@ mod tests {
     async fn connects_to_the_local_broker_and_closes() {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let up = gauge();
-        let broker = Broker::start(settings("amqp://guest:guest@127.0.0.1:5672/%2f"), up.clone());
-        let connection = tokio::time::timeout(Duration::from_secs(10), broker.connected()).await.unwrap();
+        let broker = Broker::start(
+            settings("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            up.clone(),
+        );
+        let connection = tokio::time::timeout(Duration::from_secs(10), broker.connected())
+            .await
+            .unwrap();
         assert!(connection.is_some());
         assert_eq!(up.get(), 1);
         assert!(broker.health_check().check().await.is_ok());
@@ -220,7 +241,12 @@ mod tests {
         let broker = Broker::start(settings("amqp://guest:guest@127.0.0.1:1/%2f"), up.clone());
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(broker.connection().is_none());
-        assert_eq!(broker.health_check().check().await, Err("not connected".to_owned()));
-        tokio::time::timeout(Duration::from_secs(5), broker.close()).await.unwrap();
+        assert_eq!(
+            broker.health_check().check().await,
+            Err("not connected".to_owned())
+        );
+        tokio::time::timeout(Duration::from_secs(5), broker.close())
+            .await
+            .unwrap();
     }
 }

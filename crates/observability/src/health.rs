@@ -146,7 +146,11 @@ impl Health {
             Phase::Draining => Some("shutting down"),
             Phase::Running => None,
         };
-        let down = |criticality| checks.iter().any(|c| c.criticality == criticality && c.error.is_some());
+        let down = |criticality| {
+            checks
+                .iter()
+                .any(|c| c.criticality == criticality && c.error.is_some())
+        };
         let status = if reason.is_some() || down(Criticality::Required) {
             Status::NotReady
         } else if down(Criticality::Optional) {
@@ -154,7 +158,11 @@ impl Health {
         } else {
             Status::Ready
         };
-        Report { status, reason, checks }
+        Report {
+            status,
+            reason,
+            checks,
+        }
     }
 
     async fn run(&self, check: &dyn HealthCheck) -> CheckReport {
@@ -188,9 +196,17 @@ async fn live() -> Response {
 
 async fn startup(State(health): State<Arc<Health>>) -> Response {
     if health.is_started() {
-        (StatusCode::OK, axum::Json(serde_json::json!({ "status": "started" }))).into_response()
+        (
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "status": "started" })),
+        )
+            .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({ "status": "starting" }))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({ "status": "starting" })),
+        )
+            .into_response()
     }
 }
 
@@ -228,7 +244,13 @@ mod tests {
         }
         fn check(&self) -> BoxFuture<'_, Result<(), String>> {
             let up = self.up.load(Ordering::SeqCst);
-            Box::pin(async move { if up { Ok(()) } else { Err("unreachable".into()) } })
+            Box::pin(async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err("unreachable".into())
+                }
+            })
         }
     }
 
@@ -248,7 +270,14 @@ mod tests {
 
     fn switch(name: &'static str, criticality: Criticality) -> (Switch, Arc<AtomicBool>) {
         let up = Arc::new(AtomicBool::new(true));
-        (Switch { name, criticality, up: Arc::clone(&up) }, up)
+        (
+            Switch {
+                name,
+                criticality,
+                up: Arc::clone(&up),
+            },
+            up,
+        )
     }
 
     async fn get(health: &Arc<Health>, path: &str) -> (StatusCode, serde_json::Value) {
@@ -274,7 +303,10 @@ mod tests {
         health.mark_started();
         assert_eq!(get(&health, "/health/startup").await.0, 200);
         let (status, body) = get(&health, "/health/ready").await;
-        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("ready")));
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("ready"))
+        );
 
         db_up.store(false, Ordering::SeqCst);
         let (status, body) = get(&health, "/health/ready").await;
@@ -287,7 +319,10 @@ mod tests {
 
         health.mark_draining();
         let (status, body) = get(&health, "/health/ready").await;
-        assert_eq!((status, body["reason"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down")));
+        assert_eq!(
+            (status, body["reason"].as_str()),
+            (StatusCode::SERVICE_UNAVAILABLE, Some("shutting down"))
+        );
     }
 
     #[tokio::test]
@@ -297,7 +332,10 @@ mod tests {
         health.mark_started();
         cache_up.store(false, Ordering::SeqCst);
         let (status, body) = get(&health, "/health/ready").await;
-        assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("degraded")));
+        assert_eq!(
+            (status, body["status"].as_str()),
+            (StatusCode::OK, Some("degraded"))
+        );
     }
 
     #[tokio::test]
@@ -306,6 +344,11 @@ mod tests {
         health.mark_started();
         let (status, body) = get(&health, "/health/ready").await;
         assert_eq!(status, 503);
-        assert!(body["checks"][0]["error"].as_str().unwrap().contains("no answer"));
+        assert!(
+            body["checks"][0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("no answer")
+        );
     }
 }

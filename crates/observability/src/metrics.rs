@@ -12,7 +12,9 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, header};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Latency buckets in seconds: fine-grained below 10 ms, where healthy requests live.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -43,16 +45,25 @@ impl Metrics {
     pub fn new() -> Result<Arc<Self>, prometheus::Error> {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests handled, by route template and status."),
+            Opts::new(
+                "http_requests_total",
+                "HTTP requests handled, by route template and status.",
+            ),
             &["method", "route", "status"],
         )?;
         let http_duration = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency in seconds.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "http_request_duration_seconds",
+                "HTTP request latency in seconds.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["method", "route", "status"],
         )?;
         let http_in_flight = IntGaugeVec::new(
-            Opts::new("http_requests_in_flight", "HTTP requests being handled now."),
+            Opts::new(
+                "http_requests_in_flight",
+                "HTTP requests being handled now.",
+            ),
             &["route"],
         )?;
         let http_shed = IntCounterVec::new(
@@ -63,12 +74,18 @@ impl Metrics {
             &["reason"],
         )?;
         let grpc_handled = IntCounterVec::new(
-            Opts::new("grpc_server_handled_total", "gRPC calls completed, by method and status code."),
+            Opts::new(
+                "grpc_server_handled_total",
+                "gRPC calls completed, by method and status code.",
+            ),
             &["grpc_service", "grpc_method", "grpc_code"],
         )?;
         let grpc_duration = HistogramVec::new(
-            HistogramOpts::new("grpc_server_handling_seconds", "gRPC call latency in seconds.")
-                .buckets(LATENCY_BUCKETS.to_vec()),
+            HistogramOpts::new(
+                "grpc_server_handling_seconds",
+                "gRPC call latency in seconds.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
             &["grpc_service", "grpc_method"],
         )?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -115,7 +132,11 @@ impl Metrics {
 
 /// axum middleware recording HTTP RED metrics. Add it with `Router::layer` (so it runs after
 /// routing and sees the matched route) via `axum::middleware::from_fn_with_state`.
-pub async fn track_http(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub async fn track_http(
+    State(metrics): State<Arc<Metrics>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -155,7 +176,10 @@ fn method_label(method: &Method) -> &'static str {
 pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
     match metrics.render() {
         Ok(text) => (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            )],
             text,
         )
             .into_response(),
@@ -296,7 +320,10 @@ mod tests {
     fn app(metrics: &Arc<Metrics>) -> Router {
         Router::new()
             .route("/items/{id}", get(|| async { "item" }))
-            .layer(axum::middleware::from_fn_with_state(Arc::clone(metrics), track_http))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(metrics),
+                track_http,
+            ))
             .route("/metrics", get(handler).with_state(Arc::clone(metrics)))
     }
 
@@ -319,13 +346,19 @@ mod tests {
         get_path(&app, "/items/2").await;
 
         let (_, text) = get_path(&app, "/metrics").await;
-        let series: Vec<&str> = text.lines().filter(|l| l.starts_with("http_requests_total{")).collect();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("http_requests_total{"))
+            .collect();
         assert_eq!(
             series,
             vec![r#"http_requests_total{method="GET",route="/items/{id}",status="200"} 2"#],
             "{text}"
         );
-        assert!(!text.contains("/items/1") && !text.contains("/items/2"), "{text}");
+        assert!(
+            !text.contains("/items/1") && !text.contains("/items/2"),
+            "{text}"
+        );
     }
 
     #[tokio::test]
@@ -352,7 +385,12 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(response.status(), 200);
-        assert!(response.headers()[header::CONTENT_TYPE].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
+        assert!(
+            response.headers()[header::CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain; version=0.0.4")
+        );
     }
 
     #[tokio::test]
@@ -363,13 +401,25 @@ mod tests {
         });
         let not_found = tower::service_fn(|_: http::Request<()>| async {
             let mut response = http::Response::new(());
-            response.headers_mut().insert("grpc-status", HeaderValue::from_static("5"));
+            response
+                .headers_mut()
+                .insert("grpc-status", HeaderValue::from_static("5"));
             Ok::<_, std::convert::Infallible>(response)
         });
         let layer = metrics.grpc_layer();
-        let request = || http::Request::post("/tessera.users.v1.UserService/GetUser").body(()).unwrap();
-        tower::Layer::layer(&layer, ok).oneshot(request()).await.unwrap();
-        tower::Layer::layer(&layer, not_found).oneshot(request()).await.unwrap();
+        let request = || {
+            http::Request::post("/tessera.users.v1.UserService/GetUser")
+                .body(())
+                .unwrap()
+        };
+        tower::Layer::layer(&layer, ok)
+            .oneshot(request())
+            .await
+            .unwrap();
+        tower::Layer::layer(&layer, not_found)
+            .oneshot(request())
+            .await
+            .unwrap();
 
         let text = metrics.render().unwrap();
         for code in ["Ok", "NotFound"] {

@@ -1,7 +1,9 @@
 //! Request ids: accept the caller's `x-request-id`, or make a UUIDv7, and echo it back.
 
 use http::{HeaderName, HeaderValue, Request};
-use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 
 /// The header that carries the request id.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -34,9 +36,12 @@ pub fn propagate_layer() -> PropagateRequestIdLayer {
 /// Removes an incoming request id that is too long or not printable, so [`set_layer`]
 /// replaces it with a fresh one.
 pub fn sanitize<B>(mut request: Request<B>) -> Request<B> {
-    let usable = request.headers().get(&REQUEST_ID_HEADER).is_none_or(|value| {
-        value.len() <= MAX_INCOMING_LEN && value.as_bytes().iter().all(|b| b.is_ascii_graphic())
-    });
+    let usable = request
+        .headers()
+        .get(&REQUEST_ID_HEADER)
+        .is_none_or(|value| {
+            value.len() <= MAX_INCOMING_LEN && value.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        });
     if !usable {
         request.headers_mut().remove(&REQUEST_ID_HEADER);
     }

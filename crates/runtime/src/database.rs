@@ -28,7 +28,11 @@ pub enum DatabaseError {
 /// A pool that connects on first use, with acquire and statement timeouts, so a slow or
 /// absent database makes requests fail fast instead of piling up.
 pub fn pool(config: &RuntimeConfig) -> Result<PgPool, DatabaseError> {
-    let options: PgConnectOptions = config.database_url.expose_secret().parse().map_err(DatabaseError::Url)?;
+    let options: PgConnectOptions = config
+        .database_url
+        .expose_secret()
+        .parse()
+        .map_err(DatabaseError::Url)?;
     let statement_timeout = format!("{}ms", config.db_statement_timeout_ms);
     let options = options.options([("statement_timeout", statement_timeout.as_str())]);
     Ok(PgPoolOptions::new()
@@ -40,9 +44,16 @@ pub fn pool(config: &RuntimeConfig) -> Result<PgPool, DatabaseError> {
 /// Creates the service's database if it does not exist, then applies pending migrations.
 ///
 /// sqlx takes an advisory lock while migrating, so replicas starting together are safe.
-pub async fn migrate(config: &RuntimeConfig, pool: &PgPool, migrator: &Migrator) -> Result<(), DatabaseError> {
+pub async fn migrate(
+    config: &RuntimeConfig,
+    pool: &PgPool,
+    migrator: &Migrator,
+) -> Result<(), DatabaseError> {
     let url = config.database_url.expose_secret();
-    if !Postgres::database_exists(url).await.map_err(DatabaseError::Create)? {
+    if !Postgres::database_exists(url)
+        .await
+        .map_err(DatabaseError::Create)?
+    {
         tracing::info!("creating the service database");
         if let Err(error) = Postgres::create_database(url).await {
             // Another replica may have created it in the meantime.
@@ -52,7 +63,10 @@ pub async fn migrate(config: &RuntimeConfig, pool: &PgPool, migrator: &Migrator)
         }
     }
     migrator.run(pool).await?;
-    tracing::info!(migrations = migrator.iter().count(), "database schema is up to date");
+    tracing::info!(
+        migrations = migrator.iter().count(),
+        "database schema is up to date"
+    );
     Ok(())
 }
 

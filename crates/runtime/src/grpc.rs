@@ -7,8 +7,8 @@ use std::time::Duration;
 use tessera_observability::health::Status;
 use tessera_observability::{Health, Metrics, request_id};
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 use tonic::body::Body;
+use tonic::server::NamedService;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
@@ -25,7 +25,7 @@ pub struct GrpcServices {
 impl GrpcServices {
     /// Adds a generated tonic server (`UserServiceServer::new(..)`).
     #[must_use]
-    pub fn add<S>(mut self, service: S) -> Self
+    pub fn with<S>(mut self, service: S) -> Self
     where
         S: tower::Service<http::Request<Body>, Error = Infallible>
             + NamedService
@@ -101,13 +101,21 @@ pub async fn serve(
         .add_routes(routes)
         .add_service(health_service)
         .add_optional_service(reflection)
-        .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown.cancelled_owned())
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown.cancelled_owned(),
+        )
         .await
 }
 
 /// Keeps `grpc.health.v1` in step with readiness: the overall status (`""`) and each named
 /// service are SERVING exactly when `/health/ready` would answer 200.
-pub async fn sync_health(health: Arc<Health>, reporter: HealthReporter, names: Vec<&'static str>, stop: CancellationToken) {
+pub async fn sync_health(
+    health: Arc<Health>,
+    reporter: HealthReporter,
+    names: Vec<&'static str>,
+    stop: CancellationToken,
+) {
     loop {
         let status = match health.report().await.status {
             Status::Ready | Status::Degraded => ServingStatus::Serving,

@@ -37,7 +37,10 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
     let api = api
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(metrics), metrics::track_http))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(metrics),
+            metrics::track_http,
+        ))
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes));
 
     let rejected = Arc::clone(metrics);
@@ -69,7 +72,10 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
 
     health
         .router()
-        .route("/metrics", get(metrics::handler).with_state(Arc::clone(metrics)))
+        .route(
+            "/metrics",
+            get(metrics::handler).with_state(Arc::clone(metrics)),
+        )
         .fallback_service(api)
 }
 

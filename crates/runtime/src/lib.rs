@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 pub use cli::Command;
 pub use config::RuntimeConfig;
 pub use grpc::GrpcServices;
+pub use shutdown::signal as shutdown_signal;
 
 /// A boxed error from a service's set-up code.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -147,22 +148,32 @@ where
         }
         Ok(command) => command,
         Err(message) => {
-            eprintln!("{}: {message}\n\n{}", spec.name, Command::usage(spec.name, spec.env_prefix));
+            eprintln!(
+                "{}: {message}\n\n{}",
+                spec.name,
+                Command::usage(spec.name, spec.env_prefix)
+            );
             return ExitCode::from(2);
         }
     };
-    let config = match tessera_config::load_dotenv().and_then(|()| tessera_config::load::<RuntimeConfig>(spec.env_prefix)) {
+    let config = match tessera_config::load_dotenv()
+        .and_then(|()| tessera_config::load::<RuntimeConfig>(spec.env_prefix))
+    {
         Ok(config) => config,
         Err(error) => {
             eprintln!("{}: {error}", spec.name);
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = tessera_observability::logging::init(config.log_format, &config.log_filter) {
+    if let Err(error) = tessera_observability::logging::init(config.log_format, &config.log_filter)
+    {
         eprintln!("{}: {error}", spec.name);
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("{}: cannot start the async runtime: {error}", spec.name);
@@ -178,7 +189,11 @@ where
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let code = if matches!(error, RunError::Config(_)) { 2 } else { 1 };
+            let code = if matches!(error, RunError::Config(_)) {
+                2
+            } else {
+                1
+            };
             tracing::error!(error = %tessera_errors::error_chain(&error), "{} stopped with an error", spec.name);
             eprintln!("{}: {}", spec.name, tessera_errors::error_chain(&error));
             ExitCode::from(code)
@@ -214,9 +229,13 @@ where
         database::migrate(&config, &db, spec.migrator).await?;
     }
     let redis = cache::pool(&config).map_err(RunError::other)?;
-    let broker_up = prometheus::IntGauge::new("amqp_connection_up", "1 while connected to the broker.")
+    let broker_up =
+        prometheus::IntGauge::new("amqp_connection_up", "1 while connected to the broker.")
+            .map_err(RunError::other)?;
+    metrics
+        .registry()
+        .register(Box::new(broker_up.clone()))
         .map_err(RunError::other)?;
-    metrics.registry().register(Box::new(broker_up.clone())).map_err(RunError::other)?;
     let broker = Broker::start(
         BrokerSettings {
             url: config.amqp_url.expose_secret().to_owned().into(),
@@ -276,15 +295,32 @@ where
             concurrency: config.concurrency_limit,
             descriptors: spec.descriptors,
         };
-        async move { grpc::serve(grpc_listener, grpc_routes, settings, &metrics, health_service, listeners).await }
+        async move {
+            grpc::serve(
+                grpc_listener,
+                grpc_routes,
+                settings,
+                &metrics,
+                health_service,
+                listeners,
+            )
+            .await
+        }
     });
     health.mark_started();
-    let health_sync = tokio::spawn(grpc::sync_health(Arc::clone(&health), reporter, grpc_names, listeners.clone()));
+    let draining = CancellationToken::new();
+    let health_sync = tokio::spawn(grpc::sync_health(
+        Arc::clone(&health),
+        reporter,
+        grpc_names,
+        draining.clone(),
+    ));
     tracing::info!(%http_addr, %grpc_addr, "{} is serving", spec.name);
 
     stop.await;
     tracing::info!("shutting down: readiness is now false");
     health.mark_draining();
+    draining.cancel();
     let _ = health_sync.await;
     tokio::time::sleep(Duration::from_millis(config.shutdown_delay_ms)).await;
     listeners.cancel();
@@ -311,7 +347,9 @@ where
 }
 
 async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, RunError> {
-    TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| RunError::Bind { addr, source })
 }
 
 fn flatten(joined: Result<Result<(), RunError>, tokio::task::JoinError>) -> Result<(), RunError> {

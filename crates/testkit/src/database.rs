@@ -30,7 +30,11 @@ impl TestDatabase {
         let template = ensure_template(migrator).await;
         let name = format!("test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = admin().await;
-        run(&mut admin, format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#)).await;
+        run(
+            &mut admin,
+            format!(r#"CREATE DATABASE "{name}" TEMPLATE "{template}""#),
+        )
+        .await;
         Self::named(name)
     }
 
@@ -55,11 +59,15 @@ impl Drop for TestDatabase {
         // Drop runs outside async code; a short-lived runtime on its own thread does the I/O.
         let name = self.name.clone();
         let dropped = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async move {
-                let mut admin = admin().await;
-                let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
-                admin.execute(sqlx::AssertSqlSafe(sql)).await.map(drop)
-            })
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    let mut admin = admin().await;
+                    let sql = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+                    admin.execute(sqlx::AssertSqlSafe(sql)).await.map(drop)
+                })
         })
         .join();
         if !matches!(dropped, Ok(Ok(()))) {
@@ -80,7 +88,9 @@ async fn admin() -> PgConnection {
 /// The test server's URL with its database replaced by `name`.
 fn database_url(name: &str) -> String {
     let base = crate::postgres_url();
-    let server = base.rsplit_once('/').map_or(base.as_str(), |(server, _)| server);
+    let server = base
+        .rsplit_once('/')
+        .map_or(base.as_str(), |(server, _)| server);
     format!("{server}/{name}")
 }
 
@@ -89,27 +99,48 @@ fn database_url(name: &str) -> String {
 async fn ensure_template(migrator: &Migrator) -> String {
     let mut digest: u64 = 0xcbf2_9ce4_8422_2325;
     for migration in migrator.iter() {
-        for byte in migration.checksum.iter().chain(&migration.version.to_le_bytes()) {
+        for byte in migration
+            .checksum
+            .iter()
+            .chain(&migration.version.to_le_bytes())
+        {
             digest = (digest ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
         }
     }
     let template = format!("tpl_{digest:016x}");
     let mut admin = admin().await;
-    admin.execute("SELECT pg_advisory_lock(7301)").await.unwrap();
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&template)
-        .fetch_one(&mut admin)
+    admin
+        .execute("SELECT pg_advisory_lock(7301)")
         .await
         .unwrap();
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&template)
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
     if !exists {
         let building = format!("{template}_building");
-        run(&mut admin, format!(r#"DROP DATABASE IF EXISTS "{building}""#)).await;
+        run(
+            &mut admin,
+            format!(r#"DROP DATABASE IF EXISTS "{building}""#),
+        )
+        .await;
         run(&mut admin, format!(r#"CREATE DATABASE "{building}""#)).await;
-        let mut connection = PgConnection::connect(&database_url(&building)).await.unwrap();
+        let mut connection = PgConnection::connect(&database_url(&building))
+            .await
+            .unwrap();
         migrator.run(&mut connection).await.unwrap();
         connection.close().await.unwrap();
-        run(&mut admin, format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#)).await;
+        run(
+            &mut admin,
+            format!(r#"ALTER DATABASE "{building}" RENAME TO "{template}""#),
+        )
+        .await;
     }
-    admin.execute("SELECT pg_advisory_unlock(7301)").await.unwrap();
+    admin
+        .execute("SELECT pg_advisory_unlock(7301)")
+        .await
+        .unwrap();
     template
 }

@@ -20,7 +20,8 @@ pub mod smoke;
 
 /// The PostgreSQL server tests use, as an URL to its maintenance database.
 pub fn postgres_url() -> String {
-    std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 /// The Redis server tests use.
@@ -30,12 +31,17 @@ pub fn redis_url() -> String {
 
 /// The RabbitMQ server tests use.
 pub fn amqp_url() -> String {
-    std::env::var("TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
 /// A TCP port that was free a moment ago on 127.0.0.1.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The environment a service needs to run against the test servers: `<prefix>DATABASE_URL`
@@ -50,6 +56,9 @@ pub fn service_env(prefix: &str, database_url: &str) -> Vec<(String, String)> {
         var("REDIS_URL", redis_url()),
         var("AMQP_URL", amqp_url()),
         var("LOG_FORMAT", "pretty".to_owned()),
-        var("LOG_FILTER", std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned())),
+        var(
+            "LOG_FILTER",
+            std::env::var("TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        ),
     ]
 }

@@ -13,10 +13,18 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     /// Starts `binary` (`env!("CARGO_BIN_EXE_users")`) with `args` and `env` (see
     /// [`crate::service_env`]) and waits until `/health/ready` answers 200.
-    pub async fn start(binary: &str, args: &[&str], prefix: &str, env: &[(String, String)]) -> Self {
+    pub async fn start(
+        binary: &str,
+        args: &[&str],
+        prefix: &str,
+        env: &[(String, String)],
+    ) -> Self {
         let lookup = |name: &str| {
             let key = format!("{prefix}{name}");
-            env.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone()).unwrap()
+            env.iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.clone())
+                .unwrap()
         };
         let child = Command::new(binary)
             .args(args)
@@ -55,7 +63,10 @@ impl ServiceProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the process did not exit within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "the process did not exit within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -70,7 +81,10 @@ impl ServiceProcess {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "{url} did not answer 200 within {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not answer 200 within {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }

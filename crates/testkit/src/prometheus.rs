@@ -27,7 +27,8 @@ fn validate_comment(comment: &str) -> bool {
     match (parts.next(), parts.next(), parts.next()) {
         (Some("HELP"), Some(name), _) => is_metric_name(name),
         (Some("TYPE"), Some(name), Some(kind)) => {
-            is_metric_name(name) && ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
+            is_metric_name(name)
+                && ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind)
         }
         _ => true, // other comments are allowed
     }
@@ -52,7 +53,9 @@ fn validate_sample(line: &str) -> bool {
 fn validate_labels(labels: &str) -> bool {
     let mut rest = labels;
     while !rest.is_empty() {
-        let Some((name, after)) = rest.split_once("=\"") else { return false };
+        let Some((name, after)) = rest.split_once("=\"") else {
+            return false;
+        };
         if !is_label_name(name) {
             return false;
         }
@@ -80,13 +83,17 @@ fn validate_labels(labels: &str) -> bool {
 
 fn is_metric_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 fn is_label_name(name: &str) -> bool {
     let mut chars = name.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 

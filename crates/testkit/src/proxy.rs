@@ -56,7 +56,9 @@ async fn accept(listener: TcpListener, target: SocketAddr, open: Arc<watch::Send
         }
         let mut closed = open.subscribe();
         tokio::spawn(async move {
-            let Ok(mut upstream) = TcpStream::connect(target).await else { return };
+            let Ok(mut upstream) = TcpStream::connect(target).await else {
+                return;
+            };
             let mut client = client;
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}

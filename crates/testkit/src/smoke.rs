@@ -16,7 +16,11 @@ pub async fn serves_health_metrics_and_grpc_health(binary: &str, prefix: &str) {
     let service = ServiceProcess::start(binary, &[], prefix, &env).await;
     let client = reqwest::Client::new();
 
-    let ready = client.get(format!("{}/health/ready", service.http_url())).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/health/ready", service.http_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
     let report: serde_json::Value = ready.json().await.unwrap();
     for check in report["checks"].as_array().unwrap() {
@@ -26,21 +30,39 @@ pub async fn serves_health_metrics_and_grpc_health(binary: &str, prefix: &str) {
         }
     }
     for probe in ["live", "startup"] {
-        let response = client.get(format!("{}/health/{probe}", service.http_url())).send().await.unwrap();
+        let response = client
+            .get(format!("{}/health/{probe}", service.http_url()))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200, "/health/{probe}");
     }
 
     // An unknown route is a problem+json 404, and shows up in the metrics below.
-    let missing = client.get(format!("{}/api/v1/nothing-here", service.http_url())).send().await.unwrap();
+    let missing = client
+        .get(format!("{}/api/v1/nothing-here", service.http_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
-    assert_eq!(missing.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        missing.headers()["content-type"],
+        "application/problem+json"
+    );
     assert!(missing.headers().contains_key("x-request-id"));
 
-    let metrics = client.get(format!("{}/metrics", service.http_url())).send().await.unwrap();
+    let metrics = client
+        .get(format!("{}/metrics", service.http_url()))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     crate::prometheus::validate(&text).unwrap();
-    assert!(text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#),
+        "{text}"
+    );
 
     assert_eq!(service.grpc_health("").await.unwrap(), SERVING);
 }
@@ -58,7 +80,10 @@ pub async fn bad_environment_variable_stops_startup_naming_it(binary: &str, pref
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(stderr.contains(&variable) && stderr.contains("not-a-port"), "{stderr}");
+    assert!(
+        stderr.contains(&variable) && stderr.contains("not-a-port"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 
     // A missing secret is named too.
@@ -76,10 +101,20 @@ pub async fn bad_environment_variable_stops_startup_naming_it(binary: &str, pref
 pub async fn migrate_creates_the_database_and_exits(binary: &str, prefix: &str) {
     let database = TestDatabase::not_yet_created();
     let env = crate::service_env(prefix, database.url());
-    let output = Command::new(binary).arg("migrate").envs(env).output().unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let output = Command::new(binary)
+        .arg("migrate")
+        .envs(env)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
-    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database.url()).await.unwrap();
+    let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database.url())
+        .await
+        .unwrap();
     let applied: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
         .fetch_one(&mut connection)
         .await

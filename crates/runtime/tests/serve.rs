@@ -1,0 +1,330 @@
+//! The runtime against the real local infrastructure: readiness follows PostgreSQL, the
+//! default limits answer problem+json, and SIGTERM drains in-flight requests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use sqlx::migrate::Migrator;
+use tessera_runtime::{Endpoints, RunError, RuntimeConfig, ServiceSpec};
+use tessera_testkit::database::TestDatabase;
+use tessera_testkit::proxy::TcpProxy;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+const PREFIX: &str = "RT_";
+
+static MIGRATOR: Migrator = Migrator::DEFAULT;
+
+static SPEC: ServiceSpec = ServiceSpec {
+    name: "runtime-test",
+    env_prefix: PREFIX,
+    default_http_port: 0,
+    default_grpc_port: 0,
+    migrator: &MIGRATOR,
+    descriptors: &[],
+};
+
+/// Routes that exercise the limits: a slow one, and one that takes a JSON body.
+fn routes() -> Router {
+    Router::new()
+        .route(
+            "/slow/{millis}",
+            get(|tessera_errors::extract::Path(millis): tessera_errors::extract::Path<u64>| async move {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                "done"
+            }),
+        )
+        .route(
+            "/echo",
+            post(|tessera_errors::extract::Json(body): tessera_errors::extract::Json<serde_json::Value>| async move {
+                tessera_errors::extract::Json(body)
+            }),
+        )
+}
+
+async fn endpoints(_: tessera_runtime::Context) -> Result<Endpoints, tessera_runtime::BoxError> {
+    Ok(Endpoints {
+        http: routes(),
+        ..Endpoints::default()
+    })
+}
+
+/// A service running in this process, stopped when `stop` is sent.
+struct InProcess {
+    http: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), RunError>>,
+}
+
+impl InProcess {
+    async fn start(env: Vec<(String, String)>) -> Self {
+        let config: RuntimeConfig = tessera_config::from_vars(PREFIX, env).unwrap();
+        let http = format!("http://{}", config.http_addr(0));
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(tessera_runtime::serve(&SPEC, config, endpoints, async {
+            let _ = stopped.await;
+        }));
+        let service = Self {
+            http,
+            stop: Some(stop),
+            task,
+        };
+        service.wait_for_ready(200).await;
+        service
+    }
+
+    async fn ready_status(&self) -> u16 {
+        match reqwest::get(format!("{}/health/ready", self.http)).await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 0,
+        }
+    }
+
+    async fn wait_for_ready(&self, status: u16) {
+        for _ in 0..200 {
+            if self.ready_status().await == status {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("/health/ready never answered {status}");
+    }
+
+    async fn stop(mut self) {
+        self.stop.take().unwrap().send(()).unwrap();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn env_with(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut env = tessera_testkit::service_env(PREFIX, database_url);
+    for (name, value) in overrides {
+        let name = format!("{PREFIX}{name}");
+        env.retain(|(key, _)| *key != name);
+        env.push((name, (*value).to_owned()));
+    }
+    env
+}
+
+#[tokio::test]
+async fn readiness_turns_503_while_postgres_is_unreachable_and_recovers() {
+    let database = TestDatabase::empty().await;
+    let proxy = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], 5432))).await;
+    let url = database
+        .url()
+        .replace("127.0.0.1:5432", &proxy.addr().to_string());
+    let env = env_with(
+        &url,
+        &[
+            ("DB_ACQUIRE_TIMEOUT_MS", "500"),
+            ("HEALTH_CHECK_TIMEOUT_MS", "500"),
+        ],
+    );
+    let service = InProcess::start(env).await;
+
+    proxy.cut();
+    service.wait_for_ready(503).await;
+    let body: serde_json::Value = reqwest::get(format!("{}/health/ready", service.http))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let postgres = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "postgres")
+        .unwrap();
+    assert_eq!(postgres["status"], "down", "{body}");
+    // Liveness does not depend on dependencies: restarting would not bring PostgreSQL back.
+    assert_eq!(
+        reqwest::get(format!("{}/health/live", service.http))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    proxy.restore();
+    service.wait_for_ready(200).await;
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_shed_with_503() {
+    let database = TestDatabase::empty().await;
+    let service = InProcess::start(env_with(database.url(), &[("CONCURRENCY_LIMIT", "1")])).await;
+
+    let slow = tokio::spawn(reqwest::get(format!("{}/slow/1000", service.http)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let shed = reqwest::get(format!("{}/slow/0", service.http))
+        .await
+        .unwrap();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["content-type"], "application/problem+json");
+    // Probes bypass the limit, so an overloaded instance is not restarted.
+    assert_eq!(
+        reqwest::get(format!("{}/health/live", service.http))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    assert_eq!(slow.await.unwrap().unwrap().status(), 200);
+    let metrics = reqwest::get(format!("{}/metrics", service.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"http_requests_rejected_total{reason="overloaded"} 1"#),
+        "{metrics}"
+    );
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn requests_over_the_timeout_get_504() {
+    let database = TestDatabase::empty().await;
+    let service =
+        InProcess::start(env_with(database.url(), &[("REQUEST_TIMEOUT_MS", "200")])).await;
+    let response = reqwest::get(format!("{}/slow/2000", service.http))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 504);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:tessera:problem:timeout");
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413_and_unknown_methods_405() {
+    let database = TestDatabase::empty().await;
+    let service = InProcess::start(env_with(database.url(), &[("BODY_LIMIT_BYTES", "32")])).await;
+    let client = reqwest::Client::new();
+    let post = |body: String| {
+        client
+            .post(format!("{}/echo", service.http))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(r#"{"a":1}"#.to_owned()).await.unwrap().status(), 200);
+    let too_big = post(format!(r#"{{"a":"{}"}}"#, "x".repeat(64)))
+        .await
+        .unwrap();
+    assert_eq!(too_big.status(), 413);
+    assert_eq!(
+        too_big.headers()["content-type"],
+        "application/problem+json"
+    );
+
+    let wrong_method = client
+        .delete(format!("{}/echo", service.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status(), 405);
+    assert_eq!(
+        wrong_method.headers()["content-type"],
+        "application/problem+json"
+    );
+    service.stop().await;
+}
+
+#[tokio::test]
+async fn incoming_request_ids_are_echoed_and_missing_ones_made() {
+    let database = TestDatabase::empty().await;
+    let service = InProcess::start(env_with(database.url(), &[])).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/slow/0", service.http);
+    let echoed = client
+        .get(&url)
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(echoed.headers()["x-request-id"], "abc-123");
+    let made = client.get(&url).send().await.unwrap();
+    let id = made.headers()["x-request-id"].to_str().unwrap();
+    assert_eq!(uuid::Uuid::parse_str(id).unwrap().get_version_num(), 7);
+    let oversized = client
+        .get(&url)
+        .header("x-request-id", "x".repeat(500))
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(oversized.headers()["x-request-id"].len(), 500);
+    service.stop().await;
+}
+
+/// Set in the child process that [`sigterm_lets_the_in_flight_request_finish_and_exits_0`]
+/// starts; names the child's configuration prefix.
+const CHILD_MARKER: &str = "TESSERA_RUNTIME_SIGTERM_CHILD";
+
+/// The service under test in the SIGTERM test: this same test binary, re-run as a child
+/// process with only this test selected, handling real signals.
+#[tokio::test]
+#[ignore = "started as a child process by sigterm_lets_the_in_flight_request_finish_and_exits_0"]
+async fn sigterm_child() {
+    if std::env::var_os(CHILD_MARKER).is_none() {
+        return;
+    }
+    let config: RuntimeConfig = tessera_config::load(PREFIX).unwrap();
+    tessera_runtime::serve(&SPEC, config, endpoints, tessera_runtime::shutdown_signal())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_in_flight_request_finish_and_exits_0() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let database = TestDatabase::empty().await;
+    let mut env = env_with(database.url(), &[("SHUTDOWN_DELAY_MS", "500")]);
+    env.push((CHILD_MARKER.to_owned(), "1".to_owned()));
+    let binary = std::env::current_exe().unwrap();
+    let args = ["sigterm_child", "--exact", "--ignored", "--nocapture"];
+    let mut child = tessera_testkit::process::ServiceProcess::start(
+        binary.to_str().unwrap(),
+        &args,
+        PREFIX,
+        &env,
+    )
+    .await;
+    let http = child.http_url().to_owned();
+
+    let in_flight = tokio::spawn(reqwest::get(format!("{http}/slow/1500")));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill(
+        Pid::from_raw(i32::try_from(child.pid()).unwrap()),
+        Signal::SIGTERM,
+    )
+    .unwrap();
+
+    // During the shutdown delay the service still answers, but no longer claims readiness.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        reqwest::get(format!("{http}/health/ready"))
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "done");
+    let status = child.wait_for_exit(Duration::from_secs(10)).await;
+    assert!(status.success(), "exit status {status}");
+    // The listener is gone: new connections are refused.
+    assert!(reqwest::get(format!("{http}/health/live")).await.is_err());
+}

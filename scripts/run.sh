@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs auth, users and orders natively against the local PostgreSQL, Redis and RabbitMQ.
+# Each service creates its database (tessera_<service>) and applies its migrations on start.
+# Ctrl-C stops all three gracefully.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=${PROFILE:-debug}
+cargo build --workspace --bins $([[ $profile == release ]] && echo --release)
+bin=${CARGO_TARGET_DIR:-target}/$profile
+
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+}
+trap stop INT TERM EXIT
+
+# default VAR VALUE: exports VAR=VALUE unless VAR is set already.
+default() { [[ -n "${!1:-}" ]] || export "$1=$2"; }
+
+# start NAME PREFIX: the service with local defaults; variables already set win.
+start() {
+  local name=$1 prefix=$2
+  (
+    default "${prefix}_DATABASE_URL" "postgres://postgres@127.0.0.1:5432/tessera_$name"
+    default "${prefix}_REDIS_URL" "redis://127.0.0.1:6379/0"
+    default "${prefix}_AMQP_URL" "amqp://guest:guest@127.0.0.1:5672/%2f"
+    default "${prefix}_LOG_FORMAT" pretty
+    exec "$bin/$name" serve
+  ) &
+  pids+=($!)
+}
+
+start auth AUTH
+start users USERS
+start orders ORDERS
+echo "run: auth http://127.0.0.1:8081 (gRPC 50051), users http://127.0.0.1:8082 (gRPC 50052), orders http://127.0.0.1:8083 (gRPC 50053); Ctrl-C stops them" >&2
+wait -n "${pids[@]}" || true
