@@ -28,7 +28,8 @@ start() {
     default "${prefix}_REDIS_URL" "redis://127.0.0.1:6379/0"
     default "${prefix}_AMQP_URL" "amqp://guest:guest@127.0.0.1:5672/%2f"
     default "${prefix}_LOG_FORMAT" pretty
-    exec "$bin/$name" serve
+    # Prefix each line with the service, since the three share one terminal.
+    exec "$bin/$name" serve > >(sed -u "s/^/$name | /") 2>&1
   ) &
   pids+=($!)
 }

@@ -41,10 +41,14 @@ impl GrpcServices {
         self
     }
 
-    pub(crate) fn into_parts(self) -> (Routes, Vec<&'static str>) {
-        (self.routes, self.names)
+    /// The names of the services added, as `grpc.health.v1` knows them.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
     }
 }
+
+/// The standard health service's name.
+const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
 /// How often readiness is re-evaluated for `grpc.health.v1`.
 const HEALTH_SYNC_INTERVAL: Duration = Duration::from_secs(5);
@@ -63,24 +67,29 @@ pub struct GrpcSettings {
 /// drains in-flight calls.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    routes: Routes,
+    services: GrpcServices,
     settings: GrpcSettings,
     metrics: &Arc<Metrics>,
     health_service: HealthServer<impl tonic_health::pb::health_server::Health>,
     shutdown: CancellationToken,
 ) -> Result<(), tonic::transport::Error> {
-    let mut reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET);
-    for descriptor in settings.descriptors {
-        reflection = reflection.register_encoded_file_descriptor_set(descriptor);
-    }
-    let reflection = match reflection.build_v1() {
-        Ok(service) => Some(service),
-        Err(error) => {
-            tracing::warn!(%error, "gRPC reflection is unavailable");
-            None
-        }
-    };
+    // Both reflection versions: grpcurl and most tools speak v1, some clients only v1alpha.
+    let reflection_v1 = reflection(
+        &settings,
+        &services.names,
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    )
+    .build_v1()
+    .inspect_err(|error| tracing::warn!(%error, "gRPC reflection v1 is unavailable"))
+    .ok();
+    let reflection_v1alpha = reflection(
+        &settings,
+        &services.names,
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+    )
+    .build_v1alpha()
+    .inspect_err(|error| tracing::warn!(%error, "gRPC reflection v1alpha is unavailable"))
+    .ok();
     let layers = ServiceBuilder::new()
         .map_request(request_id::sanitize)
         .layer(request_id::set_layer())
@@ -98,14 +107,35 @@ pub async fn serve(
             )
         })
         .layer(layers)
-        .add_routes(routes)
+        .add_routes(services.routes)
         .add_service(health_service)
-        .add_optional_service(reflection)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown.cancelled_owned(),
         )
         .await
+}
+
+/// A reflection builder that advertises exactly the services served: the service's own,
+/// health, and the reflection service itself (`reflection_name`).
+fn reflection<'a>(
+    settings: &'a GrpcSettings,
+    names: &[&'static str],
+    reflection_name: &'static str,
+) -> tonic_reflection::server::Builder<'a> {
+    let mut builder = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .with_service_name(HEALTH_SERVICE)
+        .with_service_name(reflection_name);
+    for descriptor in settings.descriptors {
+        builder = builder.register_encoded_file_descriptor_set(descriptor);
+    }
+    for name in names {
+        builder = builder.with_service_name(*name);
+    }
+    builder
 }
 
 /// Keeps `grpc.health.v1` in step with readiness: the overall status (`""`) and each named

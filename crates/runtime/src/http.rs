@@ -76,6 +76,7 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
             "/metrics",
             get(metrics::handler).with_state(Arc::clone(metrics)),
         )
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .fallback_service(api)
 }
 

@@ -285,7 +285,7 @@ where
             .with_graceful_shutdown(listeners.clone().cancelled_owned())
             .into_future(),
     );
-    let (grpc_routes, grpc_names) = endpoints.grpc.into_parts();
+    let grpc_names = endpoints.grpc.names().to_vec();
     let (reporter, health_service) = tonic_health::server::health_reporter();
     let grpc_server = tokio::spawn({
         let metrics = Arc::clone(&metrics);
@@ -298,7 +298,7 @@ where
         async move {
             grpc::serve(
                 grpc_listener,
-                grpc_routes,
+                endpoints.grpc,
                 settings,
                 &metrics,
                 health_service,

@@ -89,11 +89,48 @@ impl ServiceProcess {
         }
     }
 
-    /// The status `grpc.health.v1.Health/Check` reports for `service` (`""` for overall).
-    pub async fn grpc_health(&self, service: &str) -> Result<i32, tonic::Status> {
-        let channel = tonic::transport::Endpoint::from_shared(self.grpc.clone())
+    /// A gRPC channel to the service.
+    pub async fn channel(&self) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+        tonic::transport::Endpoint::from_shared(self.grpc.clone())
             .unwrap()
             .connect()
+            .await
+    }
+
+    /// The services gRPC reflection (v1) advertises.
+    pub async fn grpc_reflection_services(&self) -> Vec<String> {
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+        let mut client = ServerReflectionClient::new(self.channel().await.unwrap());
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut responses = client
+            .server_reflection_info(futures::stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+        match responses
+            .message()
+            .await
+            .unwrap()
+            .and_then(|r| r.message_response)
+        {
+            Some(MessageResponse::ListServicesResponse(list)) => {
+                list.service.into_iter().map(|s| s.name).collect()
+            }
+            other => panic!("unexpected reflection answer: {other:?}"),
+        }
+    }
+
+    /// The status `grpc.health.v1.Health/Check` reports for `service` (`""` for overall).
+    pub async fn grpc_health(&self, service: &str) -> Result<i32, tonic::Status> {
+        let channel = self
+            .channel()
             .await
             .map_err(|error| tonic::Status::unavailable(error.to_string()))?;
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);

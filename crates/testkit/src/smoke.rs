@@ -65,6 +65,16 @@ pub async fn serves_health_metrics_and_grpc_health(binary: &str, prefix: &str) {
     );
 
     assert_eq!(service.grpc_health("").await.unwrap(), SERVING);
+    let advertised = service.grpc_reflection_services().await;
+    for expected in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+    ] {
+        assert!(
+            advertised.iter().any(|name| name == expected),
+            "{advertised:?}"
+        );
+    }
 }
 
 /// A malformed variable makes the binary exit non-zero at once, with a message naming it.
