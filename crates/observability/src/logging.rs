@@ -50,7 +50,7 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_span_list(false),
+                    .with_span_list(true),
             )
             .try_init()?,
         LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
