@@ -13,6 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// How often the connection state is checked, besides listening for its error events.
+const STATUS_POLL: Duration = Duration::from_millis(250);
+
 /// How the connection is made and re-made.
 #[derive(Clone)]
 pub struct BrokerSettings {
@@ -143,6 +146,12 @@ async fn supervise(
                         }
                         "connection closed".to_owned()
                     } => Some(reason),
+                    // Not every way of losing a connection raises an event: watch the state too.
+                    () = async {
+                        while connection.status().connected() {
+                            tokio::time::sleep(STATUS_POLL).await;
+                        }
+                    } => Some("connection is no longer connected".to_owned()),
                 };
                 sender.send_replace(None);
                 connection_up.set(0);

@@ -41,7 +41,8 @@ pub fn pool(config: &RuntimeConfig) -> Result<PgPool, DatabaseError> {
         .connect_lazy_with(options))
 }
 
-/// Creates the service's database if it does not exist, then applies pending migrations.
+/// Creates the service's database if it does not exist, then applies pending migrations:
+/// the service's own and the messaging tables.
 ///
 /// sqlx takes an advisory lock while migrating, so replicas starting together are safe.
 pub async fn migrate(
@@ -63,6 +64,8 @@ pub async fn migrate(
         }
     }
     migrator.run(pool).await?;
+    // The outbox and processed-event tables, with their own history table.
+    tessera_messaging::MIGRATOR.run(pool).await?;
     tracing::info!(
         migrations = migrator.iter().count(),
         "database schema is up to date"

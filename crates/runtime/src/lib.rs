@@ -40,7 +40,9 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use tessera_messaging::{Broker, BrokerSettings};
+use tessera_messaging::{
+    Broker, BrokerSettings, Consumer, MessagingMetrics, Outbox, Relay, RelaySettings,
+};
 use tessera_observability::{Health, Metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +82,10 @@ pub struct Context {
     pub redis: deadpool_redis::Pool,
     /// The service's broker connection.
     pub broker: Broker,
+    /// Writes the service's events inside its transactions.
+    pub outbox: Outbox,
+    /// Metrics of the event pipeline, for the service's consumers.
+    pub messaging: MessagingMetrics,
     /// The metrics registry; register service-specific collectors here.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the service starts shutting down; background tasks watch it.
@@ -93,6 +99,8 @@ pub struct Endpoints {
     pub http: axum::Router,
     /// gRPC services.
     pub grpc: GrpcServices,
+    /// Event consumers; run until shutdown.
+    pub consumers: Vec<Consumer>,
 }
 
 /// Why the service stopped with an error.
@@ -229,13 +237,7 @@ where
         database::migrate(&config, &db, spec.migrator).await?;
     }
     let redis = cache::pool(&config).map_err(RunError::other)?;
-    let broker_up =
-        prometheus::IntGauge::new("amqp_connection_up", "1 while connected to the broker.")
-            .map_err(RunError::other)?;
-    metrics
-        .registry()
-        .register(Box::new(broker_up.clone()))
-        .map_err(RunError::other)?;
+    let messaging = MessagingMetrics::register(metrics.registry()).map_err(RunError::other)?;
     let broker = Broker::start(
         BrokerSettings {
             url: config.amqp_url.expose_secret().to_owned().into(),
@@ -243,7 +245,7 @@ where
             min_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(10),
         },
-        broker_up,
+        messaging.connection_up.clone(),
     );
     let health = Arc::new(
         Health::new(Duration::from_millis(config.health_check_timeout_ms))
@@ -257,10 +259,25 @@ where
         db: db.clone(),
         redis: redis.clone(),
         broker: broker.clone(),
+        outbox: Outbox::new(spec.name),
         metrics: Arc::clone(&metrics),
+        messaging: messaging.clone(),
         shutdown: shutdown.clone(),
     };
-    let endpoints = build(context).await.map_err(RunError::Other)?;
+    let mut endpoints = build(context).await.map_err(RunError::Other)?;
+
+    // Every service has an outbox; its relay and the service's consumers run until the
+    // requests in flight are done, so the events those requests write are still published.
+    let relay = Relay::new(
+        db.clone(),
+        broker.clone(),
+        RelaySettings::default(),
+        messaging,
+    );
+    let mut messaging_tasks = vec![tokio::spawn(relay.run(shutdown.clone()))];
+    for consumer in std::mem::take(&mut endpoints.consumers) {
+        messaging_tasks.push(tokio::spawn(consumer.run(shutdown.clone())));
+    }
 
     let http_addr = config.http_addr(spec.default_http_port);
     let grpc_addr = config.grpc_addr(spec.default_grpc_port);
@@ -333,6 +350,11 @@ where
     })
     .await;
     shutdown.cancel();
+    let flushed =
+        tokio::time::timeout(drain_limit, futures::future::join_all(messaging_tasks)).await;
+    if flushed.is_err() {
+        tracing::warn!("the outbox relay or a consumer did not stop within {drain_limit:?}");
+    }
     broker.close().await;
     redis.close();
     db.close().await;

@@ -59,6 +59,9 @@ pub async fn serves_health_metrics_and_grpc_health(binary: &str, prefix: &str) {
     assert_eq!(metrics.status(), 200);
     let text = metrics.text().await.unwrap();
     crate::prometheus::validate(&text).unwrap();
+    for family in ["messaging_outbox_backlog", "messaging_connection_up"] {
+        assert!(text.contains(family), "{family} missing from {text}");
+    }
     assert!(
         text.contains(r#"http_requests_total{method="GET",route="unmatched",status="404"} 1"#),
         "{text}"
@@ -125,9 +128,17 @@ pub async fn migrate_creates_the_database_and_exits(binary: &str, prefix: &str) 
     let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database.url())
         .await
         .unwrap();
-    let applied: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-        .fetch_one(&mut connection)
-        .await
-        .unwrap();
-    assert!(applied);
+    // The service's own migrations and the messaging tables every service carries.
+    for table in [
+        "_sqlx_migrations",
+        "messaging_outbox",
+        "messaging_processed_events",
+    ] {
+        let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(table)
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+        assert!(exists, "{table} is missing after migrate");
+    }
 }

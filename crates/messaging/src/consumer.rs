@@ -1,0 +1,399 @@
+//! Idempotent consumers: the effect and the record of the event commit together, the message
+//! is acknowledged only after the commit, failures are retried with growing delays and then
+//! dead-lettered with the error recorded.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::event::{Envelope, Event};
+use crate::metrics::MessagingMetrics;
+use crate::topology::{QueueTopology, short};
+
+/// A boxed error from a handler.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Header counting how many times a message has been attempted.
+const ATTEMPT_HEADER: &str = "x-tessera-attempt";
+/// Header carrying the last error, on retried and dead-lettered messages.
+const ERROR_HEADER: &str = "x-tessera-error";
+
+/// Applies one kind of event. Runs inside the transaction that also records the event as
+/// processed: return an error and neither happens.
+pub trait Handler<E: Event>: Send + Sync + 'static {
+    /// Applies `event` through `connection` (inside the transaction).
+    fn handle(
+        &self,
+        event: E,
+        envelope: &Envelope,
+        connection: &mut PgConnection,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// The type-erased form the consumer stores.
+trait ErasedHandler: Send + Sync {
+    fn handle<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        connection: &'a mut PgConnection,
+    ) -> BoxFuture<'a, Result<(), Failure>>;
+}
+
+struct Typed<E, H>(H, PhantomData<fn(E)>);
+
+impl<E: Event, H: Handler<E>> ErasedHandler for Typed<E, H> {
+    fn handle<'a>(
+        &'a self,
+        envelope: &'a Envelope,
+        connection: &'a mut PgConnection,
+    ) -> BoxFuture<'a, Result<(), Failure>> {
+        Box::pin(async move {
+            if envelope.version != E::VERSION {
+                return Err(Failure::Malformed(format!(
+                    "{} version {} is not handled (expected {})",
+                    envelope.event_type,
+                    envelope.version,
+                    E::VERSION
+                )));
+            }
+            let event = envelope.decode::<E>().map_err(|error| {
+                Failure::Malformed(format!("{} payload does not parse: {error}", E::TYPE))
+            })?;
+            self.0
+                .handle(event, envelope, connection)
+                .await
+                .map_err(Failure::Handler)
+        })
+    }
+}
+
+/// How a delivery failed.
+enum Failure {
+    /// It can never succeed (bad JSON, unknown type or version): dead-letter at once.
+    Malformed(String),
+    /// The handler failed: retry, then dead-letter.
+    Handler(HandlerError),
+    /// Our own storage failed: retry.
+    Database(sqlx::Error),
+}
+
+impl Failure {
+    fn describe(&self) -> String {
+        match self {
+            Self::Malformed(reason) => format!("malformed: {reason}"),
+            Self::Handler(error) => format!("handler failed: {error}"),
+            Self::Database(error) => format!("database: {error}"),
+        }
+    }
+}
+
+/// How a consumer runs.
+#[derive(Debug, Clone)]
+pub struct ConsumerSettings {
+    /// The consumer's name, unique per service: the key of its processed-event records.
+    pub name: String,
+    /// The exchange its queue is bound to.
+    pub exchange: String,
+    /// Its queue.
+    pub queue: String,
+    /// Most unacknowledged messages in flight.
+    pub prefetch: u16,
+    /// Delay before each retry; after the last one a failing message is dead-lettered.
+    pub retry_delays: Vec<Duration>,
+}
+
+/// Consumes events of the registered types from one queue.
+pub struct Consumer {
+    settings: ConsumerSettings,
+    handlers: HashMap<&'static str, Arc<dyn ErasedHandler>>,
+    pool: PgPool,
+    broker: Broker,
+    metrics: MessagingMetrics,
+}
+
+impl Consumer {
+    /// A consumer with no handlers yet.
+    pub fn new(
+        settings: ConsumerSettings,
+        pool: PgPool,
+        broker: Broker,
+        metrics: MessagingMetrics,
+    ) -> Self {
+        Self {
+            settings,
+            handlers: HashMap::new(),
+            pool,
+            broker,
+            metrics,
+        }
+    }
+
+    /// Handles events of type `E` with `handler`; the queue is bound to `E::TYPE`.
+    #[must_use]
+    pub fn on<E: Event, H: Handler<E>>(mut self, handler: H) -> Self {
+        self.handlers
+            .insert(E::TYPE, Arc::new(Typed(handler, PhantomData)));
+        self
+    }
+
+    /// The broker objects this consumer uses.
+    pub fn topology(&self) -> QueueTopology {
+        let mut event_types: Vec<String> = self.handlers.keys().map(|t| (*t).to_owned()).collect();
+        event_types.sort();
+        QueueTopology {
+            exchange: self.settings.exchange.clone(),
+            queue: self.settings.queue.clone(),
+            event_types,
+            retry_delays: self.settings.retry_delays.clone(),
+        }
+    }
+
+    /// Consumes until `stop` is cancelled, re-subscribing whenever the broker comes back.
+    /// On stop it finishes (and acknowledges) the message in hand and takes no more.
+    pub async fn run(self, stop: CancellationToken) {
+        let topology = self.topology();
+        while !stop.is_cancelled() {
+            let Some(connection) = (tokio::select! {
+                () = stop.cancelled() => None,
+                connection = self.broker.connected() => connection,
+            }) else {
+                break;
+            };
+            match self.subscribe(&connection, &topology).await {
+                Ok((channel, deliveries)) => {
+                    tracing::info!(queue = %topology.queue, "consuming");
+                    self.consume(&channel, deliveries, &topology, &stop).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, queue = %topology.queue, "cannot subscribe; retrying")
+                }
+            }
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    async fn subscribe(
+        &self,
+        connection: &lapin::Connection,
+        topology: &QueueTopology,
+    ) -> lapin::Result<(Channel, lapin::Consumer)> {
+        let channel = connection.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        topology.declare(&channel).await?;
+        channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await?;
+        let deliveries = channel
+            .basic_consume(
+                short(&topology.queue),
+                short(&self.settings.name),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok((channel, deliveries))
+    }
+
+    async fn consume(
+        &self,
+        channel: &Channel,
+        mut deliveries: lapin::Consumer,
+        topology: &QueueTopology,
+        stop: &CancellationToken,
+    ) {
+        loop {
+            let delivery = tokio::select! {
+                () = stop.cancelled() => return,
+                next = deliveries.next() => next,
+            };
+            match delivery {
+                Some(Ok(delivery)) => {
+                    if let Err(error) = self.process(channel, delivery, topology).await {
+                        // The message was not acknowledged: the broker redelivers it.
+                        tracing::warn!(%error, "lost the broker while settling a message");
+                        return;
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "delivery stream failed");
+                    return;
+                }
+                None => return,
+            }
+        }
+    }
+
+    /// Applies one delivery and settles it. Errors are broker errors only.
+    async fn process(
+        &self,
+        channel: &Channel,
+        delivery: Delivery,
+        topology: &QueueTopology,
+    ) -> lapin::Result<()> {
+        let outcome = match serde_json::from_slice::<Envelope>(&delivery.data) {
+            Err(error) => Err(Failure::Malformed(format!(
+                "not an event envelope: {error}"
+            ))),
+            Ok(envelope) => match self.handlers.get(envelope.event_type.as_str()) {
+                None => Err(Failure::Malformed(format!(
+                    "no handler for event type {:?}",
+                    envelope.event_type
+                ))),
+                Some(handler) => self.apply(handler.as_ref(), &envelope).await,
+            },
+        };
+        let consumer = self.settings.name.as_str();
+        let result = match outcome {
+            Ok(Applied::Processed) => {
+                self.metrics
+                    .consumed
+                    .with_label_values(&[consumer, "processed"])
+                    .inc();
+                Ok(())
+            }
+            Ok(Applied::Duplicate) => {
+                self.metrics
+                    .consumed
+                    .with_label_values(&[consumer, "duplicate"])
+                    .inc();
+                Ok(())
+            }
+            Err(failure) => {
+                self.settle_failure(channel, &delivery, topology, &failure)
+                    .await
+            }
+        };
+        result?;
+        delivery
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+    }
+
+    /// Runs the handler and records the event, in one transaction.
+    async fn apply(
+        &self,
+        handler: &dyn ErasedHandler,
+        envelope: &Envelope,
+    ) -> Result<Applied, Failure> {
+        let mut tx = self.pool.begin().await.map_err(Failure::Database)?;
+        let first_time = sqlx::query(
+            "INSERT INTO messaging_processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.settings.name)
+        .bind(envelope.id)
+        .execute(&mut *tx)
+        .await
+        .map_err(Failure::Database)?
+        .rows_affected()
+            == 1;
+        if !first_time {
+            return Ok(Applied::Duplicate);
+        }
+        handler.handle(envelope, &mut tx).await?;
+        tx.commit().await.map_err(Failure::Database)?;
+        Ok(Applied::Processed)
+    }
+
+    /// Sends a failed message to its next retry queue, or to the dead-letter queue.
+    async fn settle_failure(
+        &self,
+        channel: &Channel,
+        delivery: &Delivery,
+        topology: &QueueTopology,
+        failure: &Failure,
+    ) -> lapin::Result<()> {
+        let attempt = attempt_of(delivery) + 1;
+        let reason = failure.describe();
+        let consumer = self.settings.name.as_str();
+        let retryable = !matches!(failure, Failure::Malformed(_));
+        let (target, outcome) = if retryable && attempt <= topology.retry_delays.len() {
+            (topology.retry_queue(attempt), "retried")
+        } else {
+            (topology.dead_letter_queue(), "dead_lettered")
+        };
+        tracing::warn!(%reason, attempt, queue = %target, "event failed");
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        headers.insert(
+            short(ATTEMPT_HEADER),
+            AMQPValue::LongLongInt(i64::try_from(attempt).unwrap_or(i64::MAX)),
+        );
+        headers.insert(short(ERROR_HEADER), AMQPValue::LongString(reason.into()));
+        let properties = delivery
+            .properties
+            .clone()
+            .with_headers(headers)
+            .with_delivery_mode(2);
+        republish(channel, &target, &delivery.data, properties).await?;
+        self.metrics
+            .consumed
+            .with_label_values(&[consumer, outcome])
+            .inc();
+        Ok(())
+    }
+}
+
+enum Applied {
+    Processed,
+    Duplicate,
+}
+
+/// How many attempts a message has had so far (0 when fresh).
+fn attempt_of(delivery: &Delivery) -> usize {
+    let value = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(ATTEMPT_HEADER).cloned());
+    match value {
+        Some(AMQPValue::LongLongInt(n)) => usize::try_from(n).unwrap_or(0),
+        Some(AMQPValue::LongInt(n)) => usize::try_from(n).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// Publishes to a queue through the default exchange and waits for the broker's confirm, so
+/// the original is acknowledged only once its copy is safe.
+async fn republish(
+    channel: &Channel,
+    queue: &str,
+    payload: &[u8],
+    properties: BasicProperties,
+) -> lapin::Result<()> {
+    let confirm = channel
+        .basic_publish(
+            short(""),
+            short(queue),
+            BasicPublishOptions::default(),
+            payload,
+            properties,
+        )
+        .await?;
+    match confirm.await? {
+        lapin::Confirmation::Nack(_) => {
+            Err(std::io::Error::other(format!("the broker refused the message for {queue}")).into())
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,63 @@
+//! Writing events into the outbox, inside the caller's transaction.
+
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::event::{Envelope, Event};
+
+/// The channel the relay listens on; each write notifies it when its transaction commits.
+pub(crate) const NOTIFY_CHANNEL: &str = "messaging_outbox";
+
+/// Why an event could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The payload cannot be serialized.
+    #[error("cannot serialize event: {0}")]
+    Serialize(#[from] serde_json::Error),
+    /// The database refused the write.
+    #[error("cannot write event to the outbox: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// The service's outbox: writes events that the relay publishes after commit.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    source: String,
+}
+
+impl Outbox {
+    /// An outbox for events published by `source` (the service name).
+    pub fn new(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+        }
+    }
+
+    /// Writes `event` through `connection`, which must be inside the transaction that makes
+    /// the change: the event is published if and only if that transaction commits.
+    ///
+    /// Returns the event's id.
+    pub async fn enqueue<E: Event>(
+        &self,
+        connection: &mut PgConnection,
+        event: &E,
+    ) -> Result<Uuid, OutboxError> {
+        let envelope = Envelope::wrap(&self.source, event)?;
+        sqlx::query(
+            "INSERT INTO messaging_outbox (event_id, event_type, aggregate_id, envelope) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(envelope.id)
+        .bind(&envelope.event_type)
+        .bind(event.aggregate_id())
+        .bind(sqlx::types::Json(&envelope))
+        .execute(&mut *connection)
+        .await?;
+        // Delivered on commit, dropped on rollback: the relay wakes only for real rows.
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(NOTIFY_CHANNEL)
+            .execute(&mut *connection)
+            .await?;
+        Ok(envelope.id)
+    }
+}

@@ -1,0 +1,511 @@
+//! The event pipeline against the real PostgreSQL and RabbitMQ: every test has its own
+//! database, exchange and queues, so they run in parallel.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use lapin::BasicProperties;
+use lapin::options::{BasicGetOptions, BasicPublishOptions};
+use lapin::types::AMQPValue;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgConnection, PgPool};
+use tessera_messaging::{
+    Broker, BrokerSettings, Consumer, ConsumerSettings, Envelope, Event, Handler, HandlerError,
+    MessagingMetrics, Outbox, Relay, RelaySettings,
+};
+use tessera_testkit::database::TestDatabase;
+use tessera_testkit::proxy::TcpProxy;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Counted {
+    aggregate: String,
+    n: i32,
+}
+
+impl Event for Counted {
+    const TYPE: &'static str = "test.counted";
+    fn aggregate_id(&self) -> String {
+        self.aggregate.clone()
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Doomed {
+    reason: String,
+}
+
+impl Event for Doomed {
+    const TYPE: &'static str = "test.doomed";
+    fn aggregate_id(&self) -> String {
+        "doomed".to_owned()
+    }
+}
+
+/// Records each event in `applied`, in the order applied.
+struct Record;
+
+impl Handler<Counted> for Record {
+    async fn handle(
+        &self,
+        event: Counted,
+        envelope: &Envelope,
+        connection: &mut PgConnection,
+    ) -> Result<(), HandlerError> {
+        sqlx::query("INSERT INTO applied (event_id, aggregate, n) VALUES ($1, $2, $3)")
+            .bind(envelope.id)
+            .bind(event.aggregate)
+            .bind(event.n)
+            .execute(connection)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Always fails.
+struct Fail;
+
+impl Handler<Doomed> for Fail {
+    async fn handle(
+        &self,
+        event: Doomed,
+        _: &Envelope,
+        _: &mut PgConnection,
+    ) -> Result<(), HandlerError> {
+        Err(event.reason.into())
+    }
+}
+
+/// One isolated pipeline: a database, a broker connection, unique exchange and queue names.
+struct Pipeline {
+    _database: TestDatabase,
+    pool: PgPool,
+    broker: Broker,
+    exchange: String,
+    queue: String,
+    metrics: MessagingMetrics,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    async fn new(amqp_addr: SocketAddr) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let database = TestDatabase::migrated(&tessera_messaging::MIGRATOR).await;
+        let pool = PgPool::connect(database.url()).await.unwrap();
+        sqlx::query("CREATE TABLE applied (id BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL, aggregate TEXT NOT NULL, n INT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let metrics = MessagingMetrics::unregistered();
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let broker = Broker::start(
+            BrokerSettings {
+                url: format!("amqp://guest:guest@{amqp_addr}/%2f").into(),
+                connection_name: format!("test-{suffix}"),
+                min_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(500),
+            },
+            metrics.connection_up.clone(),
+        );
+        Self {
+            _database: database,
+            pool,
+            broker,
+            exchange: format!("test.events.{suffix}"),
+            queue: format!("test.{suffix}"),
+            metrics,
+            stop: CancellationToken::new(),
+            tasks: Vec::new(),
+        }
+    }
+
+    async fn local() -> Self {
+        Self::new(SocketAddr::from(([127, 0, 0, 1], 5672))).await
+    }
+
+    fn consumer(&self) -> Consumer {
+        Consumer::new(
+            ConsumerSettings {
+                name: "test-consumer".to_owned(),
+                exchange: self.exchange.clone(),
+                queue: self.queue.clone(),
+                prefetch: 50,
+                retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
+            },
+            self.pool.clone(),
+            self.broker.clone(),
+            self.metrics.clone(),
+        )
+        .on::<Counted, _>(Record)
+        .on::<Doomed, _>(Fail)
+    }
+
+    /// Starts the consumer and waits until its queue exists, so nothing published is lost to
+    /// an unbound exchange.
+    async fn start_consumer(&mut self) {
+        let consumer = self.consumer();
+        self.tasks
+            .push(tokio::spawn(consumer.run(self.stop.clone())));
+        let connection = self.broker.connected().await.unwrap();
+        for _ in 0..100 {
+            // A failed passive declare closes its channel: use a fresh one each time.
+            let channel = connection.create_channel().await.unwrap();
+            let passive = lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            };
+            if channel
+                .queue_declare(self.queue.as_str().into(), passive, Default::default())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the consumer never declared its queue");
+    }
+
+    fn start_relay(&mut self) {
+        let settings = RelaySettings {
+            exchange: self.exchange.clone(),
+            batch_size: 100,
+            poll_interval: Duration::from_millis(200),
+            ..RelaySettings::default()
+        };
+        let relay = Relay::new(
+            self.pool.clone(),
+            self.broker.clone(),
+            settings,
+            self.metrics.clone(),
+        );
+        self.tasks.push(tokio::spawn(relay.run(self.stop.clone())));
+    }
+
+    /// Writes each event in its own committed transaction.
+    async fn write(&self, events: impl IntoIterator<Item = Counted>) {
+        let outbox = Outbox::new("test");
+        for event in events {
+            let mut tx = self.pool.begin().await.unwrap();
+            outbox.enqueue(&mut tx, &event).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+
+    async fn applied(&self) -> Vec<(String, i32)> {
+        sqlx::query_as("SELECT aggregate, n FROM applied ORDER BY id")
+            .fetch_all(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    async fn wait_for_applied(&self, count: usize, limit: Duration) -> Vec<(String, i32)> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let applied = self.applied().await;
+            if applied.len() >= count {
+                return applied;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} events applied within {limit:?}",
+                applied.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn pending(&self) -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM messaging_outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    fn consumed(&self, outcome: &str) -> u64 {
+        self.metrics
+            .consumed
+            .with_label_values(&["test-consumer", outcome])
+            .get()
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        for task in self.tasks {
+            tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        self.broker.close().await;
+    }
+}
+
+/// `aggregates` × `per_aggregate` events, interleaved across aggregates.
+fn events(aggregates: usize, per_aggregate: i32) -> Vec<Counted> {
+    (0..per_aggregate)
+        .flat_map(|n| {
+            (0..aggregates).map(move |a| Counted {
+                aggregate: format!("agg-{a}"),
+                n,
+            })
+        })
+        .collect()
+}
+
+/// Each event applied exactly once, and each aggregate's in the order written.
+fn assert_once_in_order(applied: &[(String, i32)], aggregates: usize, per_aggregate: i32) {
+    assert_eq!(
+        applied.len(),
+        aggregates * per_aggregate as usize,
+        "each event applied once"
+    );
+    for a in 0..aggregates {
+        let name = format!("agg-{a}");
+        let seen: Vec<i32> = applied
+            .iter()
+            .filter(|(agg, _)| *agg == name)
+            .map(|(_, n)| *n)
+            .collect();
+        assert_eq!(
+            seen,
+            (0..per_aggregate).collect::<Vec<_>>(),
+            "order of {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_events_arrive_once_in_order_and_rolled_back_ones_never() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.start_consumer().await;
+
+    let mut tx = pipeline.pool.begin().await.unwrap();
+    let ghost = Counted {
+        aggregate: "ghost".to_owned(),
+        n: 0,
+    };
+    Outbox::new("test").enqueue(&mut tx, &ghost).await.unwrap();
+    tx.rollback().await.unwrap();
+
+    pipeline.write(events(10, 100)).await;
+    pipeline.start_relay();
+    let applied = pipeline
+        .wait_for_applied(1_000, Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await; // anything extra would show now
+    let applied_after = pipeline.applied().await;
+    assert_eq!(applied, applied_after);
+    assert_once_in_order(&applied, 10, 100);
+    assert!(applied.iter().all(|(aggregate, _)| aggregate != "ghost"));
+    assert_eq!(pipeline.pending().await, 0);
+    assert_eq!(pipeline.metrics.confirmed.get(), 1_000);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_broker_connection_cut_mid_stream_loses_nothing() {
+    let proxy = TcpProxy::start(SocketAddr::from(([127, 0, 0, 1], 5672))).await;
+    let mut pipeline = Pipeline::new(proxy.addr()).await;
+    pipeline.start_consumer().await;
+    pipeline.start_relay();
+
+    let all = events(10, 100);
+    let (first, second): (Vec<_>, Vec<_>) = all.into_iter().partition(|e| e.n < 50);
+    pipeline.write(first).await;
+    pipeline
+        .wait_for_applied(100, Duration::from_secs(30))
+        .await;
+    proxy.cut();
+    // The service keeps writing while the broker is away: the outbox holds the events.
+    pipeline.write(second).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        pipeline.pending().await > 0,
+        "events accumulate in the outbox during the outage"
+    );
+    proxy.restore();
+
+    let applied = pipeline
+        .wait_for_applied(1_000, Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_once_in_order(&pipeline.applied().await, 10, 100);
+    assert_eq!(applied.len(), 1_000);
+    println!(
+        "cut mid-stream: 1000 written, {} applied, {} published, {} confirmed, {} duplicates absorbed, {} publish failures",
+        applied.len(),
+        pipeline.metrics.published.get(),
+        pipeline.metrics.confirmed.get(),
+        pipeline.consumed("duplicate"),
+        pipeline.metrics.publish_failures.get(),
+    );
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn events_published_but_not_marked_sent_are_published_again_and_applied_once() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.start_consumer().await;
+    pipeline.write(events(5, 20)).await;
+
+    // A relay that died after publishing but before marking: the broker has every event, the
+    // outbox still lists them all as pending.
+    let connection = pipeline.broker.connected().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT event_type, envelope::text FROM messaging_outbox ORDER BY seq")
+            .fetch_all(&pipeline.pool)
+            .await
+            .unwrap();
+    for (event_type, envelope) in rows {
+        channel
+            .basic_publish(
+                pipeline.exchange.as_str().into(),
+                event_type.as_str().into(),
+                BasicPublishOptions::default(),
+                envelope.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+    }
+    pipeline
+        .wait_for_applied(100, Duration::from_secs(30))
+        .await;
+    assert_eq!(pipeline.pending().await, 100);
+
+    pipeline.start_relay();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.consumed("duplicate") < 100 {
+        assert!(
+            Instant::now() < deadline,
+            "only {} duplicates seen",
+            pipeline.consumed("duplicate")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_once_in_order(&pipeline.applied().await, 5, 20);
+    assert_eq!(pipeline.pending().await, 0);
+    println!(
+        "relay killed before marking: 100 events, each delivered twice, {} applied, {} duplicates absorbed",
+        pipeline.consumed("processed"),
+        pipeline.consumed("duplicate")
+    );
+    pipeline.stop().await;
+}
+
+/// Takes one message from `queue`, if any.
+async fn get_one(broker: &Broker, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+    let connection = broker.connected().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+}
+
+fn header(message: &lapin::message::BasicGetMessage, name: &str) -> Option<AMQPValue> {
+    message
+        .delivery
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(name)
+        .cloned()
+}
+
+#[tokio::test]
+async fn failing_and_malformed_messages_end_in_the_dead_letter_queue_without_blocking() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.start_consumer().await;
+    pipeline.start_relay();
+    let dead_letters = format!("{}.dlq", pipeline.queue);
+
+    // A handler that always fails: three attempts (first try + two retries), then dead.
+    let mut tx = pipeline.pool.begin().await.unwrap();
+    Outbox::new("test")
+        .enqueue(
+            &mut tx,
+            &Doomed {
+                reason: "disk on fire".to_owned(),
+            },
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // Malformed: not JSON, and a well-formed envelope of a type nobody handles.
+    let connection = pipeline.broker.connected().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let unknown = Envelope {
+        id: uuid::Uuid::now_v7(),
+        event_type: "test.unknown".to_owned(),
+        version: 1,
+        occurred_at: chrono::Utc::now(),
+        source: "test".to_owned(),
+        data: serde_json::json!({}),
+    };
+    for payload in [b"{not json".to_vec(), serde_json::to_vec(&unknown).unwrap()] {
+        channel
+            .basic_publish(
+                "".into(),
+                pipeline.queue.as_str().into(),
+                BasicPublishOptions::default(),
+                &payload,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+    }
+    // A good event behind them still gets through.
+    pipeline
+        .write([Counted {
+            aggregate: "after".to_owned(),
+            n: 1,
+        }])
+        .await;
+    pipeline.wait_for_applied(1, Duration::from_secs(30)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.consumed("dead_lettered") < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "dead-lettered: {}",
+            pipeline.consumed("dead_lettered")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(pipeline.consumed("retried"), 2);
+
+    let mut reasons = Vec::new();
+    while let Some(message) = get_one(&pipeline.broker, &dead_letters).await {
+        let Some(AMQPValue::LongString(reason)) = header(&message, "x-tessera-error") else {
+            panic!("no reason")
+        };
+        let attempts = header(&message, "x-tessera-attempt");
+        reasons.push((reason.to_string(), attempts));
+    }
+    reasons.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].0.contains("handler failed: disk on fire"),
+        "{reasons:?}"
+    );
+    assert_eq!(reasons[0].1, Some(AMQPValue::LongLongInt(3)));
+    assert!(
+        reasons[1]
+            .0
+            .contains("malformed: no handler for event type \"test.unknown\""),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].0.contains("malformed: not an event envelope"),
+        "{reasons:?}"
+    );
+    pipeline.stop().await;
+}
