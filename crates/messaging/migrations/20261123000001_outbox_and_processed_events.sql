@@ -6,6 +6,8 @@ CREATE TABLE messaging_outbox (
     event_type   TEXT        NOT NULL,
     aggregate_id TEXT        NOT NULL,
     envelope     JSONB       NOT NULL,
+    -- W3C trace context of the span that wrote the event, sent as the traceparent header.
+    traceparent  TEXT,
     created_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     sent_at      TIMESTAMPTZ
 );

@@ -18,7 +18,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use sqlx::{PgConnection, PgPool};
+use tessera_observability::trace_context::{TRACEPARENT, set_remote_parent};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::event::{Envelope, Event};
@@ -259,7 +261,21 @@ impl Consumer {
                     "no handler for event type {:?}",
                     envelope.event_type
                 ))),
-                Some(handler) => self.apply(handler.as_ref(), &envelope).await,
+                Some(handler) => {
+                    let span = tracing::info_span!(
+                        "consume_event",
+                        event_id = %envelope.id,
+                        event_type = %envelope.event_type,
+                        consumer = %self.settings.name,
+                    );
+                    if let Some(AMQPValue::LongString(traceparent)) = header(&delivery, TRACEPARENT)
+                    {
+                        set_remote_parent(&span, &traceparent.to_string());
+                    }
+                    self.apply(handler.as_ref(), &envelope)
+                        .instrument(span)
+                        .await
+                }
             },
         };
         let consumer = self.settings.name.as_str();
@@ -359,14 +375,20 @@ enum Applied {
     Duplicate,
 }
 
-/// How many attempts a message has had so far (0 when fresh).
-fn attempt_of(delivery: &Delivery) -> usize {
-    let value = delivery
+/// A header of `delivery`.
+fn header(delivery: &Delivery, name: &str) -> Option<AMQPValue> {
+    delivery
         .properties
         .headers()
-        .as_ref()
-        .and_then(|headers| headers.inner().get(ATTEMPT_HEADER).cloned());
-    match value {
+        .as_ref()?
+        .inner()
+        .get(name)
+        .cloned()
+}
+
+/// How many attempts a message has had so far (0 when fresh).
+fn attempt_of(delivery: &Delivery) -> usize {
+    match header(delivery, ATTEMPT_HEADER) {
         Some(AMQPValue::LongLongInt(n)) => usize::try_from(n).unwrap_or(0),
         Some(AMQPValue::LongInt(n)) => usize::try_from(n).unwrap_or(0),
         _ => 0,

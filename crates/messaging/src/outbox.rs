@@ -44,13 +44,14 @@ impl Outbox {
     ) -> Result<Uuid, OutboxError> {
         let envelope = Envelope::wrap(&self.source, event)?;
         sqlx::query(
-            "INSERT INTO messaging_outbox (event_id, event_type, aggregate_id, envelope) \
-             VALUES ($1, $2, $3, $4)",
+            "INSERT INTO messaging_outbox (event_id, event_type, aggregate_id, envelope, traceparent) \
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(envelope.id)
         .bind(&envelope.event_type)
         .bind(event.aggregate_id())
         .bind(sqlx::types::Json(&envelope))
+        .bind(tessera_observability::trace_context::current_traceparent())
         .execute(&mut *connection)
         .await?;
         // Delivered on commit, dropped on rollback: the relay wakes only for real rows.

@@ -10,9 +10,11 @@ use std::time::Duration;
 
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
+use tessera_observability::trace_context::TRACEPARENT;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
@@ -193,7 +195,7 @@ impl Relay {
             return Ok(0);
         }
         let rows = sqlx::query(
-            "SELECT seq, event_id, event_type, envelope::text AS envelope FROM messaging_outbox \
+            "SELECT seq, event_id, event_type, envelope::text AS envelope, traceparent FROM messaging_outbox \
              WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.settings.batch_size)
@@ -209,7 +211,16 @@ impl Relay {
             let event_id: uuid::Uuid = row.try_get("event_id")?;
             let event_type: String = row.try_get("event_type")?;
             let envelope: String = row.try_get("envelope")?;
+            let traceparent: Option<String> = row.try_get("traceparent")?;
+            let mut headers = FieldTable::default();
+            if let Some(traceparent) = traceparent {
+                headers.insert(
+                    short(TRACEPARENT),
+                    AMQPValue::LongString(traceparent.into()),
+                );
+            }
             let properties = BasicProperties::default()
+                .with_headers(headers)
                 .with_message_id(short(&event_id.to_string()))
                 .with_type(short(&event_type))
                 .with_content_type(short("application/json"))

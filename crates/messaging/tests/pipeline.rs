@@ -509,3 +509,85 @@ async fn failing_and_malformed_messages_end_in_the_dead_letter_queue_without_blo
     );
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn the_writers_trace_context_travels_with_the_event() {
+    use tracing::Instrument;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    let mut pipeline = Pipeline::local().await;
+    // A queue of our own on the exchange shows the message exactly as the relay published it.
+    let connection = pipeline.broker.connected().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    tessera_messaging::topology::declare_exchange(&channel, &pipeline.exchange)
+        .await
+        .unwrap();
+    let probe = format!("{}.probe", pipeline.queue);
+    let options = lapin::options::QueueDeclareOptions {
+        auto_delete: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(probe.as_str().into(), options, Default::default())
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            probe.as_str().into(),
+            pipeline.exchange.as_str().into(),
+            Counted::TYPE.into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .unwrap();
+
+    let subscriber =
+        tracing_subscriber::registry().with(tessera_observability::trace_context::layer());
+    let traceparent = {
+        let _default = tracing::subscriber::set_default(subscriber);
+        async {
+            pipeline
+                .write([Counted {
+                    aggregate: "traced".to_owned(),
+                    n: 0,
+                }])
+                .await;
+            tessera_observability::trace_context::current_traceparent().unwrap()
+        }
+        .instrument(tracing::info_span!("request"))
+        .await
+    };
+    pipeline.start_relay();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let message = loop {
+        if let Some(message) = get_one(&pipeline.broker, &probe).await {
+            break message;
+        }
+        assert!(Instant::now() < deadline, "nothing published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        header(&message, "traceparent"),
+        Some(AMQPValue::LongString(traceparent.into()))
+    );
+    let properties = &message.delivery.properties;
+    assert_eq!(
+        properties.kind().as_ref().map(|k| k.as_str()),
+        Some(Counted::TYPE)
+    );
+    assert_eq!(
+        properties.content_type().as_ref().map(|k| k.as_str()),
+        Some("application/json")
+    );
+    assert_eq!(*properties.delivery_mode(), Some(2));
+    let envelope: Envelope = serde_json::from_slice(&message.delivery.data).unwrap();
+    assert_eq!(
+        properties.message_id().as_ref().map(|k| k.to_string()),
+        Some(envelope.id.to_string())
+    );
+    assert_eq!((envelope.version, envelope.source.as_str()), (1, "test"));
+    assert_eq!(envelope.id.get_version_num(), 7);
+    pipeline.stop().await;
+}

@@ -42,7 +42,9 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
         filter: filter.to_owned(),
         source,
     })?;
-    let registry = tracing_subscriber::registry().with(env_filter);
+    let registry = tracing_subscriber::registry()
+        .with(env_filter)
+        .with(crate::trace_context::layer());
     match format {
         LogFormat::Json => registry
             .with(

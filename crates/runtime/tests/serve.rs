@@ -46,9 +46,38 @@ fn routes() -> Router {
         )
 }
 
-async fn endpoints(_: tessera_runtime::Context) -> Result<Endpoints, tessera_runtime::BoxError> {
+/// An event the test service writes from a request.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Emitted {
+    n: u32,
+}
+
+impl tessera_messaging::Event for Emitted {
+    const TYPE: &'static str = "runtime_test.emitted";
+    fn aggregate_id(&self) -> String {
+        self.n.to_string()
+    }
+}
+
+async fn endpoints(
+    context: tessera_runtime::Context,
+) -> Result<Endpoints, tessera_runtime::BoxError> {
+    // Writes an event in a transaction, as a domain handler would.
+    let emit = post(move || {
+        let context = context.clone();
+        async move {
+            let mut tx = context.db.begin().await.unwrap();
+            let id = context
+                .outbox
+                .enqueue(&mut tx, &Emitted { n: 1 })
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            id.to_string()
+        }
+    });
     Ok(Endpoints {
-        http: routes(),
+        http: routes().route("/emit", emit),
         ..Endpoints::default()
     })
 }
@@ -327,4 +356,46 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_0() {
     assert!(status.success(), "exit status {status}");
     // The listener is gone: new connections are refused.
     assert!(reqwest::get(format!("{http}/health/live")).await.is_err());
+}
+
+#[tokio::test]
+async fn events_written_by_a_request_are_published_by_the_services_relay() {
+    let database = TestDatabase::empty().await;
+    let service = InProcess::start(env_with(database.url(), &[])).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/emit", service.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let event_id = uuid::Uuid::parse_str(&response.text().await.unwrap()).unwrap();
+
+    let pool = sqlx::PgPool::connect(database.url()).await.unwrap();
+    let mut sent = false;
+    for _ in 0..200 {
+        sent = sqlx::query_scalar(
+            "SELECT sent_at IS NOT NULL FROM messaging_outbox WHERE event_id = $1",
+        )
+        .bind(event_id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if sent {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(sent, "the relay never confirmed the event");
+    let metrics = reqwest::get(format!("{}/metrics", service.http))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("messaging_outbox_confirmed_total 1"),
+        "{metrics}"
+    );
+    pool.close().await;
+    service.stop().await;
 }
