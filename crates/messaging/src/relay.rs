@@ -36,6 +36,8 @@ pub struct RelaySettings {
     pub poll_interval: Duration,
     /// How long sent rows are kept before being deleted.
     pub retention: Duration,
+    /// How often sent rows past retention are looked for.
+    pub cleanup_interval: Duration,
 }
 
 impl Default for RelaySettings {
@@ -45,6 +47,7 @@ impl Default for RelaySettings {
             batch_size: 200,
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(24 * 3600),
+            cleanup_interval: Duration::from_secs(60),
         }
     }
 }
@@ -137,7 +140,7 @@ impl Relay {
                 }
             }
             self.observe_backlog().await;
-            if last_cleanup.elapsed() >= self.settings.poll_interval * 60 {
+            if last_cleanup.elapsed() >= self.settings.cleanup_interval {
                 self.delete_sent().await;
                 last_cleanup = tokio::time::Instant::now();
             }

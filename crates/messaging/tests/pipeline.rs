@@ -170,11 +170,15 @@ impl Pipeline {
     }
 
     fn start_relay(&mut self) {
+        self.start_relay_with(RelaySettings::default());
+    }
+
+    fn start_relay_with(&mut self, defaults: RelaySettings) {
         let settings = RelaySettings {
             exchange: self.exchange.clone(),
             batch_size: 100,
             poll_interval: Duration::from_millis(200),
-            ..RelaySettings::default()
+            ..defaults
         };
         let relay = Relay::new(
             self.pool.clone(),
@@ -589,5 +593,52 @@ async fn the_writers_trace_context_travels_with_the_event() {
     );
     assert_eq!((envelope.version, envelope.source.as_str()), (1, "test"));
     assert_eq!(envelope.id.get_version_num(), 7);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn two_relays_on_one_outbox_deliver_each_event_once_in_order() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.start_consumer().await;
+    pipeline.start_relay();
+    pipeline.start_relay();
+    pipeline.write(events(4, 50)).await;
+    let applied = pipeline
+        .wait_for_applied(200, Duration::from_secs(60))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(applied.len(), pipeline.applied().await.len());
+    assert_once_in_order(&applied, 4, 50);
+    assert_eq!(
+        pipeline.consumed("duplicate"),
+        0,
+        "one relay at a time publishes each event"
+    );
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn sent_events_are_deleted_after_the_retention_period() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.start_consumer().await;
+    pipeline.start_relay_with(RelaySettings {
+        retention: Duration::ZERO,
+        cleanup_interval: Duration::from_millis(100),
+        ..RelaySettings::default()
+    });
+    pipeline.write(events(1, 10)).await;
+    pipeline.wait_for_applied(10, Duration::from_secs(30)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messaging_outbox")
+            .fetch_one(&pipeline.pool)
+            .await
+            .unwrap();
+        if rows == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows} sent rows never deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     pipeline.stop().await;
 }
