@@ -180,6 +180,7 @@ impl Consumer {
                 Ok((channel, deliveries)) => {
                     tracing::info!(queue = %topology.queue, "consuming");
                     self.consume(&channel, deliveries, &topology, &stop).await;
+                    crate::relay::close(&channel).await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, queue = %topology.queue, "cannot subscribe; retrying")

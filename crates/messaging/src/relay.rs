@@ -108,6 +108,7 @@ impl Relay {
             };
             self.publish_until_failure(&channel, &mut listener, &stop)
                 .await;
+            close(&channel).await;
         }
         if let Some(connection) = self.broker.connection()
             && let Ok(channel) = open_channel(&connection, &self.settings.exchange).await
@@ -117,6 +118,7 @@ impl Relay {
                     break;
                 }
             }
+            close(&channel).await;
         }
     }
 
@@ -306,6 +308,15 @@ impl Relay {
             Ok(_) => {}
             Err(error) => tracing::warn!(%error, "cannot delete sent outbox events"),
         }
+    }
+}
+
+/// Closes a channel we are done with, so closing the connection later finds none open.
+pub(crate) async fn close(channel: &Channel) {
+    if channel.status().connected()
+        && let Err(error) = channel.close(200, "done".into()).await
+    {
+        tracing::debug!(%error, "channel was already closed");
     }
 }
 
