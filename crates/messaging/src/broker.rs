@@ -13,6 +13,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Longest wait for one connection attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often the connection state is checked, besides listening for its error events.
 const STATUS_POLL: Duration = Duration::from_millis(250);
 
@@ -75,6 +78,22 @@ impl Broker {
         }
     }
 
+    /// Completes once `connection` is no longer the broker's live connection (lost, replaced
+    /// or closed). Work bound to a connection races against this, because a dead connection
+    /// does not always fail the operations waiting on it.
+    pub async fn lost(&self, connection: &Arc<Connection>) {
+        let mut current = self.current.clone();
+        loop {
+            let same = current
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(|live| Arc::ptr_eq(live, connection));
+            if !same || current.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
     /// A readiness check: optional, since the outbox absorbs a broker outage.
     pub fn health_check(&self) -> impl HealthCheck + use<> {
         BrokerCheck(self.clone())
@@ -126,7 +145,10 @@ async fn supervise(
             .with_connection_name(settings.connection_name.clone().into());
         let attempt = tokio::select! {
             () = stop.cancelled() => break,
-            attempt = Connection::connect(settings.url.expose_secret(), properties) => attempt,
+            attempt = tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                Connection::connect(settings.url.expose_secret(), properties),
+            ) => attempt.unwrap_or_else(|_| Err(std::io::Error::other("connecting timed out").into())),
         };
         match attempt {
             Ok(connection) => {

@@ -176,19 +176,37 @@ impl Consumer {
             }) else {
                 break;
             };
-            match self.subscribe(&connection, &topology).await {
-                Ok((channel, deliveries)) => {
-                    tracing::info!(queue = %topology.queue, "consuming");
-                    self.consume(&channel, deliveries, &topology, &stop).await;
-                    crate::relay::close(&channel).await;
-                }
-                Err(error) => {
-                    tracing::warn!(%error, queue = %topology.queue, "cannot subscribe; retrying")
+            // Anything on a connection can hang once it is dead, so all of it races against
+            // its loss. Abandoning a message mid-way rolls its transaction back; it was not
+            // acknowledged, so the broker delivers it again.
+            tokio::select! {
+                () = self.consume_on(&connection, &topology, &stop) => {}
+                () = self.broker.lost(&connection) => {
+                    tracing::warn!(queue = %topology.queue, "lost the broker; resubscribing");
                 }
             }
             tokio::select! {
                 () = stop.cancelled() => {}
                 () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    /// Subscribes over `connection` and consumes until it fails or `stop` is cancelled.
+    async fn consume_on(
+        &self,
+        connection: &lapin::Connection,
+        topology: &QueueTopology,
+        stop: &CancellationToken,
+    ) {
+        match self.subscribe(connection, topology).await {
+            Ok((channel, deliveries)) => {
+                tracing::info!(queue = %topology.queue, "consuming");
+                self.consume(&channel, deliveries, topology, stop).await;
+                crate::relay::close(&channel).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, queue = %topology.queue, "cannot subscribe; retrying")
             }
         }
     }

@@ -98,17 +98,14 @@ impl Relay {
             }) else {
                 break;
             };
-            let channel = match open_channel(&connection, &self.settings.exchange).await {
-                Ok(channel) => channel,
-                Err(error) => {
-                    tracing::warn!(%error, "relay cannot open a channel; retrying");
-                    self.pause(&stop).await;
-                    continue;
+            // Anything on a connection can hang once it is dead, so all of it races against
+            // its loss. Abandoning a batch rolls its transaction back: its rows stay pending.
+            tokio::select! {
+                () = self.publish_on(&connection, &mut listener, &stop) => {}
+                () = self.broker.lost(&connection) => {
+                    tracing::warn!("relay lost the broker; will republish unconfirmed events");
                 }
-            };
-            self.publish_until_failure(&channel, &mut listener, &stop)
-                .await;
-            close(&channel).await;
+            }
         }
         if let Some(connection) = self.broker.connection()
             && let Ok(channel) = open_channel(&connection, &self.settings.exchange).await
@@ -119,6 +116,25 @@ impl Relay {
                 }
             }
             close(&channel).await;
+        }
+    }
+
+    /// Publishes over `connection` until it fails or `stop` is cancelled.
+    async fn publish_on(
+        &self,
+        connection: &lapin::Connection,
+        listener: &mut Option<PgListener>,
+        stop: &CancellationToken,
+    ) {
+        match open_channel(connection, &self.settings.exchange).await {
+            Ok(channel) => {
+                self.publish_until_failure(&channel, listener, stop).await;
+                close(&channel).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "relay cannot open a channel; retrying");
+                self.pause(stop).await;
+            }
         }
     }
 
@@ -313,10 +329,14 @@ impl Relay {
 
 /// Closes a channel we are done with, so closing the connection later finds none open.
 pub(crate) async fn close(channel: &Channel) {
-    if channel.status().connected()
-        && let Err(error) = channel.close(200, "done".into()).await
-    {
-        tracing::debug!(%error, "channel was already closed");
+    if !channel.status().connected() {
+        return;
+    }
+    // On a connection that died unnoticed the close-ok never comes.
+    match tokio::time::timeout(Duration::from_secs(1), channel.close(200, "done".into())).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::debug!(%error, "channel was already closed"),
+        Err(_) => tracing::debug!("channel did not confirm its close"),
     }
 }
 

@@ -93,6 +93,12 @@ struct Pipeline {
 impl Pipeline {
     async fn new(amqp_addr: SocketAddr) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        }
         let database = TestDatabase::migrated(&tessera_messaging::MIGRATOR).await;
         let pool = PgPool::connect(database.url()).await.unwrap();
         sqlx::query("CREATE TABLE applied (id BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL, aggregate TEXT NOT NULL, n INT NOT NULL)")
@@ -143,30 +149,16 @@ impl Pipeline {
         .on::<Doomed, _>(Fail)
     }
 
-    /// Starts the consumer and waits until its queue exists, so nothing published is lost to
-    /// an unbound exchange.
+    /// Declares the consumer's queues and bindings, then starts it. Declaring first means
+    /// nothing published from now on is dropped for want of a bound queue (the consumer's own
+    /// declaration races with the relay).
     async fn start_consumer(&mut self) {
         let consumer = self.consumer();
+        let connection = self.broker.connected().await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        consumer.topology().declare(&channel).await.unwrap();
         self.tasks
             .push(tokio::spawn(consumer.run(self.stop.clone())));
-        let connection = self.broker.connected().await.unwrap();
-        for _ in 0..100 {
-            // A failed passive declare closes its channel: use a fresh one each time.
-            let channel = connection.create_channel().await.unwrap();
-            let passive = lapin::options::QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            };
-            if channel
-                .queue_declare(self.queue.as_str().into(), passive, Default::default())
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("the consumer never declared its queue");
     }
 
     fn start_relay(&mut self) {
