@@ -78,6 +78,14 @@ impl Broker {
         }
     }
 
+    /// Like [`Broker::connected`], but gives up with `None` once `stop` is cancelled.
+    pub async fn connected_until(&self, stop: &CancellationToken) -> Option<Arc<Connection>> {
+        tokio::select! {
+            () = stop.cancelled() => None,
+            connection = self.connected() => connection,
+        }
+    }
+
     /// Completes once `connection` is no longer the broker's live connection (lost, replaced
     /// or closed). Work bound to a connection races against this, because a dead connection
     /// does not always fail the operations waiting on it.

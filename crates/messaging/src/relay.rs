@@ -92,10 +92,7 @@ impl Relay {
     pub async fn run(self, stop: CancellationToken) {
         let mut listener = None;
         while !stop.is_cancelled() {
-            let Some(connection) = (tokio::select! {
-                () = stop.cancelled() => None,
-                connection = self.broker.connected() => connection,
-            }) else {
+            let Some(connection) = self.broker.connected_until(&stop).await else {
                 break;
             };
             // Anything on a connection can hang once it is dead, so all of it races against

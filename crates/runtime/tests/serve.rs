@@ -123,6 +123,13 @@ impl InProcess {
         panic!("/health/ready never answered {status}");
     }
 
+    async fn metrics(&self) -> String {
+        let response = reqwest::get(format!("{}/metrics", self.http))
+            .await
+            .unwrap();
+        response.text().await.unwrap()
+    }
+
     async fn stop(mut self) {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.await.unwrap().unwrap();
@@ -206,12 +213,7 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     );
 
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
-    let metrics = reqwest::get(format!("{}/metrics", service.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.metrics().await;
     assert!(
         metrics.contains(r#"http_requests_rejected_total{reason="overloaded"} 1"#),
         "{metrics}"
@@ -386,12 +388,7 @@ async fn events_written_by_a_request_are_published_by_the_services_relay() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(sent, "the relay never confirmed the event");
-    let metrics = reqwest::get(format!("{}/metrics", service.http))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = service.metrics().await;
     assert!(
         metrics.contains("messaging_outbox_confirmed_total 1"),
         "{metrics}"
