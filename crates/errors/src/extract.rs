@@ -4,8 +4,9 @@
 //! plain text and no field name.
 
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::path::ErrorKind;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 use http::{HeaderMap, header};
@@ -113,7 +114,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Path parameters; a parameter that does not parse is a 400 naming it.
+/// Path parameters; a value that does not parse is a 422 naming the parameter.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Path<T>(pub T);
 
@@ -125,19 +126,56 @@ where
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Path::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Path(value)| Path(value))
-            .map_err(|rejection| match rejection {
-                PathRejection::FailedToDeserializePathParams(error) => {
-                    Error::BadRequest(format!("invalid path parameter: {}", error.body_text()))
-                }
-                other => Error::internal(other),
-            })
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Path(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => {
+                // A lone parameter's parse error does not carry its name; the raw params do.
+                let only_key = RawPathParams::from_request_parts(parts, state)
+                    .await
+                    .ok()
+                    .and_then(|params| match params.iter().collect::<Vec<_>>()[..] {
+                        [(key, _)] => Some(key.to_owned()),
+                        _ => None,
+                    });
+                Err(path_error(error.into_kind(), only_key))
+            }
+            Err(other) => Err(Error::internal(other)),
+        }
     }
 }
 
-/// Query parameters; a parameter that does not parse is a 400 naming it.
+fn path_error(kind: ErrorKind, only_key: Option<String>) -> Error {
+    let not_a = |expected: &str| format!("not a valid {}", type_name(expected));
+    match (kind, only_key) {
+        (
+            ErrorKind::ParseErrorAtKey {
+                key, expected_type, ..
+            },
+            _,
+        )
+        | (ErrorKind::ParseError { expected_type, .. }, Some(key)) => {
+            Error::invalid_field(key, not_a(expected_type))
+        }
+        (ErrorKind::DeserializeError { key, message, .. }, _)
+        | (ErrorKind::Message(message), Some(key)) => Error::invalid_field(key, message),
+        (ErrorKind::InvalidUtf8InPathParam { key }, _) => {
+            Error::invalid_field(key, "not valid UTF-8")
+        }
+        (other, _) => Error::BadRequest(format!("invalid path parameter: {other}")),
+    }
+}
+
+/// `uuid::Uuid` → `uuid`, `u32` → `u32`: enough for a client, without module paths.
+fn type_name(expected: &str) -> String {
+    expected
+        .rsplit("::")
+        .next()
+        .unwrap_or(expected)
+        .to_ascii_lowercase()
+}
+
+/// The query string; a parameter that does not fit `T` (derive `deny_unknown_fields` to
+/// refuse unknown ones) is a 422 naming it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Query<T>(pub T);
 
@@ -148,14 +186,20 @@ where
 {
     type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        axum::extract::Query::<T>::from_request_parts(parts, state)
-            .await
-            .map(|axum::extract::Query(value)| Query(value))
-            .map_err(|rejection: QueryRejection| {
-                Error::BadRequest(format!("invalid query string: {}", rejection.body_text()))
-            })
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parse_query(parts.uri.query().unwrap_or_default()).map(Query)
     }
+}
+
+/// Deserializes a query string, naming the offending parameter on failure.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Error> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        Error::invalid_field(field_name(&path, &message), message)
+    })
 }
 
 #[cfg(test)]
@@ -178,6 +222,12 @@ mod tests {
         count: u8,
     }
 
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Page {
+        limit: u8,
+    }
+
     fn app() -> Router {
         Router::new()
             .route(
@@ -189,12 +239,8 @@ mod tests {
                 get(|Path(id): Path<u32>| async move { id.to_string() }),
             )
             .route(
-                "/list",
-                get(
-                    |Query(q): Query<std::collections::HashMap<String, u8>>| async move {
-                        q.len().to_string()
-                    },
-                ),
+                "/page",
+                get(|Query(page): Query<Page>| async move { page.limit.to_string() }),
             )
             .layer(DefaultBodyLimit::max(64))
     }
@@ -282,22 +328,35 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn bad_path_parameter_is_a_bad_request_naming_it() {
+    async fn bad_path_parameter_is_invalid_input_naming_it() {
         let request = http::Request::get("/items/abc")
             .body(Body::empty())
             .unwrap();
         let (status, problem) = send(request).await;
-        assert_eq!(status, 400);
-        assert!(problem.unwrap().detail.contains("abc"));
+        assert_eq!(status, 422);
+        assert_eq!(
+            problem.unwrap().errors,
+            vec![FieldError::new("id", "not a valid u32")]
+        );
     }
 
     #[tokio::test]
-    async fn bad_query_parameter_is_a_bad_request_naming_it() {
-        let request = http::Request::get("/list?limit=many")
+    async fn bad_query_parameter_is_invalid_input_naming_it() {
+        let request = http::Request::get("/page?limit=many")
             .body(Body::empty())
             .unwrap();
         let (status, problem) = send(request).await;
-        assert_eq!(status, 400);
-        assert!(problem.unwrap().detail.contains("limit"));
+        assert_eq!(status, 422);
+        assert_eq!(problem.unwrap().errors[0].field, "limit");
+    }
+
+    #[tokio::test]
+    async fn unknown_query_parameter_is_invalid_input_naming_it() {
+        let request = http::Request::get("/page?limit=2&offset=3")
+            .body(Body::empty())
+            .unwrap();
+        let (status, problem) = send(request).await;
+        assert_eq!(status, 422);
+        assert!(problem.unwrap().errors[0].message.contains("offset"));
     }
 }

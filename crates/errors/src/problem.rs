@@ -10,7 +10,7 @@ use crate::Error;
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
 /// An RFC 9457 problem details object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// A URI naming the kind of problem: `urn:tessera:problem:<code>`.
     #[serde(rename = "type")]
@@ -27,7 +27,7 @@ pub struct Problem {
 }
 
 /// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// The field's path in the request, e.g. `items[2].quantity`.
     pub field: String,

@@ -1,0 +1,11 @@
+//! The event contract between tessera services.
+//!
+//! The publisher and every consumer use these types, so a payload change is a compile error
+//! on both sides rather than a surprise in a dead-letter queue. Payloads accept unknown
+//! fields (a newer publisher may add some) and bump [`Event::VERSION`] only on a breaking
+//! change. Free-text fields are plain strings: an event records what was stored, and a later,
+//! stricter validation rule must not make old events unreadable.
+//!
+//! [`Event::VERSION`]: tessera_messaging::Event::VERSION
+
+pub mod users;
