@@ -1,0 +1,74 @@
+//! Revoked access tokens, by `jti`, in Redis.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use deadpool_redis::redis;
+use uuid::Uuid;
+
+/// Revoked access-token ids in Redis, each kept until the token would have expired anyway
+/// (plus [`Denylist::EXPIRY_MARGIN`]), so the list never outgrows the tokens alive.
+///
+/// Every call waits as long as the pool allows: give it one with bounded waits (the runtime's
+/// pool has them; redis itself bounds connecting and each response).
+#[derive(Debug, Clone)]
+pub struct Denylist {
+    pool: deadpool_redis::Pool,
+}
+
+/// Redis could not be asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DenylistError {
+    /// No connection from the pool.
+    #[error("no Redis connection for the token denylist")]
+    Pool(#[from] deadpool_redis::PoolError),
+    /// The command failed.
+    #[error("the token denylist command failed")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl Denylist {
+    /// How long past its `exp` a revoked token stays listed: longer than a verifier's leeway
+    /// (30 s by default), during which the token would otherwise still be accepted.
+    pub const EXPIRY_MARGIN: TimeDelta = TimeDelta::seconds(60);
+
+    /// A denylist in the Redis behind `pool`, under keys `tessera:jwt:denylist:{jti}`.
+    pub fn new(pool: deadpool_redis::Pool) -> Self {
+        Self { pool }
+    }
+
+    /// Lists `jti` until `until` (the token's expiry) plus [`Self::EXPIRY_MARGIN`]; nothing to do
+    /// for a token already past that.
+    pub async fn revoke(&self, jti: Uuid, until: DateTime<Utc>) -> Result<(), DenylistError> {
+        let listed_until = until
+            .checked_add_signed(Self::EXPIRY_MARGIN)
+            .unwrap_or(until);
+        let left = (listed_until - Utc::now()).num_milliseconds();
+        if left <= 0 {
+            return Ok(());
+        }
+        // Round up: a key that expires a fraction early would let the token back in.
+        let seconds = (left + 999) / 1000;
+        let mut connection = self.pool.get().await?;
+        redis::cmd("SET")
+            .arg(key(jti))
+            .arg(1)
+            .arg("EX")
+            .arg(seconds)
+            .query_async::<()>(&mut connection)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether `jti` was revoked.
+    pub async fn is_revoked(&self, jti: Uuid) -> Result<bool, DenylistError> {
+        let mut connection = self.pool.get().await?;
+        let revoked = redis::cmd("EXISTS")
+            .arg(key(jti))
+            .query_async::<bool>(&mut connection)
+            .await?;
+        Ok(revoked)
+    }
+}
+
+fn key(jti: Uuid) -> String {
+    format!("tessera:jwt:denylist:{jti}")
+}

@@ -1,0 +1,306 @@
+//! Verifying access tokens against fixed keys or a remote JWKS.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::DateTime;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use tokio::sync::{Mutex, MutexGuard};
+use tokio::time::Instant;
+
+use crate::keys::KeySet;
+use crate::{Claims, Denylist, KeyError, Principal, TokenError};
+
+/// How a [`Verifier`] checks tokens and where it gets its keys.
+#[derive(Debug, Clone)]
+pub struct VerifierSettings {
+    /// The only accepted `iss`.
+    pub issuer: String,
+    /// The only accepted `aud`.
+    pub audience: String,
+    /// Clock skew allowed on `exp`. Default 30 s.
+    pub leeway: Duration,
+    /// Where the JWKS is served, e.g. `http://auth:8081/.well-known/jwks.json`.
+    pub jwks_url: Option<String>,
+    /// Keys older than this are refetched on next use. Default 5 min.
+    pub jwks_refresh_interval: Duration,
+    /// At most one fetch per this interval, however many unknown kids arrive; also spaces out
+    /// retries after a failed fetch. Default 10 s.
+    pub jwks_min_refetch: Duration,
+    /// Time limit of one JWKS fetch. Default 2 s.
+    pub http_timeout: Duration,
+}
+
+impl VerifierSettings {
+    /// Settings for `issuer` and `audience` with the defaults and no JWKS URL.
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        Self {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway: Duration::from_secs(30),
+            jwks_url: None,
+            jwks_refresh_interval: Duration::from_secs(5 * 60),
+            jwks_min_refetch: Duration::from_secs(10),
+            http_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Verifies access tokens. Clone-cheap (Arc inside).
+///
+/// A token passes if its header says `alg: EdDSA` and names a known `kid`, its signature
+/// verifies with that key, its `iss` and `aud` are the expected ones, it has not expired
+/// (give or take the leeway), it carries every [`Claims`] field, and its `jti` is not on the
+/// denylist (when one is set).
+#[derive(Clone)]
+pub struct Verifier {
+    keys: Arc<KeySource>,
+    validation: Arc<Validation>,
+    denylist: Option<Denylist>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = match &*self.keys {
+            KeySource::Fixed(_) => "fixed",
+            KeySource::Remote(remote) => &remote.url,
+        };
+        f.debug_struct("Verifier")
+            .field("keys", &keys)
+            .field("denylist", &self.denylist.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+enum KeySource {
+    Fixed(KeySet),
+    Remote(RemoteKeys),
+}
+
+impl Verifier {
+    /// A verifier whose keys come from `settings.jwks_url`, fetched on first use.
+    pub fn remote(settings: VerifierSettings) -> Result<Self, KeyError> {
+        let url = settings.jwks_url.clone().ok_or(KeyError::NoJwksUrl)?;
+        let client = reqwest::Client::builder()
+            .timeout(settings.http_timeout)
+            .build()
+            .map_err(KeyError::HttpClient)?;
+        let remote = RemoteKeys {
+            url,
+            client,
+            refresh_interval: settings.jwks_refresh_interval,
+            min_refetch: settings.jwks_min_refetch,
+            cached: RwLock::new(None),
+            last_fetch: Mutex::new(None),
+        };
+        Ok(Self::with_keys(KeySource::Remote(remote), &settings))
+    }
+
+    /// A verifier with fixed keys, e.g. auth checking its own tokens against
+    /// [`Signer::jwks`](crate::Signer::jwks). Default leeway.
+    pub fn from_jwks(jwks: JwkSet, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        let settings = VerifierSettings::new(issuer, audience);
+        Self::with_keys(KeySource::Fixed(KeySet::from_jwks(&jwks)), &settings)
+    }
+
+    fn with_keys(keys: KeySource, settings: &VerifierSettings) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = settings.leeway.as_secs();
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        // jsonwebtoken checks presence only for these; `iat`, `jti` and `role` are required
+        // by `Claims` itself, which has no optional field.
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        Self {
+            keys: Arc::new(keys),
+            validation: Arc::new(validation),
+            denylist: None,
+        }
+    }
+
+    /// Also rejects tokens whose `jti` is on `denylist`.
+    ///
+    /// If Redis cannot answer, the token is accepted (fail open) and a warning logged: access
+    /// tokens live minutes, and a Redis outage must not log every user out. What is lost
+    /// meanwhile is only the early end of logged-out tokens.
+    pub fn with_denylist(mut self, denylist: Denylist) -> Self {
+        self.denylist = Some(denylist);
+        self
+    }
+
+    /// Checks `token` and says who it speaks for.
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::Invalid("algorithm not allowed".to_owned()));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| TokenError::Invalid("no kid in the header".to_owned()))?;
+        let key = match &*self.keys {
+            KeySource::Fixed(keys) => keys.get(&kid).cloned(),
+            KeySource::Remote(remote) => remote.key(&kid).await?,
+        }
+        .ok_or(TokenError::UnknownKey { kid })?;
+        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+            .map_err(rejection)?
+            .claims;
+        let expires_at = DateTime::from_timestamp(claims.exp, 0)
+            .ok_or_else(|| TokenError::Invalid("exp out of range".to_owned()))?;
+        self.check_denylist(&claims).await?;
+        Ok(Principal {
+            user_id: claims.sub,
+            role: claims.role,
+            jti: claims.jti,
+            expires_at,
+        })
+    }
+
+    async fn check_denylist(&self, claims: &Claims) -> Result<(), TokenError> {
+        let Some(denylist) = &self.denylist else {
+            return Ok(());
+        };
+        match denylist.is_revoked(claims.jti).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(TokenError::Revoked),
+            Err(error) => {
+                tracing::warn!(
+                    error = %tessera_errors::error_chain(&error),
+                    jti = %claims.jti,
+                    "token denylist unavailable; accepting the token (fail open)"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The token error for a jsonwebtoken failure.
+fn rejection(error: jsonwebtoken::errors::Error) -> TokenError {
+    let reason = match error.kind() {
+        ErrorKind::ExpiredSignature => return TokenError::Expired,
+        ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+            return TokenError::Malformed;
+        }
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm => "algorithm not allowed",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::ImmatureSignature => "not yet valid",
+        ErrorKind::MissingRequiredClaim(_)
+        | ErrorKind::InvalidClaimFormat(_)
+        | ErrorKind::Json(_) => "claims missing or malformed",
+        _ => "rejected",
+    };
+    TokenError::Invalid(reason.to_owned())
+}
+
+/// Keys from a JWKS URL: cached, refreshed when old, refetched (rate limited) on an unknown kid.
+struct RemoteKeys {
+    url: String,
+    client: reqwest::Client,
+    refresh_interval: Duration,
+    min_refetch: Duration,
+    /// The last good fetch. A std lock: held only to clone the `Arc`, never across an await.
+    cached: RwLock<Option<Arc<Fetched>>>,
+    /// When the last fetch started. Held across the fetch, so concurrent callers share it.
+    last_fetch: Mutex<Option<Instant>>,
+}
+
+struct Fetched {
+    keys: KeySet,
+    at: Instant,
+}
+
+impl RemoteKeys {
+    /// The key named `kid`, fetching the JWKS when there is none yet, when it is stale, or when
+    /// it lacks `kid`. `None` if the key is still unknown after that.
+    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, TokenError> {
+        let seen = self.cached();
+        if let Some(fetched) = &seen
+            && let Some(key) = fetched.keys.get(kid)
+        {
+            if fetched.at.elapsed() < self.refresh_interval {
+                return Ok(Some(key.clone()));
+            }
+            // Stale but known: refresh unless someone already is; never wait for it.
+            let Ok(last_fetch) = self.last_fetch.try_lock() else {
+                return Ok(Some(key.clone()));
+            };
+            let fresh = self.refresh(last_fetch, seen.as_ref()).await?;
+            // A key the fresh set dropped is refused from now on.
+            return Ok(fresh.keys.get(kid).cloned());
+        }
+        let last_fetch = self.last_fetch.lock().await;
+        let fresh = self.refresh(last_fetch, seen.as_ref()).await?;
+        Ok(fresh.keys.get(kid).cloned())
+    }
+
+    fn cached(&self) -> Option<Arc<Fetched>> {
+        self.cached
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Fetches the JWKS unless another caller did since `seen` was read or the last fetch is
+    /// more recent than `min_refetch`. A failed fetch keeps the cached keys, if any.
+    async fn refresh(
+        &self,
+        mut last_fetch: MutexGuard<'_, Option<Instant>>,
+        seen: Option<&Arc<Fetched>>,
+    ) -> Result<Arc<Fetched>, TokenError> {
+        let current = self.cached();
+        let replaced = match (&current, seen) {
+            (Some(current), Some(seen)) => !Arc::ptr_eq(current, seen),
+            (current, seen) => current.is_some() != seen.is_some(),
+        };
+        let too_soon = last_fetch.is_some_and(|at| at.elapsed() < self.min_refetch);
+        if replaced || too_soon {
+            return current.ok_or_else(|| {
+                TokenError::KeysUnavailable("the last JWKS fetch failed".to_owned())
+            });
+        }
+        *last_fetch = Some(Instant::now());
+        match self.fetch().await {
+            Ok(keys) => {
+                let fresh = Arc::new(Fetched {
+                    keys,
+                    at: Instant::now(),
+                });
+                *self
+                    .cached
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(fresh.clone());
+                Ok(fresh)
+            }
+            Err(error) => {
+                tracing::warn!(url = %self.url, %error, "cannot fetch the JWKS");
+                current.ok_or(TokenError::KeysUnavailable(error))
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<KeySet, String> {
+        let fetched = async {
+            self.client
+                .get(&self.url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<JwkSet>()
+                .await
+        };
+        let jwks = fetched
+            .await
+            .map_err(|error| tessera_errors::error_chain(&error))?;
+        let keys = KeySet::from_jwks(&jwks);
+        // An empty set would reject every token; keeping the old keys is the safer mistake.
+        if keys.is_empty() {
+            return Err("the JWKS has no usable Ed25519 key".to_owned());
+        }
+        Ok(keys)
+    }
+}
