@@ -1,10 +1,15 @@
-//! The service's Redis pool and its health check.
+//! The service's Redis pool, its health check, and a JSON cache on top of it.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::redis::{AsyncCommands, RedisResult};
+use deadpool_redis::{Config, Connection, Pool, PoolConfig, Runtime, Timeouts};
 use futures::future::BoxFuture;
 use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tessera_observability::{Criticality, HealthCheck};
 
 use crate::RuntimeConfig;
@@ -44,6 +49,215 @@ impl HealthCheck for RedisCheck {
                 .await
                 .map(drop)
                 .map_err(|error| error.to_string())
+        })
+    }
+}
+
+/// Counts of cache lookups by outcome, shared by every [`JsonCache`] of a service.
+#[derive(Clone)]
+pub struct CacheMetrics {
+    lookups: prometheus::IntCounterVec,
+    failures: prometheus::IntCounterVec,
+}
+
+impl CacheMetrics {
+    /// Registers `cache_lookups_total{cache,result}` and `cache_failures_total{cache,operation}`.
+    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
+        let lookups = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "cache_lookups_total",
+                "Cache reads by outcome: hit, miss, or error (answered from the source).",
+            ),
+            &["cache", "result"],
+        )?;
+        let failures = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "cache_failures_total",
+                "Cache operations that failed and were skipped, by operation.",
+            ),
+            &["cache", "operation"],
+        )?;
+        registry.register(Box::new(lookups.clone()))?;
+        registry.register(Box::new(failures.clone()))?;
+        Ok(Self { lookups, failures })
+    }
+}
+
+/// A cache-aside store of JSON documents in Redis, for values whose source of truth is
+/// elsewhere (PostgreSQL).
+///
+/// The cache can only make things faster, never fail them: every operation is bounded by a
+/// timeout, and an error is logged, counted and treated as a miss. A value that no longer
+/// decodes (its type changed across a deploy) is a miss too and is overwritten on the next
+/// `put`.
+///
+/// An invalidation that fails (Redis unreachable just after a write) is remembered, and the
+/// cache serves nothing until every remembered key has been deleted: otherwise the entry
+/// from before the write would be served again once Redis is back. Entries also expire after
+/// `ttl`, which bounds staleness if the process dies with invalidations still pending.
+#[derive(Clone)]
+pub struct JsonCache {
+    pool: Pool,
+    name: &'static str,
+    ttl: Duration,
+    timeout: Duration,
+    metrics: CacheMetrics,
+    pending: Arc<Mutex<HashSet<String>>>,
+}
+
+/// What a cache operation did, for the metrics.
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    Get,
+    Put,
+    Invalidate,
+}
+
+impl Operation {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Get => "get",
+            Self::Put => "put",
+            Self::Invalidate => "invalidate",
+        }
+    }
+}
+
+impl JsonCache {
+    /// A cache named `name` (its keys are `cache:<name>:<key>`).
+    pub fn new(
+        pool: Pool,
+        name: &'static str,
+        ttl: Duration,
+        timeout: Duration,
+        metrics: CacheMetrics,
+    ) -> Self {
+        Self {
+            pool,
+            name,
+            ttl,
+            timeout,
+            metrics,
+            pending: Arc::default(),
+        }
+    }
+
+    /// The cached value under `key`, if there is one and Redis answered in time.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let key = self.key(key);
+        let pending = self.pending_invalidations();
+        let found = self
+            .run(Operation::Get, async |connection| {
+                if !pending.is_empty() {
+                    connection.del::<_, ()>(&pending).await?;
+                }
+                connection.get::<_, Option<Vec<u8>>>(&key).await
+            })
+            .await;
+        if found.is_ok() {
+            self.forget_pending(&pending);
+        }
+        let result = match &found {
+            Err(()) => "error",
+            Ok(None) => "miss",
+            Ok(Some(_)) => "hit",
+        };
+        let value = match found {
+            Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
+                Ok(value) => Some(value),
+                Err(error) => {
+                    tracing::warn!(cache = self.name, %error, "cached value does not decode; treating it as a miss");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let result = if value.is_none() && result == "hit" {
+            "miss"
+        } else {
+            result
+        };
+        self.metrics
+            .lookups
+            .with_label_values(&[self.name, result])
+            .inc();
+        value
+    }
+
+    /// Stores `value` under `key` for the cache's time to live.
+    pub async fn put<T: Serialize>(&self, key: &str, value: &T) {
+        let Ok(bytes) = serde_json::to_vec(value) else {
+            return;
+        };
+        let key = self.key(key);
+        let seconds = self.ttl.as_secs().max(1);
+        let _ = self
+            .run(Operation::Put, async |connection| {
+                connection.set_ex::<_, _, ()>(&key, bytes, seconds).await
+            })
+            .await;
+    }
+
+    /// Removes `key`, after the source of truth changed.
+    pub async fn invalidate(&self, key: &str) {
+        let key = self.key(key);
+        let deleted = self
+            .run(Operation::Invalidate, async |connection| {
+                connection.del::<_, ()>(&key).await
+            })
+            .await;
+        if deleted.is_err() {
+            self.lock_pending().insert(key);
+        }
+    }
+
+    fn pending_invalidations(&self) -> Vec<String> {
+        self.lock_pending().iter().cloned().collect()
+    }
+
+    fn forget_pending(&self, deleted: &[String]) {
+        if !deleted.is_empty() {
+            let mut pending = self.lock_pending();
+            for key in deleted {
+                pending.remove(key);
+            }
+        }
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        // The set holds plain keys; a panic elsewhere cannot leave it inconsistent.
+        self.pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("cache:{}:{key}", self.name)
+    }
+
+    /// Runs one command on a pooled connection within the timeout; failures are logged and
+    /// counted here so callers only see "no value".
+    async fn run<T>(
+        &self,
+        operation: Operation,
+        command: impl AsyncFnOnce(&mut Connection) -> RedisResult<T>,
+    ) -> Result<T, ()> {
+        let attempt = async {
+            let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
+            command(&mut connection)
+                .await
+                .map_err(|error| error.to_string())
+        };
+        let outcome = match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        };
+        outcome.map_err(|error| {
+            tracing::warn!(cache = self.name, operation = operation.as_str(), %error, "cache operation failed; skipped");
+            self.metrics
+                .failures
+                .with_label_values(&[self.name, operation.as_str()])
+                .inc();
         })
     }
 }

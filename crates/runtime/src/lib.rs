@@ -30,6 +30,7 @@ mod config;
 mod database;
 mod grpc;
 mod http;
+pub mod openapi;
 mod shutdown;
 
 use std::future::Future;
@@ -47,6 +48,7 @@ use tessera_observability::{Health, Metrics};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use cache::{CacheMetrics, JsonCache};
 pub use cli::Command;
 pub use config::RuntimeConfig;
 pub use grpc::GrpcServices;
@@ -86,10 +88,26 @@ pub struct Context {
     pub outbox: Outbox,
     /// Metrics of the event pipeline, for the service's consumers.
     pub messaging: MessagingMetrics,
+    /// Metrics shared by the service's caches.
+    pub cache_metrics: CacheMetrics,
     /// The metrics registry; register service-specific collectors here.
     pub metrics: Arc<Metrics>,
     /// Cancelled when the service starts shutting down; background tasks watch it.
     pub shutdown: CancellationToken,
+}
+
+impl Context {
+    /// A Redis cache-aside store named `name` whose entries live for `ttl`; its operations
+    /// are bounded by `redis_timeout_ms`.
+    pub fn cache(&self, name: &'static str, ttl: Duration) -> JsonCache {
+        JsonCache::new(
+            self.redis.clone(),
+            name,
+            ttl,
+            Duration::from_millis(self.config.redis_timeout_ms),
+            self.cache_metrics.clone(),
+        )
+    }
 }
 
 /// What a service serves.
@@ -238,6 +256,7 @@ where
     }
     let redis = cache::pool(&config).map_err(RunError::other)?;
     let messaging = MessagingMetrics::register(metrics.registry()).map_err(RunError::other)?;
+    let cache_metrics = CacheMetrics::register(metrics.registry()).map_err(RunError::other)?;
     let broker = Broker::start(
         BrokerSettings {
             url: config.amqp_url.expose_secret().to_owned().into(),
@@ -262,9 +281,10 @@ where
         outbox: Outbox::new(spec.name),
         metrics: Arc::clone(&metrics),
         messaging: messaging.clone(),
+        cache_metrics,
         shutdown: shutdown.clone(),
     };
-    let mut endpoints = build(context).await.map_err(RunError::Other)?;
+    let mut endpoints = build(context).await.map_err(service_error)?;
 
     // Every service has an outbox; its relay and the service's consumers run until the
     // requests in flight are done, so the events those requests write are still published.
@@ -372,6 +392,15 @@ async fn bind(addr: std::net::SocketAddr) -> Result<TcpListener, RunError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| RunError::Bind { addr, source })
+}
+
+/// A service's own settings are loaded in its `build`; their errors stay configuration errors
+/// (exit code 2, the variable named).
+fn service_error(error: BoxError) -> RunError {
+    match error.downcast::<tessera_config::ConfigError>() {
+        Ok(config) => RunError::Config(*config),
+        Err(other) => RunError::Other(other),
+    }
 }
 
 fn flatten(joined: Result<Result<(), RunError>, tokio::task::JoinError>) -> Result<(), RunError> {

@@ -1,6 +1,9 @@
 //! Test support shared by every tessera crate and service.
 //!
+//! - [`app`]: a service served in the test process on free ports.
 //! - [`database`]: a fresh PostgreSQL database per test, dropped afterwards.
+//! - [`events`]: a private queue on the event exchange, to see what was published.
+//! - [`jwks`]: a token issuer with a JWKS endpoint, to test token verification end to end.
 //! - [`process`]: a service binary started as a real process on free ports.
 //! - [`proxy`]: a TCP proxy that can cut a dependency off and bring it back.
 //! - [`prometheus`]: a check that a `/metrics` body is valid exposition text.
@@ -12,7 +15,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
+pub mod app;
 pub mod database;
+pub mod events;
+pub mod jwks;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;

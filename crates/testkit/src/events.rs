@@ -1,0 +1,109 @@
+//! Watching the event bus: a private queue bound to `tessera.events` that a test reads.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use serde_json::Value;
+
+/// Every event published under some routing keys from the moment it was bound.
+///
+/// The exchange is shared by all tests running at once, so tests pick their own events out
+/// by aggregate (a fresh user id), never by position.
+pub struct EventTap {
+    _connection: Connection,
+    consumer: lapin::Consumer,
+    seen: Vec<Value>,
+}
+
+impl EventTap {
+    /// Binds an exclusive, auto-deleted queue to `tessera.events` for `pattern` (`user.*`).
+    pub async fn bind(pattern: &str) -> Self {
+        let connection = Connection::connect(&crate::amqp_url(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let exchange = tessera_messaging::topology::EVENTS_EXCHANGE;
+        tessera_messaging::topology::declare_exchange(&channel, exchange)
+            .await
+            .unwrap();
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.name().clone(),
+                exchange.into(),
+                pattern.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let consumer = channel
+            .basic_consume(
+                queue.name().clone(),
+                "event-tap".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        Self {
+            _connection: connection,
+            consumer,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The envelopes of `event_type` about aggregate `id` (its `data.id`) that arrive within
+    /// `wait`, after waiting for at least `count` of them (or the time running out).
+    pub async fn about(
+        &mut self,
+        event_type: &str,
+        id: &str,
+        count: usize,
+        wait: Duration,
+    ) -> Vec<Value> {
+        let matching = |seen: &[Value]| -> Vec<Value> {
+            seen.iter()
+                .filter(|e| e["type"] == event_type && e["data"]["id"] == id)
+                .cloned()
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + wait;
+        while matching(&self.seen).len() < count {
+            let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, self.consumer.next()).await
+            else {
+                break;
+            };
+            let delivery = delivery.unwrap();
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+            self.seen
+                .push(serde_json::from_slice(&delivery.data).unwrap());
+        }
+        matching(&self.seen)
+    }
+
+    /// Exactly one envelope of `event_type` about `id`, within 10 s.
+    pub async fn one(&mut self, event_type: &str, id: &str) -> Value {
+        let found = self.about(event_type, id, 1, Duration::from_secs(10)).await;
+        assert_eq!(
+            found.len(),
+            1,
+            "expected one {event_type} for {id}, got {found:?}"
+        );
+        found.into_iter().next().unwrap()
+    }
+}
