@@ -1,0 +1,56 @@
+//! The users service: user profiles over REST (end users) and gRPC (other services).
+//!
+//! - [`domain`]: a profile and its changes; [`profiles`]: who may see and change which.
+//! - [`repository`]: PostgreSQL storage (with `user.*` events in the same transactions)
+//!   behind a trait, and a Redis cache-aside decorator.
+//! - [`http`]: `/api/v1/users` and its OpenAPI document; [`grpc`]: `UserService`.
+
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod profiles;
+pub mod repository;
+pub mod settings;
+
+use std::sync::Arc;
+
+use sqlx::migrate::Migrator;
+use tessera_jwt::Verifier;
+use tessera_runtime::{BoxError, Context, Endpoints, GrpcServices, ServiceSpec};
+
+pub use settings::Settings;
+
+/// The users database's migrations.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/users");
+
+/// How the runtime runs this service.
+pub static SPEC: ServiceSpec = ServiceSpec {
+    name: "users",
+    env_prefix: "USERS_",
+    default_http_port: 8082,
+    default_grpc_port: 50052,
+    migrator: &MIGRATOR,
+    descriptors: &[tessera_proto::FILE_DESCRIPTOR_SET],
+};
+
+/// The repository the service runs on: PostgreSQL behind the Redis cache.
+pub type Repository = repository::Cached<repository::Postgres>;
+
+/// Builds the service's endpoints from the runtime's resources and its settings.
+pub async fn endpoints(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
+    let verifier = Verifier::remote(settings.verifier())?
+        .with_denylist(tessera_jwt::Denylist::new(context.redis.clone()));
+    let repository = Arc::new(repository::Cached::new(
+        repository::Postgres::new(context.db.clone(), context.outbox.clone()),
+        context.cache("users", settings.cache_ttl()),
+    ));
+    let state = http::AppState {
+        profiles: Arc::new(profiles::Profiles::new(Arc::clone(&repository))),
+        verifier,
+    };
+    Ok(Endpoints {
+        http: http::router(state),
+        grpc: GrpcServices::default().with(grpc::UserGrpc::new(repository)),
+        consumers: Vec::new(),
+    })
+}

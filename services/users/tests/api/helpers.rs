@@ -1,0 +1,212 @@
+//! `spawn_app()` and the typed calls the tests make.
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tessera_jwt::Role;
+use tessera_proto::users::v1 as proto;
+use tessera_proto::users::v1::user_service_client::UserServiceClient;
+use tessera_testkit::app::InProcess;
+use tessera_testkit::database::TestDatabase;
+use tessera_testkit::jwks::TestIssuer;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+const PREFIX: &str = "USERS_";
+
+/// A users service with its own database, trusting a test token issuer.
+pub struct TestApp {
+    pub service: InProcess,
+    pub issuer: TestIssuer,
+    pub database: TestDatabase,
+    client: reqwest::Client,
+}
+
+/// A user created through the API, with a token to act as them.
+pub struct TestUser {
+    pub id: Uuid,
+    pub email: String,
+    pub token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// `spawn_app` with some `USERS_*` variables overridden (names without the prefix).
+pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
+    let issuer = TestIssuer::start().await;
+    let database = TestDatabase::migrated(&users::MIGRATOR).await;
+    let mut env = tessera_testkit::service_env(PREFIX, database.url());
+    env.push(("USERS_JWKS_URL".to_owned(), issuer.jwks_url()));
+    env.push(("USERS_JWT_ISSUER".to_owned(), TestIssuer::ISSUER.to_owned()));
+    env.push((
+        "USERS_JWT_AUDIENCE".to_owned(),
+        TestIssuer::AUDIENCE.to_owned(),
+    ));
+    for (name, value) in overrides {
+        let name = format!("{PREFIX}{name}");
+        env.retain(|(key, _)| *key != name);
+        env.push((name, value.clone()));
+    }
+    let settings: users::Settings = tessera_config::from_vars(PREFIX, env.clone()).unwrap();
+    let service = InProcess::start(&users::SPEC, env, move |context| {
+        users::endpoints(context, settings)
+    })
+    .await;
+    TestApp {
+        service,
+        issuer,
+        database,
+        client: reqwest::Client::new(),
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.service.http())
+    }
+
+    pub async fn grpc(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.service.channel().await)
+    }
+
+    /// Creates a profile through gRPC, as registration does.
+    pub async fn create_user(&self, role: Role) -> TestUser {
+        let id = Uuid::now_v7();
+        let email = format!("user-{}@example.com", id.simple());
+        let role = match role {
+            Role::User => proto::Role::User,
+            Role::Admin => proto::Role::Admin,
+        };
+        let response = self
+            .grpc()
+            .await
+            .create_user(proto::CreateUserRequest {
+                id: id.to_string(),
+                email: email.clone(),
+                display_name: "Test User".to_owned(),
+                role: role.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(response.created);
+        let role = if role == proto::Role::Admin {
+            Role::Admin
+        } else {
+            Role::User
+        };
+        TestUser {
+            id,
+            email,
+            token: self.issuer.token(id, role),
+        }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch_raw(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: String,
+    ) -> Response {
+        self.client
+            .patch(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Response {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Renames `user` through the API and returns the response body.
+    pub async fn rename(&self, user: &TestUser, name: &str) -> Value {
+        let response = self
+            .patch(
+                &format!("/api/v1/users/{}", user.id),
+                &user.token,
+                json!({ "display_name": name }),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.unwrap()
+    }
+
+    /// The profile's display name, read through the API.
+    pub async fn display_name(&self, user: &TestUser) -> String {
+        let response = self
+            .get(&format!("/api/v1/users/{}", user.id), &user.token)
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.unwrap();
+        body["display_name"].as_str().unwrap().to_owned()
+    }
+
+    /// Changes a profile behind the service's back, to tell cached answers from fresh ones.
+    pub async fn rename_in_database(&self, user: &TestUser, name: &str) {
+        let db = sqlx::PgPool::connect(self.database.url()).await.unwrap();
+        sqlx::query("UPDATE users SET display_name = $1 WHERE id = $2")
+            .bind(name)
+            .bind(user.id)
+            .execute(&db)
+            .await
+            .unwrap();
+        db.close().await;
+    }
+
+    /// The value of a counter in `/metrics` with all of `labels`, 0 when absent.
+    pub async fn counter(&self, name: &str, labels: &[&str]) -> f64 {
+        let metrics = self.service.metrics().await;
+        metrics
+            .lines()
+            .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// Asserts a problem+json answer with `status`, naming `field` when given; returns the body.
+pub async fn assert_problem(response: Response, status: u16, field: Option<&str>) -> Value {
+    let actual = response.status().as_u16();
+    let content_type = response.headers()["content-type"].clone();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(actual, status, "{body}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(body["status"], status, "{body}");
+    if let Some(field) = field {
+        let named = body["errors"]
+            .as_array()
+            .is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
+        assert!(named, "expected field {field} to be named: {body}");
+    }
+    body
+}
