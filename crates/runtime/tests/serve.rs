@@ -9,11 +9,10 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use sqlx::migrate::Migrator;
-use tessera_runtime::{Endpoints, RunError, RuntimeConfig, ServiceSpec};
+use tessera_runtime::{Endpoints, RuntimeConfig, ServiceSpec};
+use tessera_testkit::app::InProcess;
 use tessera_testkit::database::TestDatabase;
 use tessera_testkit::proxy::TcpProxy;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const PREFIX: &str = "RT_";
 
@@ -82,58 +81,9 @@ async fn endpoints(
     })
 }
 
-/// A service running in this process, stopped when `stop` is sent.
-struct InProcess {
-    http: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-}
-
-impl InProcess {
-    async fn start(env: Vec<(String, String)>) -> Self {
-        let config: RuntimeConfig = tessera_config::from_vars(PREFIX, env).unwrap();
-        let http = format!("http://{}", config.http_addr(0));
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(tessera_runtime::serve(&SPEC, config, endpoints, async {
-            let _ = stopped.await;
-        }));
-        let service = Self {
-            http,
-            stop: Some(stop),
-            task,
-        };
-        service.wait_for_ready(200).await;
-        service
-    }
-
-    async fn ready_status(&self) -> u16 {
-        match reqwest::get(format!("{}/health/ready", self.http)).await {
-            Ok(response) => response.status().as_u16(),
-            Err(_) => 0,
-        }
-    }
-
-    async fn wait_for_ready(&self, status: u16) {
-        for _ in 0..200 {
-            if self.ready_status().await == status {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("/health/ready never answered {status}");
-    }
-
-    async fn metrics(&self) -> String {
-        let response = reqwest::get(format!("{}/metrics", self.http))
-            .await
-            .unwrap();
-        response.text().await.unwrap()
-    }
-
-    async fn stop(mut self) {
-        self.stop.take().unwrap().send(()).unwrap();
-        self.task.await.unwrap().unwrap();
-    }
+/// The test service, served in this process until stopped.
+async fn start(env: Vec<(String, String)>) -> InProcess {
+    InProcess::start(&SPEC, env, endpoints).await
 }
 
 fn env_with(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -160,11 +110,11 @@ async fn readiness_turns_503_while_postgres_is_unreachable_and_recovers() {
             ("HEALTH_CHECK_TIMEOUT_MS", "500"),
         ],
     );
-    let service = InProcess::start(env).await;
+    let service = start(env).await;
 
     proxy.cut();
     service.wait_for_ready(503).await;
-    let body: serde_json::Value = reqwest::get(format!("{}/health/ready", service.http))
+    let body: serde_json::Value = reqwest::get(format!("{}/health/ready", service.http()))
         .await
         .unwrap()
         .json()
@@ -179,7 +129,7 @@ async fn readiness_turns_503_while_postgres_is_unreachable_and_recovers() {
     assert_eq!(postgres["status"], "down", "{body}");
     // Liveness does not depend on dependencies: restarting would not bring PostgreSQL back.
     assert_eq!(
-        reqwest::get(format!("{}/health/live", service.http))
+        reqwest::get(format!("{}/health/live", service.http()))
             .await
             .unwrap()
             .status(),
@@ -188,24 +138,24 @@ async fn readiness_turns_503_while_postgres_is_unreachable_and_recovers() {
 
     proxy.restore();
     service.wait_for_ready(200).await;
-    service.stop().await;
+    service.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     let database = TestDatabase::empty().await;
-    let service = InProcess::start(env_with(database.url(), &[("CONCURRENCY_LIMIT", "1")])).await;
+    let service = start(env_with(database.url(), &[("CONCURRENCY_LIMIT", "1")])).await;
 
-    let slow = tokio::spawn(reqwest::get(format!("{}/slow/1000", service.http)));
+    let slow = tokio::spawn(reqwest::get(format!("{}/slow/1000", service.http())));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let shed = reqwest::get(format!("{}/slow/0", service.http))
+    let shed = reqwest::get(format!("{}/slow/0", service.http()))
         .await
         .unwrap();
     assert_eq!(shed.status(), 503);
     assert_eq!(shed.headers()["content-type"], "application/problem+json");
     // Probes bypass the limit, so an overloaded instance is not restarted.
     assert_eq!(
-        reqwest::get(format!("{}/health/live", service.http))
+        reqwest::get(format!("{}/health/live", service.http()))
             .await
             .unwrap()
             .status(),
@@ -218,31 +168,30 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
         metrics.contains(r#"http_requests_rejected_total{reason="overloaded"} 1"#),
         "{metrics}"
     );
-    service.stop().await;
+    service.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn requests_over_the_timeout_get_504() {
     let database = TestDatabase::empty().await;
-    let service =
-        InProcess::start(env_with(database.url(), &[("REQUEST_TIMEOUT_MS", "200")])).await;
-    let response = reqwest::get(format!("{}/slow/2000", service.http))
+    let service = start(env_with(database.url(), &[("REQUEST_TIMEOUT_MS", "200")])).await;
+    let response = reqwest::get(format!("{}/slow/2000", service.http()))
         .await
         .unwrap();
     assert_eq!(response.status(), 504);
     let problem: serde_json::Value = response.json().await.unwrap();
     assert_eq!(problem["type"], "urn:tessera:problem:timeout");
-    service.stop().await;
+    service.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn bodies_over_the_limit_get_413_and_unknown_methods_405() {
     let database = TestDatabase::empty().await;
-    let service = InProcess::start(env_with(database.url(), &[("BODY_LIMIT_BYTES", "32")])).await;
+    let service = start(env_with(database.url(), &[("BODY_LIMIT_BYTES", "32")])).await;
     let client = reqwest::Client::new();
     let post = |body: String| {
         client
-            .post(format!("{}/echo", service.http))
+            .post(format!("{}/echo", service.http()))
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -258,7 +207,7 @@ async fn bodies_over_the_limit_get_413_and_unknown_methods_405() {
     );
 
     let wrong_method = client
-        .delete(format!("{}/echo", service.http))
+        .delete(format!("{}/echo", service.http()))
         .send()
         .await
         .unwrap();
@@ -267,15 +216,15 @@ async fn bodies_over_the_limit_get_413_and_unknown_methods_405() {
         wrong_method.headers()["content-type"],
         "application/problem+json"
     );
-    service.stop().await;
+    service.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn incoming_request_ids_are_echoed_and_missing_ones_made() {
     let database = TestDatabase::empty().await;
-    let service = InProcess::start(env_with(database.url(), &[])).await;
+    let service = start(env_with(database.url(), &[])).await;
     let client = reqwest::Client::new();
-    let url = format!("{}/slow/0", service.http);
+    let url = format!("{}/slow/0", service.http());
     let echoed = client
         .get(&url)
         .header("x-request-id", "abc-123")
@@ -293,7 +242,7 @@ async fn incoming_request_ids_are_echoed_and_missing_ones_made() {
         .await
         .unwrap();
     assert_ne!(oversized.headers()["x-request-id"].len(), 500);
-    service.stop().await;
+    service.stop().await.unwrap();
 }
 
 /// Set in the child process that [`sigterm_lets_the_in_flight_request_finish_and_exits_0`]
@@ -363,9 +312,9 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_0() {
 #[tokio::test]
 async fn events_written_by_a_request_are_published_by_the_services_relay() {
     let database = TestDatabase::empty().await;
-    let service = InProcess::start(env_with(database.url(), &[])).await;
+    let service = start(env_with(database.url(), &[])).await;
     let response = reqwest::Client::new()
-        .post(format!("{}/emit", service.http))
+        .post(format!("{}/emit", service.http()))
         .send()
         .await
         .unwrap();
@@ -394,5 +343,5 @@ async fn events_written_by_a_request_are_published_by_the_services_relay() {
         "{metrics}"
     );
     pool.close().await;
-    service.stop().await;
+    service.stop().await.unwrap();
 }
