@@ -157,25 +157,16 @@ impl JsonCache {
         if found.is_ok() {
             self.forget_pending(&pending);
         }
-        let result = match &found {
-            Err(()) => "error",
-            Ok(None) => "miss",
-            Ok(Some(_)) => "hit",
-        };
-        let value = match found {
+        let (result, value) = match found {
+            Err(()) => ("error", None),
+            Ok(None) => ("miss", None),
             Ok(Some(bytes)) => match serde_json::from_slice(&bytes) {
-                Ok(value) => Some(value),
+                Ok(value) => ("hit", Some(value)),
                 Err(error) => {
                     tracing::warn!(cache = self.name, %error, "cached value does not decode; treating it as a miss");
-                    None
+                    ("miss", None)
                 }
             },
-            _ => None,
-        };
-        let result = if value.is_none() && result == "hit" {
-            "miss"
-        } else {
-            result
         };
         self.metrics
             .lookups

@@ -89,9 +89,7 @@ async fn start(env: Vec<(String, String)>) -> InProcess {
 fn env_with(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut env = tessera_testkit::service_env(PREFIX, database_url);
     for (name, value) in overrides {
-        let name = format!("{PREFIX}{name}");
-        env.retain(|(key, _)| *key != name);
-        env.push((name, (*value).to_owned()));
+        tessera_testkit::set_var(&mut env, PREFIX, name, *value);
     }
     env
 }

@@ -50,6 +50,18 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Sets `<prefix><name>` in a [`service_env`] list, replacing any value it had.
+pub fn set_var(
+    env: &mut Vec<(String, String)>,
+    prefix: &str,
+    name: &str,
+    value: impl Into<String>,
+) {
+    let name = format!("{prefix}{name}");
+    env.retain(|(key, _)| *key != name);
+    env.push((name, value.into()));
+}
+
 /// The environment a service needs to run against the test servers: `<prefix>DATABASE_URL`
 /// and friends, free ports, terse logs.
 pub fn service_env(prefix: &str, database_url: &str) -> Vec<(String, String)> {

@@ -31,11 +31,6 @@ impl<R: UserRepository> Profiles<R> {
         Self { repository }
     }
 
-    /// The repository, for callers that need no access rules (internal gRPC).
-    pub fn repository(&self) -> &R {
-        &self.repository
-    }
-
     /// The profile `id`, if the caller may see it.
     pub async fn get(&self, caller: &Principal, id: Uuid) -> Result<User, Error> {
         if !caller.may_act_for(id) {

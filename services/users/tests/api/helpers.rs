@@ -37,16 +37,11 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     let issuer = TestIssuer::start().await;
     let database = TestDatabase::migrated(&users::MIGRATOR).await;
     let mut env = tessera_testkit::service_env(PREFIX, database.url());
-    env.push(("USERS_JWKS_URL".to_owned(), issuer.jwks_url()));
-    env.push(("USERS_JWT_ISSUER".to_owned(), TestIssuer::ISSUER.to_owned()));
-    env.push((
-        "USERS_JWT_AUDIENCE".to_owned(),
-        TestIssuer::AUDIENCE.to_owned(),
-    ));
+    tessera_testkit::set_var(&mut env, PREFIX, "JWKS_URL", issuer.jwks_url());
+    tessera_testkit::set_var(&mut env, PREFIX, "JWT_ISSUER", TestIssuer::ISSUER);
+    tessera_testkit::set_var(&mut env, PREFIX, "JWT_AUDIENCE", TestIssuer::AUDIENCE);
     for (name, value) in overrides {
-        let name = format!("{PREFIX}{name}");
-        env.retain(|(key, _)| *key != name);
-        env.push((name, value.clone()));
+        tessera_testkit::set_var(&mut env, PREFIX, name, value.clone());
     }
     let settings: users::Settings = tessera_config::from_vars(PREFIX, env.clone()).unwrap();
     let service = InProcess::start(&users::SPEC, env, move |context| {
