@@ -117,6 +117,9 @@ pub struct ConsumerSettings {
     pub prefetch: u16,
     /// Delay before each retry; after the last one a failing message is dead-lettered.
     pub retry_delays: Vec<Duration>,
+    /// Delete the queues after this long without their consumer (for short-lived
+    /// environments and tests); never when `None`.
+    pub queue_expires: Option<Duration>,
 }
 
 /// Consumes events of the registered types from one queue.
@@ -162,6 +165,7 @@ impl Consumer {
             queue: self.settings.queue.clone(),
             event_types,
             retry_delays: self.settings.retry_delays.clone(),
+            expires: self.settings.queue_expires,
         }
     }
 
@@ -239,9 +243,23 @@ impl Consumer {
         topology: &QueueTopology,
         stop: &CancellationToken,
     ) {
+        // Expiring queues stay while their consumer runs: redeclaring renews their lease,
+        // including the retry and dead-letter queues, which never have consumers.
+        let renew_every = topology
+            .expires
+            .map(|expires| (expires / 3).max(Duration::from_millis(100)));
+        let period = renew_every.unwrap_or(Duration::from_secs(3_600));
+        let mut renew = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         loop {
             let delivery = tokio::select! {
                 () = stop.cancelled() => return,
+                _ = renew.tick(), if renew_every.is_some() => {
+                    if let Err(error) = topology.declare(channel).await {
+                        tracing::warn!(%error, "cannot renew the expiring queues");
+                        return;
+                    }
+                    continue;
+                }
                 next = deliveries.next() => next,
             };
             match delivery {

@@ -50,6 +50,10 @@ pub struct QueueTopology {
     pub event_types: Vec<String>,
     /// Delay before each retry; its length is the number of retries.
     pub retry_delays: Vec<Duration>,
+    /// Delete the queues after this long unused (`x-expires`); never when `None`. The
+    /// retry and dead-letter queues never have consumers: the consumer redeclares the
+    /// topology to keep them while it runs.
+    pub expires: Option<Duration>,
 }
 
 impl QueueTopology {
@@ -73,15 +77,20 @@ impl QueueTopology {
             "x-dead-letter-routing-key".into(),
             string(&self.dead_letter_queue()),
         );
-        declare_queue(channel, &self.queue, main_args).await?;
-        declare_queue(channel, &self.dead_letter_queue(), FieldTable::default()).await?;
+        declare_queue(channel, &self.queue, self.expiring(main_args)).await?;
+        declare_queue(
+            channel,
+            &self.dead_letter_queue(),
+            self.expiring(FieldTable::default()),
+        )
+        .await?;
         for (index, delay) in self.retry_delays.iter().enumerate() {
             let mut args = FieldTable::default();
             let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
             args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
             args.insert("x-dead-letter-exchange".into(), string(""));
             args.insert("x-dead-letter-routing-key".into(), string(&self.queue));
-            declare_queue(channel, &self.retry_queue(index + 1), args).await?;
+            declare_queue(channel, &self.retry_queue(index + 1), self.expiring(args)).await?;
         }
         for event_type in &self.event_types {
             channel
@@ -95,6 +104,15 @@ impl QueueTopology {
                 .await?;
         }
         Ok(())
+    }
+
+    /// `arguments` with `x-expires` when the queues expire.
+    fn expiring(&self, mut arguments: FieldTable) -> FieldTable {
+        if let Some(expires) = self.expires {
+            let millis = i64::try_from(expires.as_millis()).unwrap_or(i64::MAX);
+            arguments.insert("x-expires".into(), AMQPValue::LongLongInt(millis));
+        }
+        arguments
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
 use lapin::options::{BasicGetOptions, BasicPublishOptions};
-use lapin::types::AMQPValue;
+use lapin::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use tessera_messaging::{
@@ -140,6 +140,7 @@ impl Pipeline {
                 queue: self.queue.clone(),
                 prefetch: 50,
                 retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
+                queue_expires: Some(Duration::from_secs(300)),
             },
             self.pool.clone(),
             self.broker.clone(),
@@ -633,4 +634,65 @@ async fn sent_events_are_deleted_after_the_retention_period() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     pipeline.stop().await;
+}
+
+/// Whether `queue` exists (a passive declare, on a channel of its own since a failed one
+/// closes it).
+async fn queue_exists(broker: &Broker, queue: &str) -> bool {
+    let connection = broker.connected().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..lapin::options::QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .is_ok()
+}
+
+#[tokio::test]
+async fn expiring_queues_last_while_consumed_and_go_after() {
+    let mut pipeline = Pipeline::local().await;
+    let consumer = Consumer::new(
+        ConsumerSettings {
+            name: "test-expiring".to_owned(),
+            exchange: pipeline.exchange.clone(),
+            queue: pipeline.queue.clone(),
+            prefetch: 10,
+            retry_delays: vec![Duration::from_millis(50)],
+            queue_expires: Some(Duration::from_millis(600)),
+        },
+        pipeline.pool.clone(),
+        pipeline.broker.clone(),
+        pipeline.metrics.clone(),
+    )
+    .on::<Counted, _>(Record);
+    let topology = consumer.topology();
+    let queues = [
+        topology.queue.clone(),
+        topology.retry_queue(1),
+        topology.dead_letter_queue(),
+    ];
+    pipeline
+        .tasks
+        .push(tokio::spawn(consumer.run(pipeline.stop.clone())));
+
+    // Well past the expiry: the consumer keeps even the queues nobody consumes.
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    for queue in &queues {
+        assert!(
+            queue_exists(&pipeline.broker, queue).await,
+            "{queue} expired"
+        );
+    }
+
+    pipeline.stop.cancel();
+    for task in pipeline.tasks.drain(..) {
+        task.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    for queue in &queues {
+        assert!(!queue_exists(&pipeline.broker, queue).await, "{queue} kept");
+    }
 }
