@@ -318,9 +318,13 @@ where
     // tasks) is cancelled only after in-flight requests are done, so they can still use them.
     let listeners = CancellationToken::new();
     let http_server = tokio::spawn(
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(listeners.clone().cancelled_owned())
-            .into_future(),
+        // Peer addresses are recorded for handlers that limit by client (auth's logins).
+        axum::serve(
+            http_listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(listeners.clone().cancelled_owned())
+        .into_future(),
     );
     let grpc_names = endpoints.grpc.names().to_vec();
     let (reporter, health_service) = tonic_health::server::health_reporter();

@@ -94,6 +94,17 @@ impl InProcess {
             .unwrap()
     }
 
+    /// The value of a counter in `/metrics` with all of `labels` (`r#"result="hit""#`),
+    /// summed over the series that match; 0 when there is none.
+    pub async fn counter(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Stops the service and returns how its `serve` ended.
     pub async fn stop(mut self) -> Result<(), RunError> {
         self.stop.take().unwrap().send(()).unwrap();

@@ -24,6 +24,28 @@ pub mod prometheus;
 pub mod proxy;
 pub mod smoke;
 
+/// Asserts a problem+json answer with `status`, naming `field` in `errors` when given;
+/// returns the body.
+pub async fn assert_problem(
+    response: reqwest::Response,
+    status: u16,
+    field: Option<&str>,
+) -> serde_json::Value {
+    let actual = response.status().as_u16();
+    let content_type = response.headers()["content-type"].clone();
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(actual, status, "{body}");
+    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(body["status"], status, "{body}");
+    if let Some(field) = field {
+        let named = body["errors"]
+            .as_array()
+            .is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
+        assert!(named, "expected field {field} to be named: {body}");
+    }
+    body
+}
+
 /// The PostgreSQL server tests use, as an URL to its maintenance database.
 pub fn postgres_url() -> String {
     std::env::var("TEST_DATABASE_URL")

@@ -11,8 +11,21 @@ const SERVING: i32 = 1;
 /// The binary starts on the local infrastructure; `/health/ready` answers 200 with every
 /// dependency up, `/metrics` is valid Prometheus text, and gRPC health reports SERVING.
 pub async fn serves_health_metrics_and_grpc_health(binary: &str, prefix: &str) {
+    serves_health_metrics_and_grpc_health_with(binary, prefix, Vec::new()).await;
+}
+
+/// [`serves_health_metrics_and_grpc_health`] for a service that needs more settings than the
+/// shared ones: `extra` are `<prefix><name>` pairs (names without the prefix).
+pub async fn serves_health_metrics_and_grpc_health_with(
+    binary: &str,
+    prefix: &str,
+    extra: Vec<(&str, String)>,
+) {
     let database = TestDatabase::empty().await;
-    let env = crate::service_env(prefix, database.url());
+    let mut env = crate::service_env(prefix, database.url());
+    for (name, value) in extra {
+        crate::set_var(&mut env, prefix, name, value);
+    }
     let service = ServiceProcess::start(binary, &[], prefix, &env).await;
     let client = reqwest::Client::new();
 

@@ -20,19 +20,21 @@ async fn a_second_read_is_served_from_the_cache() {
 
     assert_eq!(app.display_name(&user).await, "Test User");
     assert!(
-        app.counter(
-            "cache_lookups_total",
-            &["cache=\"users\"", "result=\"hit\""]
-        )
-        .await
+        app.service
+            .counter(
+                "cache_lookups_total",
+                &["cache=\"users\"", "result=\"hit\""]
+            )
+            .await
             >= 1.0
     );
     assert!(
-        app.counter(
-            "cache_lookups_total",
-            &["cache=\"users\"", "result=\"miss\""]
-        )
-        .await
+        app.service
+            .counter(
+                "cache_lookups_total",
+                &["cache=\"users\"", "result=\"miss\""]
+            )
+            .await
             >= 1.0
     );
 }
@@ -74,12 +76,14 @@ async fn with_redis_at_a_dead_port_the_service_answers_from_postgres() {
     assert_eq!(app.display_name(&user).await, "Still Works");
 
     assert!(
-        app.counter("cache_failures_total", &["cache=\"users\""])
+        app.service
+            .counter("cache_failures_total", &["cache=\"users\""])
             .await
             >= 2.0
     );
     assert_eq!(
-        app.counter("cache_lookups_total", &["result=\"hit\""])
+        app.service
+            .counter("cache_lookups_total", &["result=\"hit\""])
             .await,
         0.0
     );
@@ -103,7 +107,8 @@ async fn a_write_while_redis_is_cut_off_is_not_hidden_by_the_old_entry_afterward
     assert_eq!(app.display_name(&user).await, "Renamed While Cut");
     assert_eq!(app.display_name(&user).await, "Renamed While Cut");
     assert!(
-        app.counter("cache_failures_total", &["operation=\"invalidate\""])
+        app.service
+            .counter("cache_failures_total", &["operation=\"invalidate\""])
             .await
             >= 1.0
     );

@@ -11,6 +11,8 @@ use tessera_testkit::jwks::TestIssuer;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+pub use tessera_testkit::assert_problem;
+
 const PREFIX: &str = "USERS_";
 
 /// A users service with its own database, trusting a test token issuer.
@@ -177,31 +179,4 @@ impl TestApp {
             .unwrap();
         db.close().await;
     }
-
-    /// The value of a counter in `/metrics` with all of `labels`, 0 when absent.
-    pub async fn counter(&self, name: &str, labels: &[&str]) -> f64 {
-        let metrics = self.service.metrics().await;
-        metrics
-            .lines()
-            .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-/// Asserts a problem+json answer with `status`, naming `field` when given; returns the body.
-pub async fn assert_problem(response: Response, status: u16, field: Option<&str>) -> Value {
-    let actual = response.status().as_u16();
-    let content_type = response.headers()["content-type"].clone();
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(actual, status, "{body}");
-    assert_eq!(content_type, "application/problem+json");
-    assert_eq!(body["status"], status, "{body}");
-    if let Some(field) = field {
-        let named = body["errors"]
-            .as_array()
-            .is_some_and(|errors| errors.iter().any(|e| e["field"] == field));
-        assert!(named, "expected field {field} to be named: {body}");
-    }
-    body
 }
