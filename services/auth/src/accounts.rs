@@ -1,0 +1,299 @@
+//! What auth does: registration, login, refresh, logout. The HTTP and gRPC layers only
+//! translate to and from these.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tessera_domain::{DisplayName, Email, Role};
+use tessera_errors::Error;
+use tessera_jwt::{Denylist, IssuedToken, Principal, Signer};
+use uuid::Uuid;
+
+use crate::limiter::LoginLimiter;
+use crate::passwords::{Hasher, Password, Verdict};
+use crate::refresh::RefreshToken;
+use crate::store::{AccessGrant, Rotation, Store, StoreError};
+use crate::users::{UsersClient, UsersError};
+
+/// How long a pending registration may take before another may take its email over (and
+/// the janitor may delete it): far longer than any registration request lives.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// What a new account is made of, validated.
+#[derive(Debug, Clone)]
+pub struct NewAccount {
+    /// Its email.
+    pub email: Email,
+    /// Its password.
+    pub password: Password,
+    /// The profile's display name.
+    pub display_name: DisplayName,
+    /// Its role: `User` for everyone who registers; `Admin` only from the bootstrap.
+    pub role: Role,
+}
+
+/// A logged-in session's tokens.
+#[derive(Debug)]
+pub struct Tokens {
+    /// The access token.
+    pub access: IssuedToken,
+    /// The refresh token that replaces the one presented, if any.
+    pub refresh: RefreshToken,
+}
+
+/// The auth service's behaviour over its store, the users service and Redis.
+pub struct Accounts {
+    store: Store,
+    hasher: Hasher,
+    signer: Arc<Signer>,
+    users: UsersClient,
+    denylist: Denylist,
+    limiter: LoginLimiter,
+    refresh_ttl: TimeDelta,
+}
+
+/// The one answer to every failed login and refresh, so none tells more than another.
+fn wrong_credentials() -> Error {
+    Error::Unauthenticated("wrong email or password".to_owned())
+}
+
+fn invalid_refresh_token() -> Error {
+    Error::Unauthenticated("the refresh token is invalid, expired or revoked".to_owned())
+}
+
+impl From<StoreError> for Error {
+    fn from(error: StoreError) -> Self {
+        Error::internal(error)
+    }
+}
+
+impl Accounts {
+    /// Accounts over the given parts; refresh tokens live for `refresh_ttl`.
+    pub fn new(
+        store: Store,
+        hasher: Hasher,
+        signer: Arc<Signer>,
+        users: UsersClient,
+        denylist: Denylist,
+        limiter: LoginLimiter,
+        refresh_ttl: Duration,
+    ) -> Self {
+        Self {
+            store,
+            hasher,
+            signer,
+            users,
+            denylist,
+            limiter,
+            refresh_ttl: TimeDelta::from_std(refresh_ttl).unwrap_or(TimeDelta::days(14)),
+        }
+    }
+
+    /// Registers `account`: a pending credential, then the profile in the users service,
+    /// then the credential becomes active. If the profile cannot be made, the credential is
+    /// deleted again. Returns the user id.
+    ///
+    /// The password is hashed as part of the request (shed with it under load); the steps
+    /// after that run in a task of their own, so a client that hangs up (or a request that
+    /// times out) cannot stop the saga half-way and leave the email blocked.
+    pub async fn register(self: &Arc<Self>, account: NewAccount) -> Result<Uuid, Error> {
+        let hash = self
+            .hasher
+            .hash(&account.password)
+            .await
+            .map_err(Error::internal)?;
+        let accounts = Arc::clone(self);
+        tokio::spawn(async move { accounts.run_registration(account, hash).await })
+            .await
+            .map_err(Error::internal)?
+    }
+
+    async fn run_registration(&self, account: NewAccount, hash: String) -> Result<Uuid, Error> {
+        let taken = || Error::AlreadyExists("an account with this email exists".to_owned());
+        let pending = self
+            .store
+            .reserve(&account.email, &hash, account.role, ABANDONED_AFTER)
+            .await?
+            .ok_or_else(taken)?;
+        let profile = match self
+            .users
+            .create_user(pending, &account.email, &account.display_name, account.role)
+            .await
+        {
+            Ok(profile) => profile,
+            Err(error) => {
+                self.compensate(pending).await;
+                return Err(match error {
+                    UsersError::Unavailable(_) => {
+                        tracing::warn!(%error, "registration failed: no profile");
+                        Error::Unavailable(
+                            "cannot create the profile now; try again later".to_owned(),
+                        )
+                    }
+                    UsersError::Refused(_) => Error::internal(error),
+                });
+            }
+        };
+        // The profile may exist already: made for this pending id by an attempt that died
+        // half-way, or under another id by one whose caller gave up waiting. Either is
+        // adopted, but only with the role asked for, so nobody registers into an admin profile.
+        if profile.role != account.role {
+            self.compensate(pending).await;
+            return Err(taken());
+        }
+        match self.store.activate(pending, profile.id, profile.role).await {
+            Ok(true) => Ok(profile.id),
+            Ok(false) => Err(Error::Unavailable(
+                "the registration took too long; try again".to_owned(),
+            )),
+            Err(error) => {
+                self.compensate(pending).await;
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Deletes a pending credential; if even that fails, the janitor removes it later (it can
+    /// never log in meanwhile).
+    async fn compensate(&self, pending: Uuid) {
+        if let Err(error) = self.store.discard(pending).await {
+            tracing::error!(%error, %pending, "cannot delete a failed registration's credential; the janitor will");
+        }
+    }
+
+    /// The role of the active account with `email`, if there is one.
+    pub async fn role_of(&self, email: &Email) -> Result<Option<Role>, Error> {
+        Ok(self.store.role_of(email).await?)
+    }
+
+    /// Logs in with `email` and `password` from `client`. Every failure, whether the email is
+    /// unknown, malformed, or the password wrong or oversized, answers the same 401, and an
+    /// unknown email costs a password verification like a known one.
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: IpAddr,
+    ) -> Result<Tokens, Error> {
+        // An email that does not parse belongs to nobody, but its attempts count all the same.
+        let limit_key = email.trim().to_lowercase();
+        let email = Email::parse(email).ok();
+        let attempt = self
+            .limiter
+            .attempt(&limit_key, client)
+            .await
+            .map_err(|retry_after| Error::RateLimited { retry_after })?;
+        let credential = match &email {
+            Some(email) => self.store.find_active(email).await?,
+            None => None,
+        };
+        let verdict = match Password::offered(password) {
+            Ok(password) => {
+                let stored = credential.as_ref().map(|c| c.password_hash.as_str());
+                let verdict = self
+                    .hasher
+                    .verify(&password, stored)
+                    .await
+                    .map_err(Error::internal)?;
+                if let (Some(credential), Verdict::Match { rehash: true }) = (&credential, verdict)
+                {
+                    self.rehash(credential.user_id, &password).await;
+                }
+                verdict
+            }
+            Err(_) => Verdict::Mismatch,
+        };
+        match (credential, verdict) {
+            (Some(credential), Verdict::Match { .. }) => {
+                self.limiter.succeeded(attempt).await;
+                self.open_session(credential.user_id, credential.role).await
+            }
+            // The attempt was counted as it was let through.
+            _ => Err(wrong_credentials()),
+        }
+    }
+
+    /// Stores a hash with the current costs; failing that, the old one keeps working.
+    async fn rehash(&self, user_id: Uuid, password: &Password) {
+        let outcome = match self.hasher.hash(password).await {
+            Ok(hash) => self
+                .store
+                .replace_hash(user_id, &hash)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = outcome {
+            tracing::warn!(%error, %user_id, "cannot upgrade a password hash");
+        }
+    }
+
+    async fn open_session(&self, user_id: Uuid, role: Role) -> Result<Tokens, Error> {
+        let access = self.signer.issue(user_id, role)?;
+        let refresh = RefreshToken::generate();
+        self.store
+            .open_session(
+                user_id,
+                AccessGrant::from(&access),
+                &refresh,
+                self.refresh_expiry(),
+            )
+            .await?;
+        Ok(Tokens { access, refresh })
+    }
+
+    fn refresh_expiry(&self) -> DateTime<Utc> {
+        Utc::now() + self.refresh_ttl
+    }
+
+    /// Exchanges a refresh token for new tokens. A token that was already exchanged revokes
+    /// its whole session: it has been copied, and either copy may be the thief's.
+    pub async fn refresh(&self, presented: &str) -> Result<Tokens, Error> {
+        let presented = RefreshToken::parse(presented).ok_or_else(invalid_refresh_token)?;
+        let next = RefreshToken::generate();
+        let rotation = self
+            .store
+            .rotate(&presented, &next, self.refresh_expiry(), |user, role| {
+                self.signer.issue(user, role).map_err(Error::from)
+            })
+            .await?;
+        match rotation {
+            Rotation::Rotated(access) => Ok(Tokens {
+                access,
+                refresh: next,
+            }),
+            Rotation::Reused(last) => {
+                tracing::warn!(jti = %last.jti, "a rotated refresh token was presented again: session revoked");
+                if let Err(error) = self.denylist.revoke(last.jti, last.expires_at).await {
+                    tracing::warn!(%error, "cannot denylist the revoked session's access token");
+                }
+                Err(invalid_refresh_token())
+            }
+            Rotation::Refused => Err(invalid_refresh_token()),
+        }
+    }
+
+    /// Ends the session of `presented` (if it is the caller's) and revokes the caller's
+    /// access token until it expires. Ending an ended session is not an error.
+    pub async fn logout(&self, caller: &Principal, presented: &RefreshToken) -> Result<(), Error> {
+        let mut revoke = vec![AccessGrant {
+            jti: caller.jti,
+            expires_at: caller.expires_at,
+        }];
+        if let Some(last) = self.store.revoke_session(presented, caller.user_id).await? {
+            revoke.push(last);
+        }
+        for grant in revoke {
+            self.denylist
+                .revoke(grant.jti, grant.expires_at)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "cannot denylist an access token at logout");
+                    Error::Unavailable("cannot revoke the access token now; try again".to_owned())
+                })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! `/api/v1/auth`: thin handlers that parse input into domain types and call [`Accounts`].
+//!
+//! [`Accounts`]: crate::accounts::Accounts
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use http::{HeaderValue, header};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use tessera_domain::{DisplayName, Email, Role};
+use tessera_errors::extract::Json;
+use tessera_errors::{Error, Problem};
+use tessera_jwt::Authenticated;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use super::{AppState, ClientAddr};
+use crate::accounts::{NewAccount, Tokens};
+use crate::passwords::{self, Password};
+use crate::refresh::RefreshToken;
+
+/// A new account.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    /// The email to log in with; stored trimmed and lower-cased.
+    #[schema(value_type = String, format = Email, max_length = 254)]
+    pub email: Email,
+    /// 12 to 128 characters, at least 5 different ones, not a common password, not
+    /// containing the email.
+    #[schema(value_type = String, min_length = 12, max_length = 128, format = Password)]
+    pub password: SecretString,
+    /// The name shown to others: 1 to 64 printable characters.
+    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    pub display_name: DisplayName,
+}
+
+/// The account that was created.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Registered {
+    /// The new user's id (also their profile's).
+    pub user_id: Uuid,
+    /// The normalised email.
+    pub email: String,
+}
+
+/// Credentials.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    /// The account's email.
+    pub email: String,
+    /// Its password.
+    #[schema(value_type = String, format = Password)]
+    pub password: SecretString,
+}
+
+/// A refresh token, to exchange or to end its session.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    /// The refresh token from the last login or refresh.
+    #[schema(value_type = String)]
+    pub refresh_token: SecretString,
+}
+
+/// A session's tokens (RFC 6749 §5.1).
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct TokenResponse {
+    /// A JWT to send as `Authorization: Bearer`.
+    pub access_token: String,
+    /// An opaque token that gets the next access token, once.
+    pub refresh_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+impl IntoResponse for Tokens {
+    fn into_response(self) -> Response {
+        let body = TokenResponse {
+            access_token: self.access.token,
+            refresh_token: self.refresh.expose().to_owned(),
+            token_type: "Bearer".to_owned(),
+            expires_in: (self.access.expires_at - Utc::now()).num_seconds().max(0),
+        };
+        // Tokens must not be kept by any cache on the way.
+        (
+            [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+            axum::Json(body),
+        )
+            .into_response()
+    }
+}
+
+/// Creates an account and its profile.
+#[utoipa::path(
+    post, path = "/api/v1/auth/register", tag = "auth",
+    request_body = Register,
+    responses(
+        (status = 201, description = "The account and its profile exist.", body = Registered),
+        (status = 400, description = "The body is not JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An account with this email exists.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is invalid or unknown (a weak password, say); `errors` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The users service cannot create the profile now; no account was made.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(request): Json<Register>,
+) -> Result<(StatusCode, axum::Json<Registered>), Error> {
+    let password = Password::new_for(request.password.expose_secret(), &request.email)
+        .map_err(|invalid| Error::invalid_field("password", invalid.0))?;
+    let email = request.email;
+    let user_id = state
+        .accounts
+        .register(NewAccount {
+            email: email.clone(),
+            password,
+            display_name: request.display_name,
+            role: Role::User,
+        })
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Registered {
+            user_id,
+            email: email.into(),
+        }),
+    ))
+}
+
+/// Logs in: a new session's access and refresh tokens.
+#[utoipa::path(
+    post, path = "/api/v1/auth/login", tag = "auth",
+    request_body = Login,
+    responses(
+        (status = 200, description = "Logged in.", body = TokenResponse),
+        (status = 400, description = "The body is not JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Wrong email or password (the same answer for both).", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or unknown.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed logins for this email or from this address; `Retry-After` says when to try again.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    Json(request): Json<Login>,
+) -> Result<Tokens, Error> {
+    state
+        .accounts
+        .login(&request.email, request.password.expose_secret(), client)
+        .await
+}
+
+/// Exchanges a refresh token for new tokens; the presented one stops working. Presenting
+/// an already exchanged token ends its whole session.
+#[utoipa::path(
+    post, path = "/api/v1/auth/refresh", tag = "auth",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "New tokens.", body = TokenResponse),
+        (status = 400, description = "The body is not JSON.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "The refresh token is invalid, expired, already used or its session ended.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "The body is not application/json.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A field is missing or unknown.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(request): Json<RefreshRequest>,
+) -> Result<Tokens, Error> {
+    state
+        .accounts
+        .refresh(request.refresh_token.expose_secret())
+        .await
+}
+
+/// Ends the session of the refresh token and revokes the caller's access token.
+#[utoipa::path(
+    post, path = "/api/v1/auth/logout", tag = "auth",
+    security(("bearer" = [])),
+    request_body = RefreshRequest,
+    responses(
+        (status = 204, description = "The session is over (or was already)."),
+        (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The refresh token is missing or not shaped like one.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The access token could not be revoked now; try again.", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    Authenticated(caller): Authenticated,
+    Json(request): Json<RefreshRequest>,
+) -> Result<StatusCode, Error> {
+    let presented = RefreshToken::parse(request.refresh_token.expose_secret())
+        .ok_or_else(|| Error::invalid_field("refresh_token", "is not a refresh token"))?;
+    state.accounts.logout(&caller, &presented).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// The limits the schema advertises are the ones enforced.
+const _: () = assert!(passwords::MIN_CHARS == 12 && passwords::MAX_CHARS == 128);

@@ -1,0 +1,480 @@
+//! Passwords: which ones registration accepts, and argon2id hashing kept off the async
+//! threads and bounded in how many run at once (each holds its memory cost).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tessera_domain::{Email, Invalid};
+use tokio::sync::Semaphore;
+
+/// Fewest characters a new password may have.
+pub const MIN_CHARS: usize = 12;
+/// Most characters any password may have: longer ones are refused before hashing, so a
+/// megabyte "password" costs nothing.
+pub const MAX_CHARS: usize = 128;
+/// Fewest distinct characters a new password must use.
+const MIN_DISTINCT: usize = 5;
+
+/// Long passwords that still top breach lists; refused whatever their case.
+const COMMON: &[&str] = &[
+    "123456789012",
+    "1234567890123",
+    "12345678901234",
+    "123456789abc",
+    "1q2w3e4r5t6y",
+    "1qaz2wsx3edc",
+    "abcdefghijkl",
+    "abcd12345678",
+    "iloveyou1234",
+    "password1234",
+    "password12345",
+    "password123456",
+    "passwordpassword",
+    "qwerty123456",
+    "qwertyuiop12",
+    "qwertyuiopasdf",
+    "letmein12345",
+    "welcome12345",
+    "changeme1234",
+    "administrator",
+];
+
+/// A password as the client typed it. Never printed.
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+impl Password {
+    /// A password to register `email` with: 12 to 128 characters, not one of the most common,
+    /// not repetitive, not the email address.
+    pub fn new_for(raw: &str, email: &Email) -> Result<Self, Invalid> {
+        let offered = Self::offered(raw)?;
+        let chars = raw.chars().count();
+        if chars < MIN_CHARS {
+            return Err(Invalid(format!(
+                "must have at least {MIN_CHARS} characters"
+            )));
+        }
+        if raw.chars().collect::<HashSet<_>>().len() < MIN_DISTINCT {
+            return Err(Invalid(format!(
+                "must use at least {MIN_DISTINCT} different characters"
+            )));
+        }
+        let lower = raw.to_lowercase();
+        if COMMON.contains(&lower.as_str()) {
+            return Err(Invalid("is one of the most common passwords".to_owned()));
+        }
+        if lower.contains(email.as_str()) {
+            return Err(Invalid("must not contain the email address".to_owned()));
+        }
+        Ok(offered)
+    }
+
+    /// A password offered at login: only the length cap applies.
+    pub fn offered(raw: &str) -> Result<Self, Invalid> {
+        if raw.chars().count() > MAX_CHARS {
+            return Err(Invalid(format!("must have at most {MAX_CHARS} characters")));
+        }
+        Ok(Self(SecretString::from(raw)))
+    }
+
+    fn bytes(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+}
+
+/// Argon2id cost parameters and how many hashes may run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashSettings {
+    /// Memory cost in KiB.
+    pub memory_kib: u32,
+    /// Iterations.
+    pub iterations: u32,
+    /// Lanes.
+    pub parallelism: u32,
+    /// Most hashes computed at once.
+    pub concurrency: usize,
+}
+
+/// Hashing failed: bad parameters, a corrupt stored hash, or the blocking pool is gone.
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    /// Argon2 refused the parameters or the input.
+    #[error("argon2: {0}")]
+    Argon2(String),
+    /// The blocking task did not complete.
+    #[error("password hashing task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+/// What checking a password against a stored hash found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The password is wrong (or there was no account: see [`Hasher::verify`]).
+    Mismatch,
+    /// The password is right; `rehash` when the stored hash used other parameters than the
+    /// configured ones and should be replaced.
+    Match {
+        /// Whether to store a new hash made with the current parameters.
+        rehash: bool,
+    },
+}
+
+/// Hashes and verifies passwords with argon2id on the blocking pool.
+#[derive(Clone)]
+pub struct Hasher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    params: Params,
+    permits: Semaphore,
+    memory: Arc<WorkingMemory>,
+    /// A hash of a random password, verified against when the account does not exist so
+    /// that answer takes as long as a wrong password.
+    dummy: String,
+    seconds: prometheus::HistogramVec,
+}
+
+impl Hasher {
+    /// A hasher with `settings`; computes its dummy hash once, and registers
+    /// `auth_password_hash_seconds{operation}` in `registry`.
+    pub async fn new(
+        settings: HashSettings,
+        registry: &prometheus::Registry,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|error| tessera_config::ConfigError {
+            variable: "AUTH_ARGON2_MEMORY_KIB".to_owned(),
+            problem: format!("invalid argon2 parameters (memory/iterations/parallelism): {error}"),
+        })?;
+        let seconds = prometheus::HistogramVec::new(
+            prometheus::HistogramOpts::new(
+                "auth_password_hash_seconds",
+                "Time to hash or verify one password with argon2id.",
+            )
+            .buckets(vec![0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0]),
+            &["operation"],
+        )?;
+        registry.register(Box::new(seconds.clone()))?;
+        let memory = Arc::new(WorkingMemory::default());
+        let random: [u8; 32] = rand::random();
+        let dummy = {
+            let (params, memory) = (params.clone(), Arc::clone(&memory));
+            tokio::task::spawn_blocking(move || hash_with(&params, &random, &memory)).await??
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                params,
+                permits: Semaphore::new(settings.concurrency.max(1)),
+                memory,
+                dummy,
+                seconds,
+            }),
+        })
+    }
+
+    /// A new PHC string (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`) for `password`.
+    pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
+        let params = self.inner.params.clone();
+        let memory = Arc::clone(&self.inner.memory);
+        let password = password.clone();
+        self.run("hash", move || {
+            hash_with(&params, password.bytes(), &memory)
+        })
+        .await
+    }
+
+    /// Checks `password` against `stored`, or against the dummy hash when there is no
+    /// account (`None`), which then always answers [`Verdict::Mismatch`] in the same time.
+    pub async fn verify(
+        &self,
+        password: &Password,
+        stored: Option<&str>,
+    ) -> Result<Verdict, HashError> {
+        let known = stored.is_some();
+        let stored = stored.unwrap_or(&self.inner.dummy).to_owned();
+        let params = self.inner.params.clone();
+        let memory = Arc::clone(&self.inner.memory);
+        let password = password.clone();
+        self.run("verify", move || {
+            let hash = PasswordHash::new(&stored).map_err(argon2_error)?;
+            let matches = verify_with(&hash, password.bytes(), &memory)?;
+            Ok(match (known && matches, stale(&hash, &params)) {
+                (false, _) => Verdict::Mismatch,
+                (true, rehash) => Verdict::Match { rehash },
+            })
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        // The semaphore is never closed, so acquiring only waits.
+        let _permit = self.inner.permits.acquire().await.map_err(argon2_error)?;
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(work).await?;
+        self.inner
+            .seconds
+            .with_label_values(&[operation])
+            .observe(started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+/// Argon2's working memory (`memory_kib` per hash), kept for reuse. Allocating it per hash
+/// would grow the process by a buffer per thread that ever hashed: once a buffer this size is
+/// freed, glibc serves the next ones from per-thread arenas and keeps them. Reused, the
+/// memory is bounded by the hash concurrency.
+#[derive(Default)]
+struct WorkingMemory {
+    free: Mutex<Vec<Vec<Block>>>,
+}
+
+impl WorkingMemory {
+    /// Runs `work` with `blocks` blocks of working memory.
+    fn with<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
+        let taken = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let mut buffer = taken.unwrap_or_default();
+        if buffer.len() < blocks {
+            buffer.resize(blocks, Block::default());
+        }
+        let outcome = work(&mut buffer[..blocks]);
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(buffer);
+        outcome
+    }
+}
+
+/// Runs argon2 over `password` and `salt` into `out`, in reused memory.
+fn compute(
+    argon2: &Argon2<'_>,
+    params: &Params,
+    password: &[u8],
+    salt: &[u8],
+    out: &mut [u8],
+    memory: &WorkingMemory,
+) -> Result<(), HashError> {
+    memory
+        .with(params.block_count(), |blocks| {
+            argon2.hash_password_into_with_memory(password, salt, out, blocks)
+        })
+        .map_err(argon2_error)
+}
+
+/// A new argon2id PHC string for `password` with a random 16-byte salt.
+fn hash_with(
+    params: &Params,
+    password: &[u8],
+    memory: &WorkingMemory,
+) -> Result<String, HashError> {
+    let salt: [u8; 16] = rand::random();
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    compute(&argon2, params, password, &salt, &mut out, memory)?;
+    let hash = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(argon2_error)?,
+        salt: Some(Salt::new(&salt).map_err(argon2_error)?),
+        hash: Some(Output::new(&out).map_err(argon2_error)?),
+    };
+    Ok(hash.to_string())
+}
+
+/// Whether `password` matches `hash`, computed with the costs stored in the hash and
+/// compared in constant time.
+fn verify_with(
+    hash: &PasswordHash,
+    password: &[u8],
+    memory: &WorkingMemory,
+) -> Result<bool, HashError> {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return Err(HashError::Argon2(
+            "the stored hash has no salt or output".to_owned(),
+        ));
+    };
+    let algorithm = Algorithm::try_from(hash.algorithm.as_str()).map_err(argon2_error)?;
+    let version = hash
+        .version
+        .map(Version::try_from)
+        .transpose()
+        .map_err(argon2_error)?
+        .unwrap_or_default();
+    let params = Params::try_from(hash).map_err(argon2_error)?;
+    let mut out = vec![0u8; expected.len()];
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    compute(&argon2, &params, password, salt.as_ref(), &mut out, memory)?;
+    Ok(Output::new(&out).map_err(argon2_error)? == *expected)
+}
+
+fn argon2_error(error: impl fmt::Display) -> HashError {
+    HashError::Argon2(error.to_string())
+}
+
+/// Whether `hash` was made with another algorithm or other costs than `params`.
+fn stale(hash: &PasswordHash, params: &Params) -> bool {
+    hash.algorithm != Algorithm::Argon2id.ident()
+        || Params::try_from(hash).map_or(true, |used| {
+            used.m_cost() != params.m_cost()
+                || used.t_cost() != params.t_cost()
+                || used.p_cost() != params.p_cost()
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> Email {
+        Email::parse("ada@example.com").unwrap()
+    }
+
+    fn settings(memory_kib: u32) -> HashSettings {
+        HashSettings {
+            memory_kib,
+            iterations: 1,
+            parallelism: 1,
+            concurrency: 2,
+        }
+    }
+
+    #[test]
+    fn new_passwords_are_long_varied_uncommon_and_not_the_email() {
+        assert!(Password::new_for("correct horse battery", &email()).is_ok());
+        let refused = |raw: &str| Password::new_for(raw, &email()).unwrap_err().0;
+        assert!(refused("short pass").contains("at least 12"));
+        assert!(refused(&"x".repeat(129)).contains("at most 128"));
+        assert!(refused("abababababababab").contains("different characters"));
+        assert!(refused("Password1234").contains("common"));
+        assert!(refused("my ADA@example.com pw").contains("email"));
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        assert!(Password::new_for("ÄÖÜäöüßéèêëî", &email()).is_ok());
+        assert!(Password::offered(&"é".repeat(128)).is_ok());
+        assert!(Password::offered(&"é".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn passwords_never_print() {
+        let password = Password::offered("hunter2hunter2").unwrap();
+        assert_eq!(format!("{password:?}"), "Password(..)");
+    }
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_only() {
+        let hasher = Hasher::new(settings(1024), &prometheus::Registry::new())
+            .await
+            .unwrap();
+        let password = Password::offered("correct horse battery").unwrap();
+        let hash = hasher.hash(&password).await.unwrap();
+        assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
+        let right = hasher.verify(&password, Some(&hash)).await.unwrap();
+        assert_eq!(right, Verdict::Match { rehash: false });
+        let wrong = Password::offered("correct horse battery!").unwrap();
+        let verdict = hasher.verify(&wrong, Some(&hash)).await.unwrap();
+        assert_eq!(verdict, Verdict::Mismatch);
+    }
+
+    #[tokio::test]
+    async fn hashes_agree_with_the_reference_implementation() {
+        use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
+        let hasher = Hasher::new(settings(1024), &prometheus::Registry::new())
+            .await
+            .unwrap();
+        let password = Password::offered("correct horse battery").unwrap();
+        let reference = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(1024, 1, 1, None).unwrap(),
+        );
+        let theirs = reference
+            .hash_password(password.bytes())
+            .unwrap()
+            .to_string();
+        let verdict = hasher.verify(&password, Some(&theirs)).await.unwrap();
+        assert_eq!(verdict, Verdict::Match { rehash: false });
+        let ours = hasher.hash(&password).await.unwrap();
+        let parsed = PasswordHash::new(&ours).unwrap();
+        assert!(reference.verify_password(password.bytes(), &parsed).is_ok());
+        assert!(reference.verify_password(b"another one", &parsed).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_stored_hash_is_an_error_not_a_match() {
+        let hasher = Hasher::new(settings(1024), &prometheus::Registry::new())
+            .await
+            .unwrap();
+        let password = Password::offered("correct horse battery").unwrap();
+        assert!(
+            hasher
+                .verify(&password, Some("$argon2id$garbage"))
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn no_account_is_a_mismatch_even_with_the_dummy_password() {
+        let hasher = Hasher::new(settings(1024), &prometheus::Registry::new())
+            .await
+            .unwrap();
+        let password = Password::offered("anything at all").unwrap();
+        assert_eq!(
+            hasher.verify(&password, None).await.unwrap(),
+            Verdict::Mismatch
+        );
+    }
+
+    #[tokio::test]
+    async fn hashes_made_with_other_costs_ask_for_a_rehash() {
+        let old = Hasher::new(settings(1024), &prometheus::Registry::new())
+            .await
+            .unwrap();
+        let new = Hasher::new(settings(2048), &prometheus::Registry::new())
+            .await
+            .unwrap();
+        let password = Password::offered("correct horse battery").unwrap();
+        let hash = old.hash(&password).await.unwrap();
+        let verdict = new.verify(&password, Some(&hash)).await.unwrap();
+        assert_eq!(verdict, Verdict::Match { rehash: true });
+    }
+
+    #[tokio::test]
+    async fn invalid_costs_are_a_configuration_error() {
+        let error = Hasher::new(settings(1), &prometheus::Registry::new())
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("AUTH_ARGON2_MEMORY_KIB"),
+            "{error}"
+        );
+    }
+}

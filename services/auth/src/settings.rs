@@ -1,0 +1,328 @@
+//! The auth service's own settings (`AUTH_*`), next to the runtime's.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use tessera_config::ConfigError;
+use tessera_jwt::{Signer, SigningKey};
+
+use crate::passwords::HashSettings;
+
+/// Settings read from `AUTH_*` variables. Only the signing keys have no default.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    /// A directory of Ed25519 private keys, one PKCS#8 PEM file per key named `<kid>.pem`
+    /// (a mounted Secret). Every key there is published in the JWKS.
+    pub signing_keys_dir: PathBuf,
+    /// The kid of the key that signs new tokens; may be left out when there is one key.
+    pub signing_kid: Option<String>,
+    /// The `iss` of issued tokens.
+    #[serde(default = "defaults::jwt_issuer")]
+    pub jwt_issuer: String,
+    /// The `aud` of issued tokens.
+    #[serde(default = "defaults::jwt_audience")]
+    pub jwt_audience: String,
+    /// Lifetime of access tokens.
+    #[serde(default = "defaults::access_token_ttl_secs")]
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token; each refresh issues a new one with a full lifetime.
+    #[serde(default = "defaults::refresh_token_ttl_secs")]
+    pub refresh_token_ttl_secs: u64,
+
+    /// Argon2id memory cost in KiB (OWASP: 19 MiB with 2 iterations).
+    #[serde(default = "defaults::argon2_memory_kib")]
+    pub argon2_memory_kib: u32,
+    /// Argon2id iterations.
+    #[serde(default = "defaults::argon2_iterations")]
+    pub argon2_iterations: u32,
+    /// Argon2id lanes.
+    #[serde(default = "defaults::argon2_parallelism")]
+    pub argon2_parallelism: u32,
+    /// Most password hashes computed at once (each holds its memory cost); the number of
+    /// CPUs when unset.
+    pub password_hash_concurrency: Option<usize>,
+
+    /// The users service's gRPC endpoint.
+    #[serde(default = "defaults::users_grpc_url")]
+    pub users_grpc_url: String,
+    /// Deadline of each call to the users service.
+    #[serde(default = "defaults::users_timeout_ms")]
+    pub users_timeout_ms: u64,
+
+    /// Failed logins allowed per email within the window, before 429.
+    #[serde(default = "defaults::login_max_failures_per_email")]
+    pub login_max_failures_per_email: u32,
+    /// Failed logins allowed per client address within the window, before 429.
+    #[serde(default = "defaults::login_max_failures_per_client")]
+    pub login_max_failures_per_client: u32,
+    /// The window failed logins are counted over, from the first failure.
+    #[serde(default = "defaults::login_failure_window_secs")]
+    pub login_failure_window_secs: u64,
+    /// Prefix of the failure counters' Redis keys; distinct per deployment sharing a Redis.
+    #[serde(default = "defaults::login_limits_key_prefix")]
+    pub login_limits_key_prefix: String,
+    /// Take the client address from the last `X-Forwarded-For` entry (set by the reverse
+    /// proxy in front) instead of the TCP peer. Only behind a proxy that sets it.
+    #[serde(default)]
+    pub trust_forwarded_for: bool,
+
+    /// The queue this service consumes `user.*` events from.
+    #[serde(default = "defaults::events_queue")]
+    pub events_queue: String,
+    /// Delete the event queue after this long without a consumer (for short-lived
+    /// environments); never when unset.
+    pub events_queue_expires_secs: Option<u64>,
+
+    /// Email of an admin account created at startup if it does not exist.
+    pub admin_email: Option<String>,
+    /// Its password (or `AUTH_ADMIN_PASSWORD_FILE`); required with `AUTH_ADMIN_EMAIL`.
+    pub admin_password: Option<SecretString>,
+    /// Its display name.
+    #[serde(default = "defaults::admin_display_name")]
+    pub admin_display_name: String,
+}
+
+impl Settings {
+    /// The token signer: every key in [`Self::signing_keys_dir`], the active one first.
+    pub fn signer(&self) -> Result<Signer, ConfigError> {
+        let keys = load_keys(&self.signing_keys_dir, self.signing_kid.as_deref())?;
+        Signer::new(
+            keys,
+            &self.jwt_issuer,
+            &self.jwt_audience,
+            Duration::from_secs(self.access_token_ttl_secs),
+        )
+        .map_err(|error| invalid("AUTH_ACCESS_TOKEN_TTL_SECS", error.to_string()))
+    }
+
+    /// The password hashing parameters.
+    pub fn hashing(&self) -> HashSettings {
+        HashSettings {
+            memory_kib: self.argon2_memory_kib,
+            iterations: self.argon2_iterations,
+            parallelism: self.argon2_parallelism,
+            concurrency: self.password_hash_concurrency.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+            }),
+        }
+    }
+
+    /// Lifetime of refresh tokens.
+    pub fn refresh_token_ttl(&self) -> Duration {
+        Duration::from_secs(self.refresh_token_ttl_secs)
+    }
+
+    /// Deadline of calls to the users service.
+    pub fn users_timeout(&self) -> Duration {
+        Duration::from_millis(self.users_timeout_ms)
+    }
+
+    /// The admin account to bootstrap, if one is configured; both variables or neither.
+    pub fn admin(&self) -> Result<Option<(String, SecretString)>, ConfigError> {
+        match (&self.admin_email, &self.admin_password) {
+            (None, None) => Ok(None),
+            (Some(email), Some(password)) => Ok(Some((email.clone(), password.clone()))),
+            (Some(_), None) => Err(invalid(
+                "AUTH_ADMIN_PASSWORD",
+                "required when AUTH_ADMIN_EMAIL is set",
+            )),
+            (None, Some(_)) => Err(invalid(
+                "AUTH_ADMIN_EMAIL",
+                "required when AUTH_ADMIN_PASSWORD is set",
+            )),
+        }
+    }
+}
+
+/// Reads `<kid>.pem` files from `dir`, the one named by `active` first.
+fn load_keys(dir: &Path, active: Option<&str>) -> Result<Vec<SigningKey>, ConfigError> {
+    const VARIABLE: &str = "AUTH_SIGNING_KEYS_DIR";
+    let entries = std::fs::read_dir(dir)
+        .map_err(|error| invalid(VARIABLE, format!("cannot read {}: {error}", dir.display())))?;
+    let mut paths = Vec::new();
+    for entry in entries {
+        let path = entry
+            .map_err(|error| invalid(VARIABLE, format!("cannot read {}: {error}", dir.display())))?
+            .path();
+        if path.extension().is_some_and(|ext| ext == "pem") {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+    let mut keys = Vec::with_capacity(paths.len());
+    for path in paths {
+        let kid = path
+            .file_stem()
+            .and_then(|stem| stem.to_str())
+            .filter(|kid| is_valid_kid(kid))
+            .ok_or_else(|| {
+                invalid(
+                    VARIABLE,
+                    format!(
+                        "{}: a key file is named <kid>.pem, kid made of letters, digits, '.', '_' or '-'",
+                        path.display()
+                    ),
+                )
+            })?;
+        let pem = std::fs::read_to_string(&path).map_err(|error| {
+            invalid(VARIABLE, format!("cannot read {}: {error}", path.display()))
+        })?;
+        let key = SigningKey::from_pem(kid, &pem)
+            .map_err(|error| invalid(VARIABLE, format!("{}: {error}", path.display())))?;
+        keys.push(key);
+    }
+    let active_index = match (active, keys.len()) {
+        (_, 0) => {
+            return Err(invalid(
+                VARIABLE,
+                format!("no <kid>.pem key in {}", dir.display()),
+            ));
+        }
+        (None, 1) => 0,
+        (None, _) => {
+            return Err(invalid(
+                "AUTH_SIGNING_KID",
+                "required when there are several keys: name the one that signs",
+            ));
+        }
+        (Some(kid), _) => keys
+            .iter()
+            .position(|key| key.kid() == kid)
+            .ok_or_else(|| {
+                invalid(
+                    "AUTH_SIGNING_KID",
+                    format!("no key {kid}.pem in {}", dir.display()),
+                )
+            })?,
+    };
+    let active = keys.remove(active_index);
+    keys.insert(0, active);
+    Ok(keys)
+}
+
+fn is_valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 64
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+fn invalid(variable: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+mod defaults {
+    pub fn jwt_issuer() -> String {
+        "tessera-auth".to_owned()
+    }
+    pub fn jwt_audience() -> String {
+        "tessera".to_owned()
+    }
+    pub fn access_token_ttl_secs() -> u64 {
+        15 * 60
+    }
+    pub fn refresh_token_ttl_secs() -> u64 {
+        14 * 24 * 60 * 60
+    }
+    pub fn argon2_memory_kib() -> u32 {
+        19 * 1024
+    }
+    pub fn argon2_iterations() -> u32 {
+        2
+    }
+    pub fn argon2_parallelism() -> u32 {
+        1
+    }
+    pub fn users_grpc_url() -> String {
+        "http://127.0.0.1:50052".to_owned()
+    }
+    pub fn users_timeout_ms() -> u64 {
+        2_000
+    }
+    pub fn login_max_failures_per_email() -> u32 {
+        5
+    }
+    pub fn login_max_failures_per_client() -> u32 {
+        50
+    }
+    pub fn login_failure_window_secs() -> u64 {
+        15 * 60
+    }
+    pub fn login_limits_key_prefix() -> String {
+        "tessera:auth:login-failures".to_owned()
+    }
+    pub fn events_queue() -> String {
+        "auth.events".to_owned()
+    }
+    pub fn admin_display_name() -> String {
+        "Administrator".to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_keys(kids: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for kid in kids {
+            let pem = SigningKey::generate(*kid).to_pem();
+            std::fs::write(
+                dir.path().join(format!("{kid}.pem")),
+                secrecy::ExposeSecret::expose_secret(&pem),
+            )
+            .unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn a_single_key_signs_without_naming_it() {
+        let dir = write_keys(&["only"]);
+        let keys = load_keys(dir.path(), None).unwrap();
+        assert_eq!(keys[0].kid(), "only");
+    }
+
+    #[test]
+    fn the_named_key_signs_and_the_others_are_kept() {
+        let dir = write_keys(&["2026-10", "2026-11", "2026-12"]);
+        let keys = load_keys(dir.path(), Some("2026-11")).unwrap();
+        let kids: Vec<_> = keys.iter().map(SigningKey::kid).collect();
+        assert_eq!(kids, ["2026-11", "2026-10", "2026-12"]);
+    }
+
+    #[test]
+    fn several_keys_need_an_active_kid_that_exists() {
+        let dir = write_keys(&["a", "b"]);
+        let error = load_keys(dir.path(), None).unwrap_err();
+        assert_eq!(error.variable, "AUTH_SIGNING_KID");
+        let error = load_keys(dir.path(), Some("c")).unwrap_err();
+        assert_eq!(error.variable, "AUTH_SIGNING_KID");
+    }
+
+    #[test]
+    fn an_empty_or_missing_directory_or_a_bad_pem_is_named() {
+        let empty = tempfile::tempdir().unwrap();
+        let error = load_keys(empty.path(), None).unwrap_err();
+        assert_eq!(error.variable, "AUTH_SIGNING_KEYS_DIR");
+        let error = load_keys(&empty.path().join("nope"), None).unwrap_err();
+        assert_eq!(error.variable, "AUTH_SIGNING_KEYS_DIR");
+        std::fs::write(empty.path().join("bad.pem"), "not a key").unwrap();
+        let error = load_keys(empty.path(), None).unwrap_err();
+        assert!(error.problem.contains("bad.pem"), "{error}");
+    }
+
+    #[test]
+    fn kids_are_plain_names() {
+        assert!(is_valid_kid("2026-11.a_b"));
+        assert!(!is_valid_kid(""));
+        assert!(!is_valid_kid("with space"));
+        assert!(!is_valid_kid(&"x".repeat(65)));
+    }
+}

@@ -1,0 +1,105 @@
+//! The users service, as registration needs it: `CreateUser` with a deadline.
+
+use std::time::Duration;
+
+use tessera_domain::{DisplayName, Email, Role};
+use tessera_proto::users::v1 as proto;
+use tessera_proto::users::v1::user_service_client::UserServiceClient;
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+/// A profile as the users service returned it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Profile {
+    /// Its id.
+    pub id: Uuid,
+    /// Its role.
+    pub role: Role,
+}
+
+/// Why the users service did not create the profile.
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    /// It cannot be reached or did not answer within the deadline: the profile may or may not
+    /// exist now.
+    #[error("the users service is unavailable: {0}")]
+    Unavailable(String),
+    /// It answered with something other than a profile.
+    #[error("the users service refused the profile: {0}")]
+    Refused(String),
+}
+
+/// A client of `tessera.users.v1.UserService`.
+#[derive(Debug, Clone)]
+pub struct UsersClient {
+    client: UserServiceClient<Channel>,
+    deadline: Duration,
+}
+
+impl UsersClient {
+    /// A client of the service at `url` (connecting on first use), each call bounded by
+    /// `deadline`.
+    pub fn new(url: &str, deadline: Duration) -> Result<Self, tessera_config::ConfigError> {
+        let endpoint =
+            Endpoint::from_shared(url.to_owned()).map_err(|error| tessera_config::ConfigError {
+                variable: "AUTH_USERS_GRPC_URL".to_owned(),
+                problem: format!("not a valid URL: {error}"),
+            })?;
+        let channel = endpoint.connect_timeout(deadline).connect_lazy();
+        Ok(Self {
+            client: UserServiceClient::new(channel),
+            deadline,
+        })
+    }
+
+    /// Creates the profile `id` (or finds the one that has `email` already).
+    pub async fn create_user(
+        &self,
+        id: Uuid,
+        email: &Email,
+        display_name: &DisplayName,
+        role: Role,
+    ) -> Result<Profile, UsersError> {
+        let mut request = tonic::Request::new(proto::CreateUserRequest {
+            id: id.to_string(),
+            email: email.as_str().to_owned(),
+            display_name: display_name.as_str().to_owned(),
+            role: to_proto(role).into(),
+        });
+        // The deadline travels with the call (grpc-timeout) and bounds our wait for it.
+        request.set_timeout(self.deadline);
+        let mut client = self.client.clone();
+        let response = tokio::time::timeout(self.deadline, client.create_user(request))
+            .await
+            .map_err(|_| UsersError::Unavailable(format!("no answer within {:?}", self.deadline)))?
+            .map_err(|status| match status.code() {
+                tonic::Code::InvalidArgument
+                | tonic::Code::AlreadyExists
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::PermissionDenied
+                | tonic::Code::Unauthenticated => UsersError::Refused(status.message().to_owned()),
+                _ => UsersError::Unavailable(format!("{:?}: {}", status.code(), status.message())),
+            })?
+            .into_inner();
+        let user = response
+            .user
+            .ok_or_else(|| UsersError::Refused("the answer has no user".to_owned()))?;
+        Ok(Profile {
+            id: user
+                .id
+                .parse()
+                .map_err(|_| UsersError::Refused(format!("user id {:?} is no UUID", user.id)))?,
+            role: match proto::Role::try_from(user.role) {
+                Ok(proto::Role::Admin) => Role::Admin,
+                _ => Role::User,
+            },
+        })
+    }
+}
+
+fn to_proto(role: Role) -> proto::Role {
+    match role {
+        Role::User => proto::Role::User,
+        Role::Admin => proto::Role::Admin,
+    }
+}

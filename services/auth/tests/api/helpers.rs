@@ -1,0 +1,390 @@
+//! `spawn_app()`: auth and the users service it registers profiles with, wired together
+//! (users trusts auth's JWKS, auth calls users over gRPC and consumes its events).
+
+use std::time::Duration;
+
+use lapin::options::QueueDeclareOptions;
+use lapin::types::FieldTable;
+use reqwest::{Response, StatusCode};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use tessera_jwt::{Signer, SigningKey};
+use tessera_proto::auth::v1::auth_service_client::AuthServiceClient;
+use tessera_proto::users::v1::user_service_client::UserServiceClient;
+use tessera_testkit::app::InProcess;
+use tessera_testkit::database::TestDatabase;
+use tessera_testkit::proxy::TcpProxy;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub use tessera_testkit::assert_problem;
+
+const AUTH: &str = "AUTH_";
+const USERS: &str = "USERS_";
+/// The kid of the key a test app signs with.
+pub const KID: &str = "test-1";
+/// A password every test account can use.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// auth and users, each with its own database.
+pub struct TestApp {
+    pub auth: InProcess,
+    pub users: InProcess,
+    pub auth_db: TestDatabase,
+    pub users_db: TestDatabase,
+    pub keys: tempfile::TempDir,
+    /// auth reaches users' gRPC through this, so a test can cut it off.
+    pub users_proxy: TcpProxy,
+    /// auth's settings as the test started it, to start it again.
+    pub auth_env: Vec<(String, String)>,
+    client: reqwest::Client,
+}
+
+/// A registered account.
+pub struct Account {
+    pub id: Uuid,
+    pub email: String,
+}
+
+/// A session's tokens.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access: String,
+    pub refresh: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// `spawn_app` with some `AUTH_*` variables overridden (names without the prefix).
+pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
+    let keys = tempfile::tempdir().unwrap();
+    write_key(keys.path(), KID);
+    let auth_db = TestDatabase::migrated(&auth::MIGRATOR).await;
+    let users_db = TestDatabase::migrated(&users::MIGRATOR).await;
+    let mut auth_env = tessera_testkit::service_env(AUTH, auth_db.url());
+    let auth_http = env_value(&auth_env, "AUTH_HTTP_PORT");
+
+    let mut users_env = tessera_testkit::service_env(USERS, users_db.url());
+    tessera_testkit::set_var(
+        &mut users_env,
+        USERS,
+        "JWKS_URL",
+        format!("http://127.0.0.1:{auth_http}/.well-known/jwks.json"),
+    );
+    let users_settings: users::Settings =
+        tessera_config::from_vars(USERS, users_env.clone()).unwrap();
+    let users = InProcess::start(&users::SPEC, users_env, move |context| {
+        users::endpoints(context, users_settings)
+    })
+    .await;
+
+    let users_proxy =
+        TcpProxy::start(users.grpc().trim_start_matches("http://").parse().unwrap()).await;
+    let queue = format!("auth-test-{}", Uuid::now_v7().simple());
+    for (name, value) in [
+        ("SIGNING_KEYS_DIR", keys.path().display().to_string()),
+        ("USERS_GRPC_URL", format!("http://{}", users_proxy.addr())),
+        // Small but real costs: the defaults would make every test login slow.
+        ("ARGON2_MEMORY_KIB", "4096".to_owned()),
+        ("ARGON2_ITERATIONS", "1".to_owned()),
+        ("EVENTS_QUEUE", queue.clone()),
+        // Every test app logs in from 127.0.0.1: its own counters, or they would add up.
+        ("LOGIN_LIMITS_KEY_PREFIX", format!("test:{queue}")),
+        ("EVENTS_QUEUE_EXPIRES_SECS", "120".to_owned()),
+    ] {
+        tessera_testkit::set_var(&mut auth_env, AUTH, name, value);
+    }
+    for (name, value) in overrides {
+        tessera_testkit::set_var(&mut auth_env, AUTH, name, value.clone());
+    }
+    let auth = start_auth(auth_env.clone()).await;
+    wait_for_queue(&queue).await;
+    TestApp {
+        auth,
+        users,
+        auth_db,
+        users_db,
+        keys,
+        users_proxy,
+        auth_env,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// Starts auth with `env`.
+async fn start_auth(env: Vec<(String, String)>) -> InProcess {
+    let settings: auth::Settings = tessera_config::from_vars(AUTH, env.clone()).unwrap();
+    InProcess::start(&auth::SPEC, env, move |context| {
+        auth::endpoints(context, settings)
+    })
+    .await
+}
+
+/// Writes a new Ed25519 key `<kid>.pem` into `dir`.
+pub fn write_key(dir: &std::path::Path, kid: &str) {
+    let pem = SigningKey::generate(kid).to_pem();
+    std::fs::write(dir.join(format!("{kid}.pem")), pem.expose_secret()).unwrap();
+}
+
+fn env_value(env: &[(String, String)], name: &str) -> String {
+    env.iter()
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.clone())
+        .unwrap()
+}
+
+/// Waits until auth's consumer has declared its queue, so no event published from now on is
+/// dropped for want of it.
+async fn wait_for_queue(queue: &str) {
+    let connection = lapin::Connection::connect(
+        &tessera_testkit::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..100 {
+        // A passive declare of a missing queue closes the channel: use a new one each time.
+        let channel = connection.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        if channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .is_ok()
+        {
+            let _ = connection.close(200, "done".into()).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("auth never declared its queue {queue}");
+}
+
+/// A unique email.
+pub fn email() -> String {
+    format!("user-{}@example.com", Uuid::now_v7().simple())
+}
+
+impl TestApp {
+    pub fn auth_url(&self, path: &str) -> String {
+        format!("{}{path}", self.auth.http())
+    }
+
+    pub fn users_url(&self, path: &str) -> String {
+        format!("{}{path}", self.users.http())
+    }
+
+    /// The signer auth uses, read from the same key file: what lets a test forge tokens
+    /// that differ from auth's in one claim only.
+    pub fn signer(&self) -> Signer {
+        let pem = std::fs::read_to_string(self.keys.path().join(format!("{KID}.pem"))).unwrap();
+        Signer::new(
+            vec![SigningKey::from_pem(KID, &pem).unwrap()],
+            "tessera-auth",
+            "tessera",
+            Duration::from_secs(900),
+        )
+        .unwrap()
+    }
+
+    /// auth's published key set.
+    pub async fn jwks(&self) -> Value {
+        self.client
+            .get(self.auth_url("/.well-known/jwks.json"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Response {
+        self.client
+            .post(self.auth_url(path))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn register_with(&self, email: &str, password: &str, name: &str) -> Response {
+        self.post(
+            "/api/v1/auth/register",
+            json!({ "email": email, "password": password, "display_name": name }),
+        )
+        .await
+    }
+
+    /// Registers a new account with [`PASSWORD`].
+    pub async fn register(&self) -> Account {
+        let email = email();
+        let response = self.register_with(&email, PASSWORD, "Ada Lovelace").await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["email"], email);
+        Account {
+            id: body["user_id"].as_str().unwrap().parse().unwrap(),
+            email,
+        }
+    }
+
+    pub async fn login_with(&self, email: &str, password: &str) -> Response {
+        self.post(
+            "/api/v1/auth/login",
+            json!({ "email": email, "password": password }),
+        )
+        .await
+    }
+
+    /// Logs `account` in.
+    pub async fn login(&self, account: &Account) -> Session {
+        let response = self.login_with(&account.email, PASSWORD).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        session(response).await
+    }
+
+    pub async fn refresh(&self, refresh: &str) -> Response {
+        self.post("/api/v1/auth/refresh", json!({ "refresh_token": refresh }))
+            .await
+    }
+
+    pub async fn logout(&self, session: &Session) -> Response {
+        self.client
+            .post(self.auth_url("/api/v1/auth/logout"))
+            .bearer_auth(&session.access)
+            .json(&json!({ "refresh_token": session.refresh }))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /api/v1/users/me` at the users service with `access`: what another service
+    /// makes of the token.
+    pub async fn me(&self, access: &str) -> Response {
+        self.client
+            .get(self.users_url("/api/v1/users/me"))
+            .bearer_auth(access)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn auth_grpc(&self) -> AuthServiceClient<Channel> {
+        AuthServiceClient::new(self.auth.channel().await)
+    }
+
+    pub async fn users_grpc(&self) -> UserServiceClient<Channel> {
+        UserServiceClient::new(self.users.channel().await)
+    }
+
+    /// Stops auth and starts it again with the same settings (and ports).
+    pub async fn restart_auth(self) -> Self {
+        let env = self.auth_env.clone();
+        self.restart_auth_with(env).await
+    }
+
+    /// Stops auth and starts it with `env`.
+    pub async fn restart_auth_with(self, env: Vec<(String, String)>) -> Self {
+        let Self {
+            auth,
+            users,
+            auth_db,
+            users_db,
+            keys,
+            users_proxy,
+            client,
+            ..
+        } = self;
+        auth.stop().await.unwrap();
+        let auth = start_auth(env.clone()).await;
+        Self {
+            auth,
+            users,
+            auth_db,
+            users_db,
+            keys,
+            users_proxy,
+            auth_env: env,
+            client,
+        }
+    }
+
+    /// The stored role of `email`'s credential.
+    pub async fn role_of(&self, email: &str) -> String {
+        scalar(
+            self.auth_db.url(),
+            "SELECT role FROM credentials WHERE email = $1",
+            email,
+        )
+        .await
+    }
+
+    /// Credentials stored for `email` (any state).
+    pub async fn credentials_for(&self, email: &str) -> i64 {
+        scalar(
+            self.auth_db.url(),
+            "SELECT count(*) FROM credentials WHERE email = $1",
+            email,
+        )
+        .await
+    }
+
+    /// Profiles stored for `email` at the users service.
+    pub async fn profiles_for(&self, email: &str) -> i64 {
+        scalar(
+            self.users_db.url(),
+            "SELECT count(*) FROM users WHERE email = $1",
+            email,
+        )
+        .await
+    }
+}
+
+/// The one value `sql` selects with `$1 = email`, read straight from the database at `url`.
+async fn scalar<T>(url: &str, sql: &'static str, email: &str) -> T
+where
+    T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    let db = sqlx::PgPool::connect(url).await.unwrap();
+    let value = sqlx::query_scalar(sql)
+        .bind(email)
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    value
+}
+
+/// The tokens of a 200 login or refresh answer.
+pub async fn session(response: Response) -> Session {
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    let expires_in = body["expires_in"].as_i64().unwrap();
+    assert!((890..=900).contains(&expires_in), "{body}");
+    Session {
+        access: body["access_token"].as_str().unwrap().to_owned(),
+        refresh: body["refresh_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// Polls `check` every 100 ms for up to 15 s until it is true.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..150 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}

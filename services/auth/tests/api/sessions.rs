@@ -1,0 +1,261 @@
+//! Refresh rotation and reuse detection, logout, and what users' events do to sessions.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, assert_problem, eventually, session, spawn_app, spawn_app_with};
+
+#[tokio::test]
+async fn a_refresh_token_works_once_and_its_replacement_takes_over() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let first = app.login(&account).await;
+
+    let second = session(app.refresh(&first.refresh).await).await;
+
+    assert_ne!(second.refresh, first.refresh);
+    assert_ne!(second.access, first.access);
+    assert_eq!(app.me(&second.access).await.status(), StatusCode::OK);
+    let third = session(app.refresh(&second.refresh).await).await;
+    assert_eq!(app.me(&third.access).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let stolen = app.login(&account).await;
+    let current = session(app.refresh(&stolen.refresh).await).await;
+
+    let replay = app.refresh(&stolen.refresh).await;
+
+    assert_problem(replay, 401, None).await;
+    // The legitimate holder's newer tokens die with the session.
+    assert_problem(app.refresh(&current.refresh).await, 401, None).await;
+    assert_eq!(
+        app.me(&current.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // Other sessions of the same account are untouched.
+    let other = app.login(&account).await;
+    session(app.refresh(&other.refresh).await).await;
+}
+
+#[tokio::test]
+async fn anything_but_a_live_refresh_token_is_refused() {
+    let app = spawn_app().await;
+    for token in ["", "garbage", &"A".repeat(43), &"x".repeat(5_000)] {
+        assert_problem(app.refresh(token).await, 401, None).await;
+    }
+    let response = app.post("/api/v1/auth/refresh", json!({})).await;
+    assert_problem(response, 422, Some("refresh_token")).await;
+}
+
+#[tokio::test]
+async fn logout_ends_the_session_and_revokes_the_access_token_everywhere() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let session_one = app.login(&account).await;
+    let session_two = app.login(&account).await;
+
+    let response = app.logout(&session_one).await;
+
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    // Denylisted: the users service refuses it, and so does ValidateToken.
+    assert_eq!(
+        app.me(&session_one.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let status = app
+        .auth_grpc()
+        .await
+        .validate_token(tessera_proto::auth::v1::ValidateTokenRequest {
+            access_token: session_one.access.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    assert_problem(app.refresh(&session_one.refresh).await, 401, None).await;
+    // The token is revoked, so logging out again with it is refused.
+    assert_problem(app.logout(&session_one).await, 401, None).await;
+    // The other session lives on.
+    assert_eq!(app.me(&session_two.access).await.status(), StatusCode::OK);
+    session(app.refresh(&session_two.refresh).await).await;
+}
+
+#[tokio::test]
+async fn logout_cannot_end_someone_elses_session() {
+    let app = spawn_app().await;
+    let mallory = app.login(&app.register().await).await;
+    let victim = app.login(&app.register().await).await;
+    let mixed = crate::helpers::Session {
+        access: mallory.access.clone(),
+        refresh: victim.refresh.clone(),
+    };
+
+    assert_eq!(app.logout(&mixed).await.status(), StatusCode::NO_CONTENT);
+
+    session(app.refresh(&victim.refresh).await).await;
+}
+
+#[tokio::test]
+async fn logout_needs_an_access_token_and_a_refresh_token() {
+    let app = spawn_app().await;
+    let live = app.login(&app.register().await).await;
+    let response = app
+        .post(
+            "/api/v1/auth/logout",
+            json!({ "refresh_token": live.refresh }),
+        )
+        .await;
+    assert_problem(response, 401, None).await;
+    let malformed = crate::helpers::Session {
+        access: live.access.clone(),
+        refresh: "nope".to_owned(),
+    };
+    assert_problem(app.logout(&malformed).await, 422, Some("refresh_token")).await;
+}
+
+#[tokio::test]
+async fn deleting_the_user_revokes_every_session_and_the_credential() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let kept = app.login(&account).await;
+    let active = app.login(&account).await;
+
+    let deleted = reqwest::Client::new()
+        .delete(app.users_url(&format!("/api/v1/users/{}", account.id)))
+        .bearer_auth(&active.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+
+    eventually("user.deleted reaches auth", || async {
+        app.credentials_for(&account.email).await == 0
+    })
+    .await;
+    assert_problem(app.refresh(&kept.refresh).await, 401, None).await;
+    assert_problem(app.refresh(&active.refresh).await, 401, None).await;
+    assert_problem(app.login_with(&account.email, PASSWORD).await, 401, None).await;
+    let status = app
+        .auth_grpc()
+        .await
+        .validate_token(tessera_proto::auth::v1::ValidateTokenRequest {
+            access_token: kept.access.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "denylisted");
+}
+
+/// An app whose auth bootstraps an admin account, once that account can log in.
+async fn spawn_app_with_admin() -> (crate::helpers::TestApp, String) {
+    let admin_email = crate::helpers::email();
+    let app = spawn_app_with(&[
+        ("ADMIN_EMAIL", admin_email.clone()),
+        ("ADMIN_PASSWORD", PASSWORD.to_owned()),
+    ])
+    .await;
+    eventually("the admin is bootstrapped", || async {
+        app.login_with(&admin_email, PASSWORD).await.status() == StatusCode::OK
+    })
+    .await;
+    (app, admin_email)
+}
+
+#[tokio::test]
+async fn the_bootstrapped_admin_can_promote_a_user_whose_next_tokens_say_admin() {
+    let (app, admin_email) = spawn_app_with_admin().await;
+    let admin = session(app.login_with(&admin_email, PASSWORD).await).await;
+    let account = app.register().await;
+    let user = app.login(&account).await;
+
+    let promoted = reqwest::Client::new()
+        .patch(app.users_url(&format!("/api/v1/users/{}", account.id)))
+        .bearer_auth(&admin.access)
+        .json(&json!({ "role": "admin" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(promoted.status(), StatusCode::OK);
+
+    eventually("user.updated reaches auth", || async {
+        app.role_of(&account.email).await == "admin"
+    })
+    .await;
+    let renewed = session(app.refresh(&user.refresh).await).await;
+    let everyone = reqwest::Client::new()
+        .get(app.users_url("/api/v1/users"))
+        .bearer_auth(&renewed.access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(everyone.status(), StatusCode::OK, "admin-only listing");
+}
+
+#[tokio::test]
+async fn the_admin_bootstrap_is_idempotent_across_restarts() {
+    let (app, admin_email) = spawn_app_with_admin().await;
+
+    let app = app.restart_auth().await;
+
+    let admin = session(app.login_with(&admin_email, PASSWORD).await).await;
+    assert_eq!(app.credentials_for(&admin_email).await, 1);
+    assert_eq!(app.profiles_for(&admin_email).await, 1);
+    assert_eq!(app.role_of(&admin_email).await, "admin");
+    assert_eq!(app.me(&admin.access).await.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_admin_bootstrap_never_promotes_an_existing_user() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let mut env = app.auth_env.clone();
+    tessera_testkit::set_var(&mut env, "AUTH_", "ADMIN_EMAIL", account.email.clone());
+    tessera_testkit::set_var(
+        &mut env,
+        "AUTH_",
+        "ADMIN_PASSWORD",
+        "another password entirely",
+    );
+
+    let app = app.restart_auth_with(env).await;
+
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(app.role_of(&account.email).await, "user");
+    app.login(&account).await;
+}
+
+#[tokio::test]
+async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let live = app.login(&account).await;
+    let ended = app.login(&account).await;
+    assert_eq!(app.logout(&ended).await.status(), StatusCode::NO_CONTENT);
+    let db = sqlx::PgPool::connect(app.auth_db.url()).await.unwrap();
+    // Age everything of the ended session, and leave an abandoned registration behind.
+    for sql in [
+        "UPDATE sessions SET access_expires_at = now() - interval '1 minute' \
+         WHERE revoked_at IS NOT NULL",
+        "INSERT INTO credentials (user_id, email, password_hash, created_at) \
+         VALUES (gen_random_uuid(), 'abandoned@example.com', 'x', now() - interval '1 hour')",
+    ] {
+        sqlx::query(sql).execute(&db).await.unwrap();
+    }
+    let store = auth::store::Store::new(db.clone());
+
+    let removed = store
+        .sweep(std::time::Duration::from_secs(600))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        removed, 2,
+        "the ended session and the abandoned registration"
+    );
+    assert_eq!(app.credentials_for("abandoned@example.com").await, 0);
+    session(app.refresh(&live.refresh).await).await;
+    db.close().await;
+}
