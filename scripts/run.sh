@@ -9,6 +9,16 @@ profile=${PROFILE:-debug}
 cargo build --workspace --bins $([[ $profile == release ]] && echo --release)
 bin=${CARGO_TARGET_DIR:-target}/$profile
 
+# auth signs with the keys in this directory; a development key is made on first run.
+keys=${AUTH_SIGNING_KEYS_DIR:-.dev/keys}
+if ! compgen -G "$keys/*.pem" >/dev/null; then
+  mkdir -p "$keys"
+  openssl genpkey -algorithm ed25519 -out "$keys/dev-1.pem"
+  chmod 600 "$keys/dev-1.pem"
+  echo "run: made a development signing key $keys/dev-1.pem" >&2
+fi
+export AUTH_SIGNING_KEYS_DIR=$keys
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -33,6 +43,13 @@ start() {
   ) &
   pids+=($!)
 }
+
+# A development admin account, so admin-only routes can be tried, unless one is configured
+# in the environment (or in .env, which the services read themselves).
+if ! grep -qsE '^AUTH_ADMIN_' .env && [[ -z "${AUTH_ADMIN_EMAIL:-}" ]]; then
+  export AUTH_ADMIN_EMAIL=admin@tessera.local AUTH_ADMIN_PASSWORD="tessera admin dev password"
+  echo "run: admin account $AUTH_ADMIN_EMAIL / $AUTH_ADMIN_PASSWORD" >&2
+fi
 
 start auth AUTH
 start users USERS
