@@ -237,10 +237,59 @@ pub async fn migrate(spec: &ServiceSpec, config: &RuntimeConfig) -> Result<(), R
 
 /// The `serve` command: runs the service until `stop` completes, then shuts down gracefully.
 ///
-/// Tests call this directly with their own configuration and stop future.
+/// The configured ports are bound once the service is built, so nothing connects before
+/// it can answer.
 pub async fn serve<B, Fut>(
     spec: &ServiceSpec,
     config: RuntimeConfig,
+    build: B,
+    stop: impl Future<Output = ()>,
+) -> Result<(), RunError>
+where
+    B: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<Endpoints, BoxError>>,
+{
+    run(spec, config, None, build, stop).await
+}
+
+/// [`serve`] on listeners the caller bound. Tests bind port 0 and start services side by
+/// side, so no two of them can ever race for the same port.
+pub async fn serve_on<B, Fut>(
+    spec: &ServiceSpec,
+    config: RuntimeConfig,
+    listeners: Listeners,
+    build: B,
+    stop: impl Future<Output = ()>,
+) -> Result<(), RunError>
+where
+    B: FnOnce(Context) -> Fut,
+    Fut: Future<Output = Result<Endpoints, BoxError>>,
+{
+    run(spec, config, Some(listeners), build, stop).await
+}
+
+/// The REST and gRPC listening sockets of a service.
+pub struct Listeners {
+    /// Where REST (and health, metrics) is served.
+    pub http: TcpListener,
+    /// Where gRPC is served.
+    pub grpc: TcpListener,
+}
+
+impl Listeners {
+    /// Binds the addresses `config` names, `spec`'s default ports where it names none.
+    pub async fn bind(spec: &ServiceSpec, config: &RuntimeConfig) -> Result<Self, RunError> {
+        Ok(Self {
+            http: bind(config.http_addr(spec.default_http_port)).await?,
+            grpc: bind(config.grpc_addr(spec.default_grpc_port)).await?,
+        })
+    }
+}
+
+async fn run<B, Fut>(
+    spec: &ServiceSpec,
+    config: RuntimeConfig,
+    listeners: Option<Listeners>,
     build: B,
     stop: impl Future<Output = ()>,
 ) -> Result<(), RunError>
@@ -299,10 +348,15 @@ where
         messaging_tasks.push(tokio::spawn(consumer.run(shutdown.clone())));
     }
 
-    let http_addr = config.http_addr(spec.default_http_port);
-    let grpc_addr = config.grpc_addr(spec.default_grpc_port);
-    let http_listener = bind(http_addr).await?;
-    let grpc_listener = bind(grpc_addr).await?;
+    let Listeners {
+        http: http_listener,
+        grpc: grpc_listener,
+    } = match listeners {
+        Some(listeners) => listeners,
+        None => Listeners::bind(spec, &config).await?,
+    };
+    let http_addr = http_listener.local_addr().map_err(RunError::other)?;
+    let grpc_addr = grpc_listener.local_addr().map_err(RunError::other)?;
 
     let app = http::app(
         endpoints.http,

@@ -2,15 +2,65 @@
 //! `spawn_app()` of every service's integration tests.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use tessera_runtime::{BoxError, Context, Endpoints, RunError, RuntimeConfig, ServiceSpec};
+use tessera_runtime::{
+    BoxError, Context, Endpoints, Listeners, RunError, RuntimeConfig, ServiceSpec,
+};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// A service served by [`tessera_runtime::serve`] in this process until [`InProcess::stop`]
-/// (or drop).
+/// How long a service gets to answer `/health/ready` (a fresh database, a first broker
+/// connection; slow on a loaded CI machine, so generous).
+const READY_WITHIN: Duration = Duration::from_secs(30);
+
+/// A service's REST and gRPC ports, bound on 127.0.0.1 before it starts: their addresses are
+/// known in advance (to configure another service with) and nobody can take them meanwhile.
+pub struct Ports {
+    http: std::net::TcpListener,
+    grpc: std::net::TcpListener,
+}
+
+impl Ports {
+    /// Two ports the system picks.
+    pub fn bind() -> Self {
+        Self::bind_to(0, 0)
+    }
+
+    fn bind_to(http: u16, grpc: u16) -> Self {
+        let listen = |port: u16| {
+            std::net::TcpListener::bind(("127.0.0.1", port))
+                .unwrap_or_else(|error| panic!("cannot bind 127.0.0.1:{port}: {error}"))
+        };
+        Self {
+            http: listen(http),
+            grpc: listen(grpc),
+        }
+    }
+
+    /// `http://127.0.0.1:<port>` of the REST side.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http.local_addr().unwrap())
+    }
+
+    fn into_listeners(self) -> Listeners {
+        let adopt = |listener: std::net::TcpListener| {
+            listener.set_nonblocking(true).unwrap();
+            tokio::net::TcpListener::from_std(listener).unwrap()
+        };
+        Listeners {
+            http: adopt(self.http),
+            grpc: adopt(self.grpc),
+        }
+    }
+}
+
+/// A service served by [`tessera_runtime::serve_on`] in this process until
+/// [`InProcess::stop`] (or drop).
 pub struct InProcess {
+    http_addr: SocketAddr,
+    grpc_addr: SocketAddr,
     http: String,
     grpc: String,
     stop: Option<oneshot::Sender<()>>,
@@ -18,7 +68,7 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Starts `spec`'s service with the `<prefix>*` variables in `env` (see
+    /// Starts `spec`'s service on free ports with the `<prefix>*` variables in `env` (see
     /// [`crate::service_env`]) and `build` for its endpoints; returns once it is ready.
     pub async fn start<B, Fut>(
         spec: &'static ServiceSpec,
@@ -29,21 +79,63 @@ impl InProcess {
         B: FnOnce(Context) -> Fut + Send + 'static,
         Fut: Future<Output = Result<Endpoints, BoxError>> + Send + 'static,
     {
+        Self::start_on(Ports::bind(), spec, env, build).await
+    }
+
+    /// [`InProcess::start`] on ports bound beforehand.
+    pub async fn start_on<B, Fut>(
+        ports: Ports,
+        spec: &'static ServiceSpec,
+        env: Vec<(String, String)>,
+        build: B,
+    ) -> Self
+    where
+        B: FnOnce(Context) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Endpoints, BoxError>> + Send + 'static,
+    {
         let config: RuntimeConfig = tessera_config::from_vars(spec.env_prefix, env).unwrap();
-        let http = format!("http://{}", config.http_addr(0));
-        let grpc = format!("http://{}", config.grpc_addr(0));
+        let http_addr = ports.http.local_addr().unwrap();
+        let grpc_addr = ports.grpc.local_addr().unwrap();
+        let listeners = ports.into_listeners();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(tessera_runtime::serve(spec, config, build, async {
-            let _ = stopped.await;
-        }));
-        let service = Self {
-            http,
-            grpc,
+        let task = tokio::spawn(tessera_runtime::serve_on(
+            spec,
+            config,
+            listeners,
+            build,
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        let mut service = Self {
+            http_addr,
+            grpc_addr,
+            http: format!("http://{http_addr}"),
+            grpc: format!("http://{grpc_addr}"),
             stop: Some(stop),
             task: Some(task),
         };
-        service.wait_for_ready(200).await;
+        service.wait_until_started().await;
         service
+    }
+
+    /// Waits for readiness, failing at once with the reason when the service stops instead.
+    async fn wait_until_started(&mut self) {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        while tokio::time::Instant::now() < deadline {
+            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
+                let outcome = self.task.take().unwrap().await;
+                panic!("the service stopped before it was ready: {outcome:?}");
+            }
+            if self.ready_status().await == 200 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{}/health/ready did not answer 200 within {READY_WITHIN:?}",
+            self.http
+        );
     }
 
     /// `http://127.0.0.1:<port>` of the REST side.
@@ -73,15 +165,16 @@ impl InProcess {
         }
     }
 
-    /// Waits (up to 10 s) until `/health/ready` answers `status`.
+    /// Waits (up to [`READY_WITHIN`]) until `/health/ready` answers `status`.
     pub async fn wait_for_ready(&self, status: u16) {
-        for _ in 0..200 {
+        let deadline = tokio::time::Instant::now() + READY_WITHIN;
+        while tokio::time::Instant::now() < deadline {
             if self.ready_status().await == status {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("/health/ready never answered {status}");
+        panic!("{}/health/ready never answered {status}", self.http);
     }
 
     /// The `/metrics` text.
@@ -109,6 +202,14 @@ impl InProcess {
     pub async fn stop(mut self) -> Result<(), RunError> {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap()
+    }
+
+    /// Stops the service cleanly and binds its ports again, to start it anew where other
+    /// services expect it.
+    pub async fn stop_keeping_ports(self) -> Ports {
+        let (http, grpc) = (self.http_addr.port(), self.grpc_addr.port());
+        self.stop().await.unwrap();
+        Ports::bind_to(http, grpc)
     }
 }
 

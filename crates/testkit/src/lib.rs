@@ -85,13 +85,12 @@ pub fn set_var(
 }
 
 /// The environment a service needs to run against the test servers: `<prefix>DATABASE_URL`
-/// and friends, free ports, terse logs.
+/// and friends, terse logs. Ports are chosen where the service is started
+/// ([`app::InProcess`], [`process::ServiceProcess`]).
 pub fn service_env(prefix: &str, database_url: &str) -> Vec<(String, String)> {
     let var = |name: &str, value: String| (format!("{prefix}{name}"), value);
     vec![
         var("HOST", "127.0.0.1".to_owned()),
-        var("HTTP_PORT", free_port().to_string()),
-        var("GRPC_PORT", free_port().to_string()),
         var("DATABASE_URL", database_url.to_owned()),
         var("REDIS_URL", redis_url()),
         var("AMQP_URL", amqp_url()),

@@ -12,33 +12,42 @@ pub struct ServiceProcess {
 
 impl ServiceProcess {
     /// Starts `binary` (`env!("CARGO_BIN_EXE_users")`) with `args` and `env` (see
-    /// [`crate::service_env`]) and waits until `/health/ready` answers 200.
+    /// [`crate::service_env`]) on free ports and waits until `/health/ready` answers 200.
+    ///
+    /// A port found free can be taken by someone else before the process binds it; a process
+    /// that exits before it is ready is therefore started again on other ports, twice at most.
     pub async fn start(
         binary: &str,
         args: &[&str],
         prefix: &str,
         env: &[(String, String)],
     ) -> Self {
-        let lookup = |name: &str| {
-            let key = format!("{prefix}{name}");
-            env.iter()
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.clone())
-                .unwrap()
-        };
-        let child = Command::new(binary)
-            .args(args)
-            .envs(env.iter().cloned())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let process = Self {
-            child,
-            http: format!("http://127.0.0.1:{}", lookup("HTTP_PORT")),
-            grpc: format!("http://127.0.0.1:{}", lookup("GRPC_PORT")),
-        };
-        process.wait_until_ready(Duration::from_secs(30)).await;
-        process
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (http, grpc) = (crate::free_port(), crate::free_port());
+            let mut env = env.to_vec();
+            crate::set_var(&mut env, prefix, "HTTP_PORT", http.to_string());
+            crate::set_var(&mut env, prefix, "GRPC_PORT", grpc.to_string());
+            let child = Command::new(binary)
+                .args(args)
+                .envs(env)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut process = Self {
+                child,
+                http: format!("http://127.0.0.1:{http}"),
+                grpc: format!("http://127.0.0.1:{grpc}"),
+            };
+            match process.wait_until_ready(Duration::from_secs(30)).await {
+                Ok(()) => return process,
+                Err(status) if attempts < 3 => {
+                    eprintln!("{binary} exited before it was ready ({status}); starting it again");
+                }
+                Err(status) => panic!("{binary} exited before it was ready: {status}"),
+            }
+        }
     }
 
     /// The REST base URL, without trailing slash.
@@ -71,15 +80,19 @@ impl ServiceProcess {
         }
     }
 
-    async fn wait_until_ready(&self, limit: Duration) {
+    /// Ready within `limit`, or the status the process exited with first.
+    async fn wait_until_ready(&mut self, limit: Duration) -> Result<(), ExitStatus> {
         let deadline = Instant::now() + limit;
         let url = format!("{}/health/ready", self.http);
         let client = reqwest::Client::new();
         loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Err(status);
+            }
             if let Ok(response) = client.get(&url).send().await
                 && response.status() == reqwest::StatusCode::OK
             {
-                return;
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tessera_jwt::{Signer, SigningKey};
 use tessera_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
-use tessera_testkit::app::InProcess;
+use tessera_testkit::app::{InProcess, Ports};
 use tessera_testkit::database::TestDatabase;
 use tessera_testkit::proxy::TcpProxy;
 use tonic::transport::Channel;
@@ -64,14 +64,15 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     let auth_db = TestDatabase::migrated(&auth::MIGRATOR).await;
     let users_db = TestDatabase::migrated(&users::MIGRATOR).await;
     let mut auth_env = tessera_testkit::service_env(AUTH, auth_db.url());
-    let auth_http = env_value(&auth_env, "AUTH_HTTP_PORT");
+    // Bound now: users is told where auth's JWKS will be before auth starts.
+    let auth_ports = Ports::bind();
 
     let mut users_env = tessera_testkit::service_env(USERS, users_db.url());
     tessera_testkit::set_var(
         &mut users_env,
         USERS,
         "JWKS_URL",
-        format!("http://127.0.0.1:{auth_http}/.well-known/jwks.json"),
+        format!("{}/.well-known/jwks.json", auth_ports.http_url()),
     );
     let users_settings: users::Settings =
         tessera_config::from_vars(USERS, users_env.clone()).unwrap();
@@ -99,7 +100,7 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     for (name, value) in overrides {
         tessera_testkit::set_var(&mut auth_env, AUTH, name, value.clone());
     }
-    let auth = start_auth(auth_env.clone()).await;
+    let auth = start_auth(auth_ports, auth_env.clone()).await;
     wait_for_queue(&queue).await;
     TestApp {
         auth,
@@ -113,10 +114,10 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     }
 }
 
-/// Starts auth with `env`.
-async fn start_auth(env: Vec<(String, String)>) -> InProcess {
+/// Starts auth on `ports` with `env`.
+async fn start_auth(ports: Ports, env: Vec<(String, String)>) -> InProcess {
     let settings: auth::Settings = tessera_config::from_vars(AUTH, env.clone()).unwrap();
-    InProcess::start(&auth::SPEC, env, move |context| {
+    InProcess::start_on(ports, &auth::SPEC, env, move |context| {
         auth::endpoints(context, settings)
     })
     .await
@@ -126,13 +127,6 @@ async fn start_auth(env: Vec<(String, String)>) -> InProcess {
 pub fn write_key(dir: &std::path::Path, kid: &str) {
     let pem = SigningKey::generate(kid).to_pem();
     std::fs::write(dir.join(format!("{kid}.pem")), pem.expose_secret()).unwrap();
-}
-
-fn env_value(env: &[(String, String)], name: &str) -> String {
-    env.iter()
-        .find(|(key, _)| key == name)
-        .map(|(_, value)| value.clone())
-        .unwrap()
 }
 
 /// Waits until auth's consumer has declared its queue, so no event published from now on is
@@ -224,8 +218,9 @@ impl TestApp {
     pub async fn register(&self) -> Account {
         let email = email();
         let response = self.register_with(&email, PASSWORD, "Ada Lovelace").await;
-        assert_eq!(response.status(), StatusCode::CREATED);
+        let status = response.status();
         let body: Value = response.json().await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
         assert_eq!(body["email"], email);
         Account {
             id: body["user_id"].as_str().unwrap().parse().unwrap(),
@@ -243,9 +238,7 @@ impl TestApp {
 
     /// Logs `account` in.
     pub async fn login(&self, account: &Account) -> Session {
-        let response = self.login_with(&account.email, PASSWORD).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        session(response).await
+        session(self.login_with(&account.email, PASSWORD).await).await
     }
 
     pub async fn refresh(&self, refresh: &str) -> Response {
@@ -300,8 +293,8 @@ impl TestApp {
             client,
             ..
         } = self;
-        auth.stop().await.unwrap();
-        let auth = start_auth(env.clone()).await;
+        let ports = auth.stop_keeping_ports().await;
+        let auth = start_auth(ports, env.clone()).await;
         Self {
             auth,
             users,
@@ -362,9 +355,11 @@ where
 
 /// The tokens of a 200 login or refresh answer.
 pub async fn session(response: Response) -> Session {
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["cache-control"], "no-store");
+    let status = response.status();
+    let cache_control = response.headers().get("cache-control").cloned();
     let body: Value = response.json().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(cache_control.unwrap(), "no-store");
     assert_eq!(body["token_type"], "Bearer");
     let expires_in = body["expires_in"].as_i64().unwrap();
     assert!((890..=900).contains(&expires_in), "{body}");
