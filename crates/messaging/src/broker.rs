@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
+use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
@@ -18,6 +19,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the connection state is checked, besides listening for its error events.
 const STATUS_POLL: Duration = Duration::from_millis(250);
+
+/// The largest AMQP frame asked for unless the URL sets `frame_max`. lapin keeps a send and a
+/// receive buffer of 32 frames each, written through: at RabbitMQ's default (128 KiB) that is
+/// 8 MiB per connection, most of an idle service's memory, for events of a few hundred bytes.
+/// Bigger messages still pass, split over several frames.
+const FRAME_MAX: u32 = 16 * 1024;
 
 /// How the connection is made and re-made.
 #[derive(Clone)]
@@ -141,6 +148,14 @@ impl HealthCheck for BrokerCheck {
     }
 }
 
+async fn connect(url: &str, properties: ConnectionProperties) -> lapin::Result<Connection> {
+    let mut uri: AMQPUri = url
+        .parse()
+        .map_err(|error: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, error))?;
+    uri.query.frame_max.get_or_insert(FRAME_MAX);
+    Connection::connect_uri(uri, properties).await
+}
+
 async fn supervise(
     settings: BrokerSettings,
     sender: watch::Sender<Option<Arc<Connection>>>,
@@ -155,7 +170,7 @@ async fn supervise(
             () = stop.cancelled() => break,
             attempt = tokio::time::timeout(
                 CONNECT_TIMEOUT,
-                Connection::connect(settings.url.expose_secret(), properties),
+                connect(settings.url.expose_secret(), properties),
             ) => attempt.unwrap_or_else(|_| Err(std::io::Error::other("connecting timed out").into())),
         };
         match attempt {

@@ -696,3 +696,24 @@ async fn expiring_queues_last_while_consumed_and_go_after() {
         assert!(!queue_exists(&pipeline.broker, queue).await, "{queue} kept");
     }
 }
+
+#[tokio::test]
+async fn small_frames_still_carry_an_event_many_frames_long() {
+    let mut pipeline = Pipeline::local().await;
+    let connection = pipeline.broker.connected().await.unwrap();
+    // Asked for by the broker connection, to keep its buffers small.
+    assert_eq!(connection.configuration().frame_max(), 16 * 1024);
+    pipeline.start_consumer().await;
+
+    let aggregate = "x".repeat(300 * 1024);
+    pipeline
+        .write([Counted {
+            aggregate: aggregate.clone(),
+            n: 7,
+        }])
+        .await;
+    pipeline.start_relay();
+    let applied = pipeline.wait_for_applied(1, Duration::from_secs(30)).await;
+    assert_eq!(applied, vec![(aggregate, 7)]);
+    pipeline.stop().await;
+}
