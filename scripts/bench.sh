@@ -129,7 +129,7 @@ rows=$(
   EXPECT_ERRORS=1 load "runtime stack, 404 problem+json (users)" "http://127.0.0.1:$users_http/api/v1/bench" "$users_pid"
   load "GET /api/v1/users/{id}, cache hit" "$profile" "$users_pid" "$connections" "Authorization: Bearer $token"
   load "GET /api/v1/users/{id}, cache hit, 8 connections" "$profile" "$users_pid" 8 "Authorization: Bearer $token"
-  load "POST /api/v1/auth/login (argon2id m=19 MiB, t=2)" "http://127.0.0.1:$auth_http/api/v1/auth/login" "$auth_pid" 16 "X-Bench: 1" "$work/login.lua"
+  load "POST /api/v1/auth/login (argon2id m=7 MiB, t=5)" "http://127.0.0.1:$auth_http/api/v1/auth/login" "$auth_pid" 16 "X-Bench: 1" "$work/login.lua"
 )
 users_metrics=$(curl -s "http://127.0.0.1:$users_http/metrics")
 hits=$(awk '/^cache_lookups_total/ && /result="hit"/ { print $2 }' <<<"$users_metrics")
