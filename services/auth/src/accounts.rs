@@ -11,7 +11,7 @@ use tessera_errors::Error;
 use tessera_jwt::{Denylist, IssuedToken, Principal, Signer};
 use uuid::Uuid;
 
-use crate::limiter::LoginLimiter;
+use crate::limiter::Limiter;
 use crate::passwords::{Hasher, Password, Verdict};
 use crate::refresh::RefreshToken;
 use crate::store::{AccessGrant, Rotation, Store, StoreError};
@@ -50,7 +50,7 @@ pub struct Accounts {
     signer: Arc<Signer>,
     users: UsersClient,
     denylist: Denylist,
-    limiter: LoginLimiter,
+    limiter: Limiter,
     refresh_ttl: TimeDelta,
 }
 
@@ -77,7 +77,7 @@ impl Accounts {
         signer: Arc<Signer>,
         users: UsersClient,
         denylist: Denylist,
-        limiter: LoginLimiter,
+        limiter: Limiter,
         refresh_ttl: Duration,
     ) -> Self {
         Self {
@@ -89,6 +89,20 @@ impl Accounts {
             limiter,
             refresh_ttl: TimeDelta::from_std(refresh_ttl).unwrap_or(TimeDelta::days(14)),
         }
+    }
+
+    /// Registers `account` for a client at `client`, unless that address registered too
+    /// many accounts lately (429).
+    pub async fn register_from(
+        self: &Arc<Self>,
+        client: IpAddr,
+        account: NewAccount,
+    ) -> Result<Uuid, Error> {
+        self.limiter
+            .registration(client)
+            .await
+            .map_err(|retry_after| Error::RateLimited { retry_after })?;
+        self.register(account).await
     }
 
     /// Registers `account`: a pending credential, then the profile in the users service,

@@ -54,12 +54,14 @@ pub async fn endpoints(context: Context, settings: Settings) -> Result<Endpoints
         .with_denylist(denylist.clone());
     let hasher = passwords::Hasher::new(settings.hashing(), context.metrics.registry()).await?;
     let store = store::Store::new(context.db.clone());
-    let limiter = limiter::LoginLimiter::new(
+    let limiter = limiter::Limiter::new(
         context.redis.clone(),
         limiter::Limits {
             per_email: settings.login_max_failures_per_email,
             per_client: settings.login_max_failures_per_client,
             window: Duration::from_secs(settings.login_failure_window_secs),
+            registrations_per_client: settings.registrations_per_client,
+            registration_window: Duration::from_secs(settings.registration_window_secs),
         },
         Duration::from_millis(context.config.redis_timeout_ms),
         settings.login_limits_key_prefix.clone(),

@@ -62,7 +62,14 @@ pub struct Settings {
     /// The window failed logins are counted over, from the first failure.
     #[serde(default = "defaults::login_failure_window_secs")]
     pub login_failure_window_secs: u64,
-    /// Prefix of the failure counters' Redis keys; distinct per deployment sharing a Redis.
+    /// Registrations allowed per client address within their window, before 429: each
+    /// costs a password hash.
+    #[serde(default = "defaults::registrations_per_client")]
+    pub registrations_per_client: u32,
+    /// The window registrations are counted over, from the first one.
+    #[serde(default = "defaults::registration_window_secs")]
+    pub registration_window_secs: u64,
+    /// Prefix of the limits' Redis keys; distinct per deployment sharing a Redis.
     #[serde(default = "defaults::login_limits_key_prefix")]
     pub login_limits_key_prefix: String,
     /// Take the client address from the last `X-Forwarded-For` entry (set by the reverse
@@ -255,6 +262,12 @@ mod defaults {
     }
     pub fn login_failure_window_secs() -> u64 {
         15 * 60
+    }
+    pub fn registrations_per_client() -> u32 {
+        20
+    }
+    pub fn registration_window_secs() -> u64 {
+        60 * 60
     }
     pub fn login_limits_key_prefix() -> String {
         "tessera:auth:login-failures".to_owned()

@@ -107,11 +107,13 @@ impl IntoResponse for Tokens {
         (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "The body is not application/json.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid or unknown (a weak password, say); `errors` names it.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many registrations from this address; `Retry-After` says when to try again.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The users service cannot create the profile now; no account was made.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn register(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     Json(request): Json<Register>,
 ) -> Result<(StatusCode, axum::Json<Registered>), Error> {
     let password = Password::new_for(request.password.expose_secret(), &request.email)
@@ -119,12 +121,15 @@ pub async fn register(
     let email = request.email;
     let user_id = state
         .accounts
-        .register(NewAccount {
-            email: email.clone(),
-            password,
-            display_name: request.display_name,
-            role: Role::User,
-        })
+        .register_from(
+            client,
+            NewAccount {
+                email: email.clone(),
+                password,
+                display_name: request.display_name,
+                role: Role::User,
+            },
+        )
         .await?;
     Ok((
         StatusCode::CREATED,

@@ -186,3 +186,32 @@ async fn an_admin_profile_is_never_adopted_by_a_registration() {
     assert_problem(response, 409, None).await;
     assert_eq!(app.credentials_for(&email).await, 0);
 }
+
+#[tokio::test]
+async fn registrations_from_one_address_are_limited_until_the_window_passes() {
+    let app = spawn_app_with(&[
+        ("REGISTRATIONS_PER_CLIENT", "2".to_owned()),
+        ("REGISTRATION_WINDOW_SECS", "2".to_owned()),
+    ])
+    .await;
+    // Refused bodies cost no hash and do not count.
+    let weak = app.register_with(&email(), "short", "Ada").await;
+    assert_problem(weak, 422, Some("password")).await;
+    app.register().await;
+    app.register().await;
+
+    let refused = email();
+    let limited = app.register_with(&refused, PASSWORD, "Ada").await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    assert_problem(limited, 429, None).await;
+    assert_eq!(app.credentials_for(&refused).await, 0);
+
+    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(200)).await;
+    let response = app.register_with(&refused, PASSWORD, "Ada").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+}
