@@ -1,17 +1,21 @@
 //! Verifying access tokens against fixed keys or a remote JWKS.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::DateTime;
+use chrono::{DateTime, Utc};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use crate::keys::KeySet;
 use crate::{Claims, Denylist, KeyError, Principal, TokenError};
+
+/// How many verified tokens a verifier remembers (about half a kilobyte each).
+const VERIFIED_CAPACITY: usize = 1024;
 
 /// How a [`Verifier`] checks tokens and where it gets its keys.
 #[derive(Debug, Clone)]
@@ -54,11 +58,15 @@ impl VerifierSettings {
 /// verifies with that key, its `iss` and `aud` are the expected ones, it has not expired
 /// (give or take the leeway), it carries every [`Claims`] field, and its `jti` is not on the
 /// denylist (when one is set).
+///
+/// Tokens that passed are remembered (see [`Verified`]), so the same token on a client's next
+/// request skips the signature check; expiry, the key and the denylist are still checked.
 #[derive(Clone)]
 pub struct Verifier {
     keys: Arc<KeySource>,
     validation: Arc<Validation>,
     denylist: Option<Denylist>,
+    verified: Arc<Verified>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -75,8 +83,58 @@ impl std::fmt::Debug for Verifier {
 }
 
 enum KeySource {
-    Fixed(KeySet),
+    Fixed(Arc<KeySet>),
     Remote(RemoteKeys),
+}
+
+impl KeySource {
+    /// The key set in use now, if it has `kid` (fetching a remote one as needed).
+    async fn with_kid(&self, kid: &str) -> Result<Option<Arc<KeySet>>, TokenError> {
+        match self {
+            Self::Fixed(keys) => Ok(keys.get(kid).is_some().then(|| Arc::clone(keys))),
+            Self::Remote(remote) => remote.with_kid(kid).await,
+        }
+    }
+}
+
+/// Tokens that passed every check but the denylist, by their full text, with the key set
+/// that verified them. An entry stands in for the signature check only while its token has
+/// not expired and that same key set is still the one in use: a refetched JWKS (one that
+/// dropped a leaked key, say) sends every token through the full check again.
+#[derive(Default)]
+struct Verified {
+    entries: std::sync::Mutex<HashMap<Box<str>, Entry>>,
+}
+
+#[derive(Clone)]
+struct Entry {
+    kid: Arc<str>,
+    keys: Arc<KeySet>,
+    principal: Principal,
+}
+
+impl Verified {
+    fn get(&self, token: &str) -> Option<Entry> {
+        self.lock().get(token).cloned()
+    }
+
+    fn insert(&self, token: &str, entry: Entry) {
+        let mut entries = self.lock();
+        if entries.len() >= VERIFIED_CAPACITY {
+            let now = Utc::now();
+            entries.retain(|_, entry| entry.principal.expires_at > now);
+            if entries.len() >= VERIFIED_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(token.into(), entry);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Entry>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl Verifier {
@@ -102,7 +160,10 @@ impl Verifier {
     /// [`Signer::jwks`](crate::Signer::jwks). Default leeway.
     pub fn from_jwks(jwks: JwkSet, issuer: impl Into<String>, audience: impl Into<String>) -> Self {
         let settings = VerifierSettings::new(issuer, audience);
-        Self::with_keys(KeySource::Fixed(KeySet::from_jwks(&jwks)), &settings)
+        Self::with_keys(
+            KeySource::Fixed(Arc::new(KeySet::from_jwks(&jwks))),
+            &settings,
+        )
     }
 
     fn with_keys(keys: KeySource, settings: &VerifierSettings) -> Self {
@@ -117,6 +178,7 @@ impl Verifier {
             keys: Arc::new(keys),
             validation: Arc::new(validation),
             denylist: None,
+            verified: Arc::default(),
         }
     }
 
@@ -132,6 +194,27 @@ impl Verifier {
 
     /// Checks `token` and says who it speaks for.
     pub async fn verify(&self, token: &str) -> Result<Principal, TokenError> {
+        let principal = match self.remembered(token).await? {
+            Some(principal) => principal,
+            None => self.check(token).await?,
+        };
+        self.check_denylist(principal.jti).await?;
+        Ok(principal)
+    }
+
+    /// Who `token` speaks for, if it was verified before with the key set in use now and has
+    /// not expired since.
+    async fn remembered(&self, token: &str) -> Result<Option<Principal>, TokenError> {
+        let Some(entry) = self.verified.get(token) else {
+            return Ok(None);
+        };
+        let current = self.keys.with_kid(&entry.kid).await?;
+        let same_keys = current.is_some_and(|keys| Arc::ptr_eq(&keys, &entry.keys));
+        Ok((same_keys && entry.principal.expires_at > Utc::now()).then_some(entry.principal))
+    }
+
+    /// Every check but the denylist, in full; a token that passes is remembered.
+    async fn check(&self, token: &str) -> Result<Principal, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Invalid("algorithm not allowed".to_owned()));
@@ -139,36 +222,40 @@ impl Verifier {
         let kid = header
             .kid
             .ok_or_else(|| TokenError::Invalid("no kid in the header".to_owned()))?;
-        let key = match &*self.keys {
-            KeySource::Fixed(keys) => keys.get(&kid).cloned(),
-            KeySource::Remote(remote) => remote.key(&kid).await?,
-        }
-        .ok_or(TokenError::UnknownKey { kid })?;
-        let claims = jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
+        let unknown = || TokenError::UnknownKey { kid: kid.clone() };
+        let keys = self.keys.with_kid(&kid).await?.ok_or_else(unknown)?;
+        let key = keys.get(&kid).ok_or_else(unknown)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(rejection)?
             .claims;
         let expires_at = DateTime::from_timestamp(claims.exp, 0)
             .ok_or_else(|| TokenError::Invalid("exp out of range".to_owned()))?;
-        self.check_denylist(&claims).await?;
-        Ok(Principal {
+        let principal = Principal {
             user_id: claims.sub,
             role: claims.role,
             jti: claims.jti,
             expires_at,
-        })
+        };
+        let entry = Entry {
+            kid: kid.as_str().into(),
+            keys: Arc::clone(&keys),
+            principal,
+        };
+        self.verified.insert(token, entry);
+        Ok(principal)
     }
 
-    async fn check_denylist(&self, claims: &Claims) -> Result<(), TokenError> {
+    async fn check_denylist(&self, jti: uuid::Uuid) -> Result<(), TokenError> {
         let Some(denylist) = &self.denylist else {
             return Ok(());
         };
-        match denylist.is_revoked(claims.jti).await {
+        match denylist.is_revoked(jti).await {
             Ok(false) => Ok(()),
             Ok(true) => Err(TokenError::Revoked),
             Err(error) => {
                 tracing::warn!(
                     error = %tessera_errors::error_chain(&error),
-                    jti = %claims.jti,
+                    %jti,
                     "token denylist unavailable; accepting the token (fail open)"
                 );
                 Ok(())
@@ -197,6 +284,12 @@ fn rejection(error: jsonwebtoken::errors::Error) -> TokenError {
     TokenError::Invalid(reason.to_owned())
 }
 
+impl Fetched {
+    fn with_kid(&self, kid: &str) -> Option<Arc<KeySet>> {
+        self.keys.get(kid).is_some().then(|| Arc::clone(&self.keys))
+    }
+}
+
 /// Keys from a JWKS URL: cached, refreshed when old, refetched (rate limited) on an unknown kid.
 struct RemoteKeys {
     url: String,
@@ -210,32 +303,32 @@ struct RemoteKeys {
 }
 
 struct Fetched {
-    keys: KeySet,
+    keys: Arc<KeySet>,
     at: Instant,
 }
 
 impl RemoteKeys {
-    /// The key named `kid`, fetching the JWKS when there is none yet, when it is stale, or when
-    /// it lacks `kid`. `None` if the key is still unknown after that.
-    async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, TokenError> {
+    /// The key set, if it has `kid`, fetching the JWKS when there is none yet, when it is
+    /// stale, or when it lacks `kid`. `None` if the key is still unknown after that.
+    async fn with_kid(&self, kid: &str) -> Result<Option<Arc<KeySet>>, TokenError> {
         let seen = self.cached();
         if let Some(fetched) = &seen
-            && let Some(key) = fetched.keys.get(kid)
+            && fetched.keys.get(kid).is_some()
         {
             if fetched.at.elapsed() < self.refresh_interval {
-                return Ok(Some(key.clone()));
+                return Ok(Some(Arc::clone(&fetched.keys)));
             }
             // Stale but known: refresh unless someone already is; never wait for it.
             let Ok(last_fetch) = self.last_fetch.try_lock() else {
-                return Ok(Some(key.clone()));
+                return Ok(Some(Arc::clone(&fetched.keys)));
             };
             let fresh = self.refresh(last_fetch, seen.as_ref()).await?;
             // A key the fresh set dropped is refused from now on.
-            return Ok(fresh.keys.get(kid).cloned());
+            return Ok(fresh.with_kid(kid));
         }
         let last_fetch = self.last_fetch.lock().await;
         let fresh = self.refresh(last_fetch, seen.as_ref()).await?;
-        Ok(fresh.keys.get(kid).cloned())
+        Ok(fresh.with_kid(kid))
     }
 
     fn cached(&self) -> Option<Arc<Fetched>> {
@@ -267,7 +360,7 @@ impl RemoteKeys {
         match self.fetch().await {
             Ok(keys) => {
                 let fresh = Arc::new(Fetched {
-                    keys,
+                    keys: Arc::new(keys),
                     at: Instant::now(),
                 });
                 *self

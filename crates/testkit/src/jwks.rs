@@ -96,6 +96,15 @@ impl TestIssuer {
         kid
     }
 
+    /// Makes a new key the only one published, as when a leaked key is withdrawn, and
+    /// returns its kid.
+    pub fn replace_keys(&self) -> String {
+        let key = SigningKey::generate(new_kid());
+        let kid = key.kid().to_owned();
+        *self.shared.signer.write().unwrap() = signer(key, Vec::new());
+        kid
+    }
+
     /// The kid of the key that signs now.
     pub fn active_kid(&self) -> String {
         self.signer().active_kid().to_owned()
