@@ -21,22 +21,29 @@ CREATE INDEX credentials_pending_created_at ON credentials (created_at) WHERE st
 
 -- A session is one login: the family of refresh tokens that rotate from it.
 CREATE TABLE sessions (
-    id                uuid        PRIMARY KEY,
-    user_id           uuid        NOT NULL REFERENCES credentials (user_id) ON DELETE CASCADE,
-    created_at        timestamptz NOT NULL DEFAULT now(),
+    id         uuid        PRIMARY KEY,
+    user_id    uuid        NOT NULL REFERENCES credentials (user_id) ON DELETE CASCADE,
+    created_at timestamptz NOT NULL DEFAULT now(),
     -- Set on logout, on reuse of a rotated refresh token, and when the user is deleted.
-    revoked_at        timestamptz,
-    -- The last access token issued in this session, denylisted when the session is revoked.
-    access_jti        uuid        NOT NULL,
-    access_expires_at timestamptz NOT NULL,
+    revoked_at timestamptz,
     -- When its newest refresh token expires; the janitor removes sessions past it.
-    expires_at        timestamptz NOT NULL
+    expires_at timestamptz NOT NULL
 );
 
 CREATE INDEX sessions_user_id ON sessions (user_id);
 CREATE INDEX sessions_expires_at ON sessions (expires_at);
-CREATE INDEX sessions_revoked_access_expires_at ON sessions (access_expires_at)
-    WHERE revoked_at IS NOT NULL;
+CREATE INDEX sessions_revoked_at ON sessions (revoked_at) WHERE revoked_at IS NOT NULL;
+
+-- Every access token a session issued, until it expires: revoking the session denylists
+-- all of them, an earlier one copied by a thief included, not only the newest.
+CREATE TABLE session_access_tokens (
+    jti        uuid        PRIMARY KEY,
+    session_id uuid        NOT NULL REFERENCES sessions (id) ON DELETE CASCADE,
+    expires_at timestamptz NOT NULL
+);
+
+CREATE INDEX session_access_tokens_session_id ON session_access_tokens (session_id);
+CREATE INDEX session_access_tokens_expires_at ON session_access_tokens (expires_at);
 
 -- Refresh tokens, by the SHA-256 of the token: the token itself is never stored.
 CREATE TABLE refresh_tokens (

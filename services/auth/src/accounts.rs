@@ -78,7 +78,7 @@ impl Accounts {
         users: UsersClient,
         denylist: Denylist,
         limiter: Limiter,
-        refresh_ttl: Duration,
+        refresh_ttl: TimeDelta,
     ) -> Self {
         Self {
             store,
@@ -87,7 +87,7 @@ impl Accounts {
             users,
             denylist,
             limiter,
-            refresh_ttl: TimeDelta::from_std(refresh_ttl).unwrap_or(TimeDelta::days(14)),
+            refresh_ttl,
         }
     }
 
@@ -278,10 +278,15 @@ impl Accounts {
                 access,
                 refresh: next,
             }),
-            Rotation::Reused(last) => {
-                tracing::warn!(jti = %last.jti, "a rotated refresh token was presented again: session revoked");
-                if let Err(error) = self.denylist.revoke(last.jti, last.expires_at).await {
-                    tracing::warn!(%error, "cannot denylist the revoked session's access token");
+            Rotation::Reused(live) => {
+                tracing::warn!(
+                    access_tokens = live.len(),
+                    "a rotated refresh token was presented again: session revoked"
+                );
+                for grant in live {
+                    if let Err(error) = self.denylist.revoke(grant.jti, grant.expires_at).await {
+                        tracing::warn!(%error, jti = %grant.jti, "cannot denylist a revoked session's access token");
+                    }
                 }
                 Err(invalid_refresh_token())
             }
@@ -289,16 +294,14 @@ impl Accounts {
         }
     }
 
-    /// Ends the session of `presented` (if it is the caller's) and revokes the caller's
-    /// access token until it expires. Ending an ended session is not an error.
+    /// Ends the session of `presented` (if it is the caller's) and revokes its access tokens
+    /// and the caller's until they expire. Ending an ended session is not an error.
     pub async fn logout(&self, caller: &Principal, presented: &RefreshToken) -> Result<(), Error> {
         let mut revoke = vec![AccessGrant {
             jti: caller.jti,
             expires_at: caller.expires_at,
         }];
-        if let Some(last) = self.store.revoke_session(presented, caller.user_id).await? {
-            revoke.push(last);
-        }
+        revoke.extend(self.store.revoke_session(presented, caller.user_id).await?);
         for grant in revoke {
             self.denylist
                 .revoke(grant.jti, grant.expires_at)

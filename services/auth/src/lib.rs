@@ -48,6 +48,7 @@ pub static SPEC: ServiceSpec = ServiceSpec {
 /// its background work (the janitor; the admin bootstrap when configured).
 pub async fn endpoints(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
     let signer = Arc::new(settings.signer()?);
+    let refresh_ttl = settings.refresh_token_ttl()?;
     let admin = admin_account(&settings)?;
     let denylist = Denylist::new(context.redis.clone());
     let verifier = Verifier::from_jwks(signer.jwks(), &settings.jwt_issuer, &settings.jwt_audience)
@@ -73,7 +74,7 @@ pub async fn endpoints(context: Context, settings: Settings) -> Result<Endpoints
         users::UsersClient::new(&settings.users_grpc_url, settings.users_timeout())?,
         denylist,
         limiter,
-        settings.refresh_token_ttl(),
+        refresh_ttl,
     ));
 
     tokio::spawn(background::janitor(store, context.shutdown.clone()));

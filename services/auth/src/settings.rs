@@ -118,9 +118,17 @@ impl Settings {
         }
     }
 
-    /// Lifetime of refresh tokens.
-    pub fn refresh_token_ttl(&self) -> Duration {
-        Duration::from_secs(self.refresh_token_ttl_secs)
+    /// Lifetime of refresh tokens: a minute to a year.
+    pub fn refresh_token_ttl(&self) -> Result<chrono::TimeDelta, ConfigError> {
+        const YEAR: u64 = 365 * 24 * 60 * 60;
+        match self.refresh_token_ttl_secs {
+            // Both bounds fit an i64 of seconds, so the conversion cannot fail.
+            secs @ 60..=YEAR => Ok(chrono::TimeDelta::seconds(secs.cast_signed())),
+            _ => Err(invalid(
+                "AUTH_REFRESH_TOKEN_TTL_SECS",
+                "must be between 60 and 31536000 (a year)",
+            )),
+        }
     }
 
     /// Deadline of calls to the users service.
@@ -295,6 +303,26 @@ mod tests {
             .unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn refresh_token_lifetimes_are_kept_in_range() {
+        let with = |secs: &str| {
+            let settings: Settings = tessera_config::from_vars(
+                "AUTH_",
+                [
+                    ("AUTH_SIGNING_KEYS_DIR".to_owned(), "/keys".to_owned()),
+                    ("AUTH_REFRESH_TOKEN_TTL_SECS".to_owned(), secs.to_owned()),
+                ],
+            )
+            .unwrap();
+            settings.refresh_token_ttl()
+        };
+        assert_eq!(with("1209600").unwrap(), chrono::TimeDelta::days(14));
+        for out_of_range in ["0", "59", "31536001", "1000000000000"] {
+            let error = with(out_of_range).unwrap_err();
+            assert_eq!(error.variable, "AUTH_REFRESH_TOKEN_TTL_SECS");
+        }
     }
 
     #[test]

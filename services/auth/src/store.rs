@@ -45,8 +45,8 @@ pub enum Rotation<T> {
     /// The token was current: it is now used, and `next` replaces it.
     Rotated(T),
     /// The token was already rotated: someone replays it, so its whole session is now
-    /// revoked; the session's last access token is returned to be denylisted.
-    Reused(AccessGrant),
+    /// revoked; the session's unexpired access tokens are returned to be denylisted.
+    Reused(Vec<AccessGrant>),
     /// Unknown, expired, or its session is revoked.
     Refused,
 }
@@ -197,16 +197,14 @@ impl Store {
         let session_id = Uuid::now_v7();
         let mut tx = self.db.begin().await?;
         sqlx::query!(
-            "INSERT INTO sessions (id, user_id, access_jti, access_expires_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO sessions (id, user_id, expires_at) VALUES ($1, $2, $3)",
             session_id,
             user_id,
-            access.jti,
-            access.expires_at,
             refresh_expires_at
         )
         .execute(&mut *tx)
         .await?;
+        remember_access(&mut tx, session_id, access).await?;
         sqlx::query!(
             "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
             &refresh.digest()[..],
@@ -238,8 +236,7 @@ impl Store {
         let digest = presented.digest();
         let mut tx = self.db.begin().await.map_err(StoreError::from)?;
         let Some(row) = sqlx::query!(
-            "SELECT t.session_id, t.used_at, t.expires_at, s.user_id, s.revoked_at, \
-                    s.access_jti, s.access_expires_at, c.role \
+            "SELECT t.session_id, t.used_at, t.expires_at, s.user_id, s.revoked_at, c.role \
              FROM refresh_tokens t \
              JOIN sessions s ON s.id = t.session_id \
              JOIN credentials c ON c.user_id = s.user_id \
@@ -264,11 +261,9 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::from)?;
+            let live = live_access(&mut tx, row.session_id).await?;
             tx.commit().await.map_err(StoreError::from)?;
-            return Ok(Rotation::Reused(AccessGrant {
-                jti: row.access_jti,
-                expires_at: row.access_expires_at,
-            }));
+            return Ok(Rotation::Reused(live));
         }
         let access = issue(row.user_id, parse_role(row.user_id, row.role)?)?;
         sqlx::query!(
@@ -288,57 +283,63 @@ impl Store {
         .await
         .map_err(StoreError::from)?;
         sqlx::query!(
-            "UPDATE sessions SET access_jti = $2, access_expires_at = $3, expires_at = $4 \
-             WHERE id = $1",
+            "UPDATE sessions SET expires_at = $2 WHERE id = $1",
             row.session_id,
-            access.jti,
-            access.expires_at,
             next_expires_at
         )
         .execute(&mut *tx)
         .await
         .map_err(StoreError::from)?;
+        remember_access(&mut tx, row.session_id, AccessGrant::from(&access)).await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(Rotation::Rotated(access))
     }
 
-    /// Revokes the session `presented` belongs to, if it is `user_id`'s and still live;
-    /// returns its last access token.
+    /// Revokes the session `presented` belongs to, if it is `user_id`'s; returns its
+    /// unexpired access tokens. A session revoked already answers them too, so a logout
+    /// retried after its denylisting failed denylists them after all.
     pub async fn revoke_session(
         &self,
         presented: &RefreshToken,
         user_id: Uuid,
-    ) -> Result<Option<AccessGrant>, StoreError> {
-        let revoked = sqlx::query!(
-            "UPDATE sessions s SET revoked_at = now() \
+    ) -> Result<Vec<AccessGrant>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        // The row lock waits for a refresh in flight, whose access token is then seen.
+        let Some(session) = sqlx::query_scalar!(
+            "UPDATE sessions s SET revoked_at = coalesce(s.revoked_at, now()) \
              FROM refresh_tokens t \
-             WHERE t.token_hash = $1 AND s.id = t.session_id \
-               AND s.user_id = $2 AND s.revoked_at IS NULL \
-             RETURNING s.access_jti, s.access_expires_at",
+             WHERE t.token_hash = $1 AND s.id = t.session_id AND s.user_id = $2 \
+             RETURNING s.id",
             &presented.digest()[..],
             user_id
         )
-        .fetch_optional(&self.db)
-        .await?;
-        Ok(revoked.map(|row| AccessGrant {
-            jti: row.access_jti,
-            expires_at: row.access_expires_at,
-        }))
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
+        let live = live_access(&mut tx, session).await?;
+        tx.commit().await?;
+        Ok(live)
     }
 
     /// Deletes pending credentials older than `abandoned_after`, expired sessions, revoked
-    /// ones whose last access token has expired, and expired refresh tokens (a used one is
-    /// kept until then, to recognise its reuse), a batch at a time. Returns how many rows went.
+    /// ones whose access tokens have all expired, expired access tokens and expired refresh
+    /// tokens (a used one is kept until then, to recognise its reuse), a batch at a time.
+    /// Returns how many rows went.
     pub async fn sweep(&self, abandoned_after: Duration) -> Result<u64, StoreError> {
         const BATCH: i64 = 1_000;
         let mut removed = 0;
         loop {
             let batches = [
+                // The conditions are repeated outside: a registration that takes over an
+                // abandoned row meanwhile makes it young again, and must keep it.
                 sqlx::query!(
                     "DELETE FROM credentials WHERE user_id IN ( \
                         SELECT user_id FROM credentials \
                         WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1) \
-                        LIMIT $2)",
+                        LIMIT $2) \
+                     AND status = 'pending' AND created_at < now() - make_interval(secs => $1)",
                     abandoned_after.as_secs_f64(),
                     BATCH
                 )
@@ -353,8 +354,18 @@ impl Store {
                 .await?,
                 sqlx::query!(
                     "DELETE FROM sessions WHERE id IN ( \
-                        SELECT id FROM sessions \
-                        WHERE revoked_at IS NOT NULL AND access_expires_at < now() LIMIT $1)",
+                        SELECT s.id FROM sessions s \
+                        WHERE s.revoked_at IS NOT NULL AND NOT EXISTS ( \
+                            SELECT 1 FROM session_access_tokens a \
+                            WHERE a.session_id = s.id AND a.expires_at >= now()) \
+                        LIMIT $1)",
+                    BATCH
+                )
+                .execute(&self.db)
+                .await?,
+                sqlx::query!(
+                    "DELETE FROM session_access_tokens WHERE jti IN ( \
+                        SELECT jti FROM session_access_tokens WHERE expires_at < now() LIMIT $1)",
                     BATCH
                 )
                 .execute(&self.db)
@@ -377,32 +388,72 @@ impl Store {
 }
 
 /// Deletes `user_id`'s credential and sessions through `connection` (inside the consumer's
-/// transaction); returns the sessions' live access tokens, to denylist.
+/// transaction); returns the sessions' unexpired access tokens, to denylist.
 pub async fn forget_user(
     connection: &mut PgConnection,
     user_id: Uuid,
 ) -> Result<Vec<AccessGrant>, StoreError> {
-    // Deleting the sessions first waits for any refresh in flight (it holds their rows) and
-    // returns the access token it issued, not the one before it.
-    let sessions = sqlx::query!(
-        "DELETE FROM sessions WHERE user_id = $1 \
-         RETURNING access_jti, access_expires_at, revoked_at",
+    // Locking the credential waits for logins in flight (their new session holds a key lock
+    // on it) and keeps new ones out; locking the sessions waits for refreshes in flight. The
+    // tokens they issued are then seen by the next statement.
+    sqlx::query!(
+        "SELECT user_id FROM credentials WHERE user_id = $1 FOR UPDATE",
+        user_id
+    )
+    .fetch_optional(&mut *connection)
+    .await?;
+    sqlx::query!(
+        "SELECT id FROM sessions WHERE user_id = $1 FOR UPDATE",
         user_id
     )
     .fetch_all(&mut *connection)
     .await?;
+    let live = sqlx::query_as!(
+        AccessGrant,
+        "SELECT a.jti, a.expires_at FROM session_access_tokens a \
+         JOIN sessions s ON s.id = a.session_id \
+         WHERE s.user_id = $1 AND a.expires_at > now()",
+        user_id
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    // Sessions, their access and refresh tokens go with it (ON DELETE CASCADE).
     sqlx::query!("DELETE FROM credentials WHERE user_id = $1", user_id)
         .execute(&mut *connection)
         .await?;
-    let now = Utc::now();
-    Ok(sessions
-        .into_iter()
-        .filter(|row| row.revoked_at.is_none() && row.access_expires_at > now)
-        .map(|row| AccessGrant {
-            jti: row.access_jti,
-            expires_at: row.access_expires_at,
-        })
-        .collect())
+    Ok(live)
+}
+
+/// Records an access token `session` issued.
+async fn remember_access(
+    connection: &mut PgConnection,
+    session: Uuid,
+    access: AccessGrant,
+) -> Result<(), StoreError> {
+    sqlx::query!(
+        "INSERT INTO session_access_tokens (jti, session_id, expires_at) VALUES ($1, $2, $3)",
+        access.jti,
+        session,
+        access.expires_at
+    )
+    .execute(connection)
+    .await?;
+    Ok(())
+}
+
+/// The access tokens `session` issued that have not expired.
+async fn live_access(
+    connection: &mut PgConnection,
+    session: Uuid,
+) -> Result<Vec<AccessGrant>, StoreError> {
+    Ok(sqlx::query_as!(
+        AccessGrant,
+        "SELECT jti, expires_at FROM session_access_tokens \
+         WHERE session_id = $1 AND expires_at > now()",
+        session
+    )
+    .fetch_all(connection)
+    .await?)
 }
 
 /// Applies a profile's role as of `changed_at` through `connection`, unless a later change

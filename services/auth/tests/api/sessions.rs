@@ -30,12 +30,12 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
     let replay = app.refresh(&stolen.refresh).await;
 
     assert_problem(replay, 401, None).await;
-    // The legitimate holder's newer tokens die with the session.
+    // The legitimate holder's newer tokens die with the session, and so does the access
+    // token stolen with the refresh token.
     assert_problem(app.refresh(&current.refresh).await, 401, None).await;
-    assert_eq!(
-        app.me(&current.access).await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    for access in [&current.access, &stolen.access] {
+        assert_eq!(app.me(access).await.status(), StatusCode::UNAUTHORIZED);
+    }
     // Other sessions of the same account are untouched.
     let other = app.login(&account).await;
     session(app.refresh(&other.refresh).await).await;
@@ -81,6 +81,21 @@ async fn logout_ends_the_session_and_revokes_the_access_token_everywhere() {
     // The other session lives on.
     assert_eq!(app.me(&session_two.access).await.status(), StatusCode::OK);
     session(app.refresh(&session_two.refresh).await).await;
+}
+
+#[tokio::test]
+async fn logout_revokes_every_access_token_the_session_issued() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let first = app.login(&account).await;
+    let second = session(app.refresh(&first.refresh).await).await;
+    assert_eq!(app.me(&first.access).await.status(), StatusCode::OK);
+
+    assert_eq!(app.logout(&second).await.status(), StatusCode::NO_CONTENT);
+
+    for access in [&first.access, &second.access] {
+        assert_eq!(app.me(access).await.status(), StatusCode::UNAUTHORIZED);
+    }
 }
 
 #[tokio::test]
@@ -235,10 +250,9 @@ async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
     let ended = app.login(&account).await;
     assert_eq!(app.logout(&ended).await.status(), StatusCode::NO_CONTENT);
     let db = sqlx::PgPool::connect(app.auth_db.url()).await.unwrap();
-    // Age everything of the ended session, and leave an abandoned registration behind.
+    // Let every access token expire, and leave an abandoned registration behind.
     for sql in [
-        "UPDATE sessions SET access_expires_at = now() - interval '1 minute' \
-         WHERE revoked_at IS NOT NULL",
+        "UPDATE session_access_tokens SET expires_at = now() - interval '1 minute'",
         "INSERT INTO credentials (user_id, email, password_hash, created_at) \
          VALUES (gen_random_uuid(), 'abandoned@example.com', 'x', now() - interval '1 hour')",
     ] {
@@ -252,8 +266,9 @@ async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
         .unwrap();
 
     assert_eq!(
-        removed, 2,
-        "the ended session and the abandoned registration"
+        removed, 3,
+        "the ended session (with its tokens), the live session's expired access token and \
+         the abandoned registration"
     );
     assert_eq!(app.credentials_for("abandoned@example.com").await, 0);
     session(app.refresh(&live.refresh).await).await;
