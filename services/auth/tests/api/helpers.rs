@@ -353,6 +353,12 @@ where
     value
 }
 
+/// The `Retry-After` of a 429 answer.
+pub fn retry_after(response: &Response) -> Duration {
+    let secs = response.headers()["retry-after"].to_str().unwrap();
+    Duration::from_secs(secs.parse().unwrap())
+}
+
 /// The tokens of a 200 login or refresh answer.
 pub async fn session(response: Response) -> Session {
     let status = response.status();

@@ -7,7 +7,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{KID, PASSWORD, assert_problem, email, session, spawn_app, spawn_app_with};
+use crate::helpers::{
+    KID, PASSWORD, assert_problem, email, retry_after, session, spawn_app, spawn_app_with,
+};
 
 fn decode(part: &str) -> Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
@@ -118,18 +120,14 @@ async fn failed_logins_per_email_are_limited_until_the_window_passes() {
 
     // Even the right password waits now: the limit is checked before any password is.
     let limited = app.login_with(&account.email, PASSWORD).await;
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let retry_after = retry_after(&limited);
+    assert!((1..=2).contains(&retry_after.as_secs()), "{retry_after:?}");
     assert_problem(limited, 429, None).await;
     // Another account is not affected.
     let other = app.register().await;
     app.login(&other).await;
 
-    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(200)).await;
+    tokio::time::sleep(retry_after + Duration::from_millis(200)).await;
     let response = app.login_with(&account.email, PASSWORD).await;
     session(response).await;
 }

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use tessera_proto::users::v1 as users_proto;
 use uuid::Uuid;
 
-use crate::helpers::{PASSWORD, assert_problem, email, spawn_app, spawn_app_with};
+use crate::helpers::{PASSWORD, assert_problem, email, retry_after, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn registering_creates_the_credential_and_the_profile() {
@@ -202,16 +202,12 @@ async fn registrations_from_one_address_are_limited_until_the_window_passes() {
 
     let refused = email();
     let limited = app.register_with(&refused, PASSWORD, "Ada").await;
-    let retry_after: u64 = limited.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!((1..=2).contains(&retry_after), "{retry_after}");
+    let retry_after = retry_after(&limited);
+    assert!((1..=2).contains(&retry_after.as_secs()), "{retry_after:?}");
     assert_problem(limited, 429, None).await;
     assert_eq!(app.credentials_for(&refused).await, 0);
 
-    tokio::time::sleep(Duration::from_secs(retry_after) + Duration::from_millis(200)).await;
+    tokio::time::sleep(retry_after + Duration::from_millis(200)).await;
     let response = app.register_with(&refused, PASSWORD, "Ada").await;
     assert_eq!(response.status(), StatusCode::CREATED);
 }
