@@ -247,7 +247,8 @@ impl Accounts {
     async fn open_session(&self, user_id: Uuid, role: Role) -> Result<Tokens, Error> {
         let access = self.signer.issue(user_id, role)?;
         let refresh = RefreshToken::generate();
-        self.store
+        let opened = self
+            .store
             .open_session(
                 user_id,
                 AccessGrant::from(&access),
@@ -255,6 +256,9 @@ impl Accounts {
                 self.refresh_expiry(),
             )
             .await?;
+        if !opened {
+            return Err(wrong_credentials());
+        }
         Ok(Tokens { access, refresh })
     }
 

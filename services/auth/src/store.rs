@@ -186,24 +186,31 @@ impl Store {
         Ok(())
     }
 
-    /// Starts a session for `user_id` with its first access and refresh tokens.
+    /// Starts a session for `user_id` with its first access and refresh tokens. `false` if
+    /// the credential is gone (the user was deleted since the password was checked).
     pub async fn open_session(
         &self,
         user_id: Uuid,
         access: AccessGrant,
         refresh: &RefreshToken,
         refresh_expires_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let session_id = Uuid::now_v7();
         let mut tx = self.db.begin().await?;
-        sqlx::query!(
+        let opened = sqlx::query!(
             "INSERT INTO sessions (id, user_id, expires_at) VALUES ($1, $2, $3)",
             session_id,
             user_id,
             refresh_expires_at
         )
         .execute(&mut *tx)
-        .await?;
+        .await;
+        match opened {
+            Err(sqlx::Error::Database(error)) if error.is_foreign_key_violation() => {
+                return Ok(false);
+            }
+            opened => opened?,
+        };
         remember_access(&mut tx, session_id, access).await?;
         sqlx::query!(
             "INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)",
@@ -214,7 +221,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Exchanges `presented` for `next` (valid until `next_expires_at`) in one transaction.

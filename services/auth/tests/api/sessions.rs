@@ -274,3 +274,29 @@ async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
     session(app.refresh(&live.refresh).await).await;
     db.close().await;
 }
+
+#[tokio::test]
+async fn no_session_opens_for_a_credential_deleted_meanwhile() {
+    // A login whose user is deleted between its password check and its session: the
+    // session's insert finds no credential, and the login is an ordinary failure.
+    let app = spawn_app().await;
+    let db = sqlx::PgPool::connect(app.auth_db.url()).await.unwrap();
+    let store = auth::store::Store::new(db.clone());
+    let access = auth::store::AccessGrant {
+        jti: uuid::Uuid::now_v7(),
+        expires_at: chrono::Utc::now() + chrono::TimeDelta::minutes(15),
+    };
+
+    let opened = store
+        .open_session(
+            uuid::Uuid::now_v7(),
+            access,
+            &auth::refresh::RefreshToken::generate(),
+            chrono::Utc::now() + chrono::TimeDelta::days(1),
+        )
+        .await
+        .unwrap();
+
+    assert!(!opened);
+    db.close().await;
+}
