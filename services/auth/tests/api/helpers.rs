@@ -10,6 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tessera_jwt::{Signer, SigningKey};
 use tessera_proto::auth::v1::auth_service_client::AuthServiceClient;
+use tessera_proto::auth::v1::{ValidateTokenRequest, ValidateTokenResponse};
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
 use tessera_testkit::app::{InProcess, Ports};
 use tessera_testkit::database::TestDatabase;
@@ -267,8 +268,14 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn auth_grpc(&self) -> AuthServiceClient<Channel> {
+    /// What auth's gRPC `ValidateToken` answers for `access`.
+    pub async fn validate(&self, access: &str) -> Result<ValidateTokenResponse, tonic::Status> {
         AuthServiceClient::new(self.auth.channel().await)
+            .validate_token(ValidateTokenRequest {
+                access_token: access.to_owned(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
     }
 
     pub async fn users_grpc(&self) -> UserServiceClient<Channel> {

@@ -66,14 +66,7 @@ async fn logout_ends_the_session_and_revokes_the_access_token_everywhere() {
         app.me(&session_one.access).await.status(),
         StatusCode::UNAUTHORIZED
     );
-    let status = app
-        .auth_grpc()
-        .await
-        .validate_token(tessera_proto::auth::v1::ValidateTokenRequest {
-            access_token: session_one.access.clone(),
-        })
-        .await
-        .unwrap_err();
+    let status = app.validate(&session_one.access).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated);
     assert_problem(app.refresh(&session_one.refresh).await, 401, None).await;
     // The token is revoked, so logging out again with it is refused.
@@ -153,14 +146,7 @@ async fn deleting_the_user_revokes_every_session_and_the_credential() {
     assert_problem(app.refresh(&kept.refresh).await, 401, None).await;
     assert_problem(app.refresh(&active.refresh).await, 401, None).await;
     assert_problem(app.login_with(&account.email, PASSWORD).await, 401, None).await;
-    let status = app
-        .auth_grpc()
-        .await
-        .validate_token(tessera_proto::auth::v1::ValidateTokenRequest {
-            access_token: kept.access.clone(),
-        })
-        .await
-        .unwrap_err();
+    let status = app.validate(&kept.access).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "denylisted");
 }
 

@@ -10,21 +10,13 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tessera_jwt::{Claims, Role, Signer, SigningKey};
-use tessera_proto::auth::v1::ValidateTokenRequest;
 use uuid::Uuid;
 
 use crate::helpers::{KID, TestApp, eventually, spawn_app, write_key};
 
 /// Asserts that both auth's ValidateToken and the users service refuse `token`.
 async fn refused_everywhere(app: &TestApp, token: &str, what: &str) {
-    let status = app
-        .auth_grpc()
-        .await
-        .validate_token(ValidateTokenRequest {
-            access_token: token.to_owned(),
-        })
-        .await
-        .unwrap_err();
+    let status = app.validate(token).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{what}");
     assert_eq!(
         app.me(token).await.status(),
@@ -56,29 +48,14 @@ async fn validate_token_returns_the_principal_of_a_live_token() {
     let account = app.register().await;
     let session = app.login(&account).await;
 
-    let principal = app
-        .auth_grpc()
-        .await
-        .validate_token(ValidateTokenRequest {
-            access_token: session.access.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let principal = app.validate(&session.access).await.unwrap();
 
     assert_eq!(principal.user_id, account.id.to_string());
     assert_eq!(principal.role, "user");
     assert_eq!(principal.token_id.len(), 36);
     let expires_in = principal.expires_at.unwrap().seconds - Utc::now().timestamp();
     assert!((890..=900).contains(&expires_in), "{expires_in}");
-    let empty = app
-        .auth_grpc()
-        .await
-        .validate_token(ValidateTokenRequest {
-            access_token: " ".to_owned(),
-        })
-        .await
-        .unwrap_err();
+    let empty = app.validate(" ").await.unwrap_err();
     assert_eq!(empty.code(), tonic::Code::Unauthenticated);
 }
 
