@@ -91,10 +91,15 @@ impl KeySource {
     /// The key set in use now, if it has `kid` (fetching a remote one as needed).
     async fn with_kid(&self, kid: &str) -> Result<Option<Arc<KeySet>>, TokenError> {
         match self {
-            Self::Fixed(keys) => Ok(keys.get(kid).is_some().then(|| Arc::clone(keys))),
+            Self::Fixed(keys) => Ok(having(keys, kid)),
             Self::Remote(remote) => remote.with_kid(kid).await,
         }
     }
+}
+
+/// `keys`, if it has `kid`.
+fn having(keys: &Arc<KeySet>, kid: &str) -> Option<Arc<KeySet>> {
+    keys.get(kid).is_some().then(|| Arc::clone(keys))
 }
 
 /// Tokens that passed every check but the denylist, by their full text, with the key set
@@ -284,12 +289,6 @@ fn rejection(error: jsonwebtoken::errors::Error) -> TokenError {
     TokenError::Invalid(reason.to_owned())
 }
 
-impl Fetched {
-    fn with_kid(&self, kid: &str) -> Option<Arc<KeySet>> {
-        self.keys.get(kid).is_some().then(|| Arc::clone(&self.keys))
-    }
-}
-
 /// Keys from a JWKS URL: cached, refreshed when old, refetched (rate limited) on an unknown kid.
 struct RemoteKeys {
     url: String,
@@ -324,11 +323,11 @@ impl RemoteKeys {
             };
             let fresh = self.refresh(last_fetch, seen.as_ref()).await?;
             // A key the fresh set dropped is refused from now on.
-            return Ok(fresh.with_kid(kid));
+            return Ok(having(&fresh.keys, kid));
         }
         let last_fetch = self.last_fetch.lock().await;
         let fresh = self.refresh(last_fetch, seen.as_ref()).await?;
-        Ok(fresh.with_kid(kid))
+        Ok(having(&fresh.keys, kid))
     }
 
     fn cached(&self) -> Option<Arc<Fetched>> {
