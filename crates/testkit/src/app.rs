@@ -56,6 +56,9 @@ impl Ports {
     }
 }
 
+/// The service's `serve` has returned.
+struct Stopped;
+
 /// A service served by [`tessera_runtime::serve_on`] in this process until
 /// [`InProcess::stop`] (or drop).
 pub struct InProcess {
@@ -121,19 +124,27 @@ impl InProcess {
 
     /// Waits for readiness, failing at once with the reason when the service stops instead.
     async fn wait_until_started(&mut self) {
+        if self.poll_ready(200).await.is_err() {
+            let outcome = self.task.take().unwrap().await;
+            panic!("the service stopped before it was ready: {outcome:?}");
+        }
+    }
+
+    /// Polls `/health/ready` until it answers `status` (up to [`READY_WITHIN`]); `Err` as soon
+    /// as the service has stopped.
+    async fn poll_ready(&self, status: u16) -> Result<(), Stopped> {
         let deadline = tokio::time::Instant::now() + READY_WITHIN;
         while tokio::time::Instant::now() < deadline {
-            if self.task.as_ref().is_some_and(JoinHandle::is_finished) {
-                let outcome = self.task.take().unwrap().await;
-                panic!("the service stopped before it was ready: {outcome:?}");
+            if self.task.as_ref().is_none_or(JoinHandle::is_finished) {
+                return Err(Stopped);
             }
-            if self.ready_status().await == 200 {
-                return;
+            if self.ready_status().await == status {
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!(
-            "{}/health/ready did not answer 200 within {READY_WITHIN:?}",
+            "{}/health/ready did not answer {status} within {READY_WITHIN:?}",
             self.http
         );
     }
@@ -167,14 +178,12 @@ impl InProcess {
 
     /// Waits (up to [`READY_WITHIN`]) until `/health/ready` answers `status`.
     pub async fn wait_for_ready(&self, status: u16) {
-        let deadline = tokio::time::Instant::now() + READY_WITHIN;
-        while tokio::time::Instant::now() < deadline {
-            if self.ready_status().await == status {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        if self.poll_ready(status).await.is_err() {
+            panic!(
+                "{} stopped while waiting for /health/ready {status}",
+                self.http
+            );
         }
-        panic!("{}/health/ready never answered {status}", self.http);
     }
 
     /// The `/metrics` text.
