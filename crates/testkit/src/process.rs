@@ -1,11 +1,13 @@
 //! A service binary running as a real process, as in production.
 
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 /// A running service process; killed when dropped.
 pub struct ServiceProcess {
     child: Child,
+    ports: (u16, u16),
     http: String,
     grpc: String,
 }
@@ -17,37 +19,56 @@ impl ServiceProcess {
     /// A port found free can be taken by someone else before the process binds it; a process
     /// that exits before it is ready is therefore started again on other ports, twice at most.
     pub async fn start(
-        binary: &str,
+        binary: impl AsRef<Path>,
         args: &[&str],
         prefix: &str,
         env: &[(String, String)],
     ) -> Self {
+        let binary = binary.as_ref();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let (http, grpc) = (crate::free_port(), crate::free_port());
-            let mut env = env.to_vec();
-            crate::set_var(&mut env, prefix, "HTTP_PORT", http.to_string());
-            crate::set_var(&mut env, prefix, "GRPC_PORT", grpc.to_string());
-            let child = Command::new(binary)
-                .args(args)
-                .envs(env)
-                .stdin(Stdio::null())
-                .spawn()
-                .unwrap();
-            let mut process = Self {
-                child,
-                http: format!("http://127.0.0.1:{http}"),
-                grpc: format!("http://127.0.0.1:{grpc}"),
-            };
-            match process.wait_until_ready(Duration::from_secs(30)).await {
-                Ok(()) => return process,
-                Err(status) if attempts < 3 => {
-                    eprintln!("{binary} exited before it was ready ({status}); starting it again");
-                }
-                Err(status) => panic!("{binary} exited before it was ready: {status}"),
+            let ports = (crate::free_port(), crate::free_port());
+            match Self::start_on(binary, args, prefix, env, ports).await {
+                Ok(process) => return process,
+                Err(status) if attempts < 3 => eprintln!(
+                    "{} exited before it was ready ({status}); starting it again",
+                    binary.display()
+                ),
+                Err(status) => panic!("{} exited before it was ready: {status}", binary.display()),
             }
         }
+    }
+
+    /// Starts `binary` like [`ServiceProcess::start`], but on the given `(http, grpc)` ports
+    /// and once only: the status it exited with if it did before it was ready (a port taken
+    /// meanwhile, or bad settings), for the caller to decide what to try next.
+    pub async fn start_on(
+        binary: impl AsRef<Path>,
+        args: &[&str],
+        prefix: &str,
+        env: &[(String, String)],
+        (http, grpc): (u16, u16),
+    ) -> Result<Self, ExitStatus> {
+        let mut env = env.to_vec();
+        crate::set_var(&mut env, prefix, "HTTP_PORT", http.to_string());
+        crate::set_var(&mut env, prefix, "GRPC_PORT", grpc.to_string());
+        let child = Command::new(binary.as_ref())
+            .args(args)
+            .envs(env)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot run {}: {error}", binary.as_ref().display()));
+        let mut process = Self {
+            child,
+            ports: (http, grpc),
+            http: format!("http://127.0.0.1:{http}"),
+            grpc: format!("http://127.0.0.1:{grpc}"),
+        };
+        process
+            .wait_until_ready(Duration::from_secs(30))
+            .await
+            .map(|()| process)
     }
 
     /// The REST base URL, without trailing slash.
@@ -58,6 +79,11 @@ impl ServiceProcess {
     /// The gRPC endpoint URL.
     pub fn grpc_url(&self) -> &str {
         &self.grpc
+    }
+
+    /// The `(http, grpc)` ports it listens on, to start its successor where others expect it.
+    pub fn ports(&self) -> (u16, u16) {
+        self.ports
     }
 
     /// The process id, e.g. to send it a signal.
@@ -78,6 +104,39 @@ impl ServiceProcess {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Stops the process as its orchestrator would, with SIGTERM, and returns its exit status
+    /// once it has drained and exited (within `limit`, else it is killed and this panics).
+    pub async fn stop(mut self, limit: Duration) -> ExitStatus {
+        use nix::sys::signal::{Signal, kill};
+        use nix::unistd::Pid;
+
+        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        // Already gone is fine: the status below says how it ended.
+        let _ = kill(pid, Signal::SIGTERM);
+        self.wait_for_exit(limit).await
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.http))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of a counter in `/metrics` with all of `labels` (`r#"result="hit""#`),
+    /// summed over the series that match; 0 when there is none.
+    pub async fn counter(&self, name: &str, labels: &[&str]) -> f64 {
+        self.metrics()
+            .await
+            .lines()
+            .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
     }
 
     /// Ready within `limit`, or the status the process exited with first.

@@ -1,5 +1,5 @@
-//! `spawn_app()`: auth and the users service it registers profiles with, wired together
-//! (users trusts auth's JWKS, auth calls users over gRPC and consumes its events).
+//! `spawn_app()`: the auth and users binaries, wired together (users trusts auth's JWKS,
+//! auth calls users over gRPC and consumes its events).
 
 use std::time::Duration;
 
@@ -8,12 +8,13 @@ use lapin::types::FieldTable;
 use reqwest::{Response, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
+use tessera_e2e::binary;
 use tessera_jwt::{Signer, SigningKey};
 use tessera_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tessera_proto::auth::v1::{ValidateTokenRequest, ValidateTokenResponse};
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
-use tessera_testkit::app::{InProcess, Ports};
 use tessera_testkit::database::TestDatabase;
+use tessera_testkit::process::ServiceProcess;
 use tessera_testkit::proxy::TcpProxy;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -29,8 +30,8 @@ pub const PASSWORD: &str = "correct horse battery staple";
 
 /// auth and users, each with its own database.
 pub struct TestApp {
-    pub auth: InProcess,
-    pub users: InProcess,
+    pub auth: ServiceProcess,
+    pub users: ServiceProcess,
     pub auth_db: TestDatabase,
     pub users_db: TestDatabase,
     pub keys: tempfile::TempDir,
@@ -62,66 +63,78 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     let keys = tempfile::tempdir().unwrap();
     write_key(keys.path(), KID);
-    let auth_db = TestDatabase::migrated(&auth::MIGRATOR).await;
-    let users_db = TestDatabase::migrated(&users::MIGRATOR).await;
-    let mut auth_env = tessera_testkit::service_env(AUTH, auth_db.url());
-    // Bound now: users is told where auth's JWKS will be before auth starts.
-    let auth_ports = Ports::bind();
-
-    let mut users_env = tessera_testkit::service_env(USERS, users_db.url());
-    tessera_testkit::set_var(
-        &mut users_env,
-        USERS,
-        "JWKS_URL",
-        format!("{}/.well-known/jwks.json", auth_ports.http_url()),
-    );
-    let users_settings: users::Settings =
-        tessera_config::from_vars(USERS, users_env.clone()).unwrap();
-    let users = InProcess::start(&users::SPEC, users_env, move |context| {
-        users::endpoints(context, users_settings)
-    })
-    .await;
-
-    let users_proxy =
-        TcpProxy::start(users.grpc().trim_start_matches("http://").parse().unwrap()).await;
+    // Empty: each binary applies its own migrations as it starts.
+    let auth_db = TestDatabase::empty().await;
+    let users_db = TestDatabase::empty().await;
     let queue = format!("auth-test-{}", Uuid::now_v7().simple());
-    for (name, value) in [
-        ("SIGNING_KEYS_DIR", keys.path().display().to_string()),
-        ("USERS_GRPC_URL", format!("http://{}", users_proxy.addr())),
-        // Small but real costs: the defaults would make every test login slow.
-        ("ARGON2_MEMORY_KIB", "4096".to_owned()),
-        ("ARGON2_ITERATIONS", "1".to_owned()),
-        ("EVENTS_QUEUE", queue.clone()),
-        // Every test app logs in from 127.0.0.1: its own counters, or they would add up.
-        ("LOGIN_LIMITS_KEY_PREFIX", format!("test:{queue}")),
-        ("EVENTS_QUEUE_EXPIRES_SECS", "120".to_owned()),
-    ] {
-        tessera_testkit::set_var(&mut auth_env, AUTH, name, value);
-    }
-    for (name, value) in overrides {
-        tessera_testkit::set_var(&mut auth_env, AUTH, name, value.clone());
-    }
-    let auth = start_auth(auth_ports, auth_env.clone()).await;
-    wait_for_queue(&queue).await;
-    TestApp {
-        auth,
-        users,
-        auth_db,
-        users_db,
-        keys,
-        users_proxy,
-        auth_env,
-        client: reqwest::Client::new(),
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        // Chosen now: users is told where auth's JWKS will be before auth starts. Another
+        // process can take them meanwhile; then auth exits, and the pair starts again.
+        let auth_ports = (tessera_testkit::free_port(), tessera_testkit::free_port());
+        let mut users_env = tessera_testkit::service_env(USERS, users_db.url());
+        tessera_testkit::set_var(
+            &mut users_env,
+            USERS,
+            "JWKS_URL",
+            format!("http://127.0.0.1:{}/.well-known/jwks.json", auth_ports.0),
+        );
+        let users = ServiceProcess::start(binary("users"), &[], USERS, &users_env).await;
+
+        let users_proxy = TcpProxy::start(
+            users
+                .grpc_url()
+                .trim_start_matches("http://")
+                .parse()
+                .unwrap(),
+        )
+        .await;
+        let mut auth_env = tessera_testkit::service_env(AUTH, auth_db.url());
+        for (name, value) in [
+            ("SIGNING_KEYS_DIR", keys.path().display().to_string()),
+            ("USERS_GRPC_URL", format!("http://{}", users_proxy.addr())),
+            // Small but real costs: the defaults would make every test login slow.
+            ("ARGON2_MEMORY_KIB", "4096".to_owned()),
+            ("ARGON2_ITERATIONS", "1".to_owned()),
+            ("EVENTS_QUEUE", queue.clone()),
+            // Every test app logs in from 127.0.0.1: its own counters, or they would add up.
+            ("LOGIN_LIMITS_KEY_PREFIX", format!("test:{queue}")),
+            ("EVENTS_QUEUE_EXPIRES_SECS", "120".to_owned()),
+        ] {
+            tessera_testkit::set_var(&mut auth_env, AUTH, name, value);
+        }
+        for (name, value) in overrides {
+            tessera_testkit::set_var(&mut auth_env, AUTH, name, value.clone());
+        }
+        let auth = match start_auth(auth_ports, &auth_env).await {
+            Ok(auth) => auth,
+            Err(status) if attempts < 3 => {
+                eprintln!("auth exited before it was ready ({status}); starting both again");
+                continue;
+            }
+            Err(status) => panic!("auth exited before it was ready: {status}"),
+        };
+        wait_for_queue(&queue).await;
+        return TestApp {
+            auth,
+            users,
+            auth_db,
+            users_db,
+            keys,
+            users_proxy,
+            auth_env,
+            client: reqwest::Client::new(),
+        };
     }
 }
 
-/// Starts auth on `ports` with `env`.
-async fn start_auth(ports: Ports, env: Vec<(String, String)>) -> InProcess {
-    let settings: auth::Settings = tessera_config::from_vars(AUTH, env.clone()).unwrap();
-    InProcess::start_on(ports, &auth::SPEC, env, move |context| {
-        auth::endpoints(context, settings)
-    })
-    .await
+/// The auth binary on `ports` with `env`, once it is ready; how it exited if it did first.
+async fn start_auth(
+    ports: (u16, u16),
+    env: &[(String, String)],
+) -> Result<ServiceProcess, std::process::ExitStatus> {
+    ServiceProcess::start_on(binary("auth"), &[], AUTH, env, ports).await
 }
 
 /// Writes a new Ed25519 key `<kid>.pem` into `dir`.
@@ -166,11 +179,11 @@ pub fn email() -> String {
 
 impl TestApp {
     pub fn auth_url(&self, path: &str) -> String {
-        format!("{}{path}", self.auth.http())
+        format!("{}{path}", self.auth.http_url())
     }
 
     pub fn users_url(&self, path: &str) -> String {
-        format!("{}{path}", self.users.http())
+        format!("{}{path}", self.users.http_url())
     }
 
     /// The signer auth uses, read from the same key file: what lets a test forge tokens
@@ -270,7 +283,7 @@ impl TestApp {
 
     /// What auth's gRPC `ValidateToken` answers for `access`.
     pub async fn validate(&self, access: &str) -> Result<ValidateTokenResponse, tonic::Status> {
-        AuthServiceClient::new(self.auth.channel().await)
+        AuthServiceClient::new(self.auth.channel().await.unwrap())
             .validate_token(ValidateTokenRequest {
                 access_token: access.to_owned(),
             })
@@ -279,7 +292,7 @@ impl TestApp {
     }
 
     pub async fn users_grpc(&self) -> UserServiceClient<Channel> {
-        UserServiceClient::new(self.users.channel().await)
+        UserServiceClient::new(self.users.channel().await.unwrap())
     }
 
     /// Stops auth and starts it again with the same settings (and ports).
@@ -288,7 +301,8 @@ impl TestApp {
         self.restart_auth_with(env).await
     }
 
-    /// Stops auth and starts it with `env`.
+    /// Stops auth (SIGTERM, as on a rollout) and starts it with `env` on the same ports,
+    /// where users fetches its JWKS.
     pub async fn restart_auth_with(self, env: Vec<(String, String)>) -> Self {
         let Self {
             auth,
@@ -300,8 +314,12 @@ impl TestApp {
             client,
             ..
         } = self;
-        let ports = auth.stop_keeping_ports().await;
-        let auth = start_auth(ports, env.clone()).await;
+        let ports = auth.ports();
+        let status = auth.stop(Duration::from_secs(30)).await;
+        assert!(status.success(), "auth did not stop cleanly: {status}");
+        let auth = start_auth(ports, &env)
+            .await
+            .unwrap_or_else(|status| panic!("auth did not start again: {status}"));
         Self {
             auth,
             users,

@@ -1,6 +1,6 @@
-//! The auth service against the real PostgreSQL, Redis and RabbitMQ and a real users service,
-//! each on a fresh database, served in-process on free ports and driven through REST and
-//! tonic clients.
+//! The auth binary against the real PostgreSQL, Redis and RabbitMQ and the users binary,
+//! each a child process on a fresh database and free ports, driven through REST and tonic
+//! clients.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -194,27 +194,6 @@ async fn session_refreshes(app: &TestApp, refresh: &str) {
 }
 
 #[tokio::test]
-async fn a_missing_or_bad_key_directory_stops_startup_naming_the_variable() {
-    let dir = tempfile::tempdir().unwrap();
-    let settings: Result<auth::Settings, _> = tessera_config::from_vars(
-        "AUTH_",
-        vec![(
-            "AUTH_SIGNING_KEYS_DIR".to_owned(),
-            dir.path().display().to_string(),
-        )],
-    );
-    let error = settings.unwrap().signer().unwrap_err();
-    assert_eq!(error.variable, "AUTH_SIGNING_KEYS_DIR");
-    let missing: Result<auth::Settings, _> = tessera_config::from_vars("AUTH_", Vec::new());
-    assert!(
-        missing
-            .unwrap_err()
-            .to_string()
-            .contains("AUTH_SIGNING_KEYS_DIR")
-    );
-}
-
-#[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = spawn_app().await;
     let doc: Value = reqwest::get(app.auth_url("/openapi.json"))

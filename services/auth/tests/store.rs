@@ -1,0 +1,124 @@
+//! The store against a fresh auth database: what no request can reach, such as the
+//! janitor's sweep or a credential deleted between two of a login's steps.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use auth::refresh::RefreshToken;
+use auth::store::{AccessGrant, Rotation, Store, StoreError};
+use chrono::{TimeDelta, Utc};
+use tessera_domain::{Email, Role};
+use tessera_jwt::{Signer, SigningKey};
+use tessera_testkit::database::TestDatabase;
+
+/// An access token issued now, as a login remembers it.
+fn access() -> AccessGrant {
+    AccessGrant {
+        jti: uuid::Uuid::now_v7(),
+        expires_at: Utc::now() + TimeDelta::minutes(15),
+    }
+}
+
+fn refresh_expiry() -> chrono::DateTime<Utc> {
+    Utc::now() + TimeDelta::days(1)
+}
+
+/// An active credential, as a completed registration leaves it.
+async fn registered(store: &Store) -> uuid::Uuid {
+    let email = Email::parse(&format!(
+        "user-{}@example.com",
+        uuid::Uuid::now_v7().simple()
+    ))
+    .unwrap();
+    let pending = store
+        .reserve(&email, "x", Role::User, Duration::from_secs(600))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.activate(pending, pending, Role::User).await.unwrap());
+    pending
+}
+
+async fn credentials_for(db: &sqlx::PgPool, email: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM credentials WHERE email = $1")
+        .bind(email)
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
+    let database = TestDatabase::migrated(&auth::MIGRATOR).await;
+    let db = sqlx::PgPool::connect(database.url()).await.unwrap();
+    let store = Store::new(db.clone());
+    let user = registered(&store).await;
+    let (live, ended) = (RefreshToken::generate(), RefreshToken::generate());
+    for refresh in [&live, &ended] {
+        let opened = store.open_session(user, access(), refresh, refresh_expiry());
+        assert!(opened.await.unwrap());
+    }
+    assert_eq!(store.revoke_session(&ended, user).await.unwrap().len(), 1);
+    // Let every access token expire, and leave an abandoned registration behind.
+    for sql in [
+        "UPDATE session_access_tokens SET expires_at = now() - interval '1 minute'",
+        "INSERT INTO credentials (user_id, email, password_hash, created_at) \
+         VALUES (gen_random_uuid(), 'abandoned@example.com', 'x', now() - interval '1 hour')",
+    ] {
+        sqlx::query(sql).execute(&db).await.unwrap();
+    }
+
+    let removed = store.sweep(Duration::from_secs(600)).await.unwrap();
+
+    assert_eq!(
+        removed, 3,
+        "the ended session (with its tokens), the live session's expired access token and \
+         the abandoned registration"
+    );
+    assert_eq!(credentials_for(&db, "abandoned@example.com").await, 0);
+    let signer = Signer::new(
+        vec![SigningKey::generate("test-1")],
+        "tessera-auth",
+        "tessera",
+        Duration::from_secs(900),
+    )
+    .unwrap();
+    let rotation = store
+        .rotate(
+            &live,
+            &RefreshToken::generate(),
+            refresh_expiry(),
+            |user_id, role| Ok::<_, StoreError>(signer.issue(user_id, role).unwrap()),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(rotation, Rotation::Rotated(_)), "{rotation:?}");
+    db.close().await;
+}
+
+#[tokio::test]
+async fn no_session_opens_for_a_credential_deleted_meanwhile() {
+    // A login whose user is deleted between its password check and its session: the
+    // session's insert finds no credential, and the login is an ordinary failure.
+    let database = TestDatabase::migrated(&auth::MIGRATOR).await;
+    let db = sqlx::PgPool::connect(database.url()).await.unwrap();
+    let store = auth::store::Store::new(db.clone());
+    let access = auth::store::AccessGrant {
+        jti: uuid::Uuid::now_v7(),
+        expires_at: chrono::Utc::now() + chrono::TimeDelta::minutes(15),
+    };
+
+    let opened = store
+        .open_session(
+            uuid::Uuid::now_v7(),
+            access,
+            &auth::refresh::RefreshToken::generate(),
+            chrono::Utc::now() + chrono::TimeDelta::days(1),
+        )
+        .await
+        .unwrap();
+
+    assert!(!opened);
+    db.close().await;
+}
