@@ -18,6 +18,7 @@ infra: ## make sure PostgreSQL, Redis and RabbitMQ answer, starting them if need
 test: infra ## run the whole workspace's tests against the local infrastructure
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 	  $(CARGO) nextest run --workspace --no-fail-fast; \
+	  $(CARGO) test --workspace --doc; \
 	else \
 	  echo "cargo-nextest not found; using cargo test (install: cargo install cargo-nextest)"; \
 	  $(CARGO) test --workspace --no-fail-fast; \

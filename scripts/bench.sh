@@ -35,7 +35,7 @@ fi
 scripts/infra.sh
 
 cargo build --release -p users --bin users -p auth --bin auth -p tessera-runtime --example hello
-release=${CARGO_TARGET_DIR:-target}/release
+release=$(scripts/target-dir.sh)/release
 work=$(mktemp -d)
 
 pids=()

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 profile=${PROFILE:-debug}
 cargo build --workspace --bins $([[ $profile == release ]] && echo --release)
-bin=${CARGO_TARGET_DIR:-target}/$profile
+bin=$(scripts/target-dir.sh)/$profile
 
 # auth signs with the keys in this directory; a development key is made on first run.
 keys=${AUTH_SIGNING_KEYS_DIR:-.dev/keys}

@@ -26,18 +26,44 @@ const FILE_SUFFIX: &str = "_FILE";
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid configuration: {variable}: {problem}")]
 pub struct ConfigError {
-    /// The environment variable at fault, with its prefix (`USERS_HTTP_PORT`).
+    /// The environment variable at fault, with its prefix (`USERS_HTTP_PORT`) once it is known.
     pub variable: String,
     /// What is wrong with it, in words meant for an operator.
     pub problem: String,
+    /// Whether `variable` still lacks the service's prefix (see [`ConfigError::setting`]).
+    unscoped: bool,
 }
 
 impl ConfigError {
-    fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
+    /// A problem with the variable `variable`, named in full (`USERS_HTTP_PORT`, `.env`).
+    pub fn new(variable: impl Into<String>, problem: impl Into<String>) -> Self {
         Self {
             variable: variable.into(),
             problem: problem.into(),
+            unscoped: false,
         }
+    }
+
+    /// A problem with the settings field `field` (`users_grpc_url`), for code that does not
+    /// know which service it runs in: the variable is `USERS_GRPC_URL` until
+    /// [`ConfigError::in_scope`] prefixes it (the runtime does, with the service's prefix).
+    pub fn setting(field: &str, problem: impl Into<String>) -> Self {
+        Self {
+            variable: field.to_uppercase(),
+            problem: problem.into(),
+            unscoped: true,
+        }
+    }
+
+    /// Names the variable with `prefix` (`AUTH_`) if it was made by [`ConfigError::setting`];
+    /// a variable named in full is left as it is.
+    #[must_use]
+    pub fn in_scope(mut self, prefix: &str) -> Self {
+        if self.unscoped {
+            self.variable = format!("{prefix}{}", self.variable);
+            self.unscoped = false;
+        }
+        self
     }
 }
 
@@ -46,11 +72,16 @@ impl ConfigError {
 /// `prefix` includes its separator, e.g. `"USERS_"`; field `http_port` is then read from
 /// `USERS_HTTP_PORT`.
 pub fn load<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
+    from_vars(prefix, vars())
+}
+
+/// The process environment as [`from_vars`] takes it.
+pub fn vars() -> Vec<(String, String)> {
     // Variables that are not valid Unicode cannot be meant for us; skipping them beats failing
     // on an unrelated variable of the parent environment.
-    let vars = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-    from_vars(prefix, vars)
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }
 
 /// Loads `T` from the given variables instead of the process environment.
@@ -286,5 +317,19 @@ mod tests {
         let settings =
             load_settings(&[("SVC_DATABASE_URL", "postgres://user:hunter2@db/x")]).unwrap();
         assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_setting_is_named_with_the_prefix_of_the_service_it_runs_in() {
+        let error = ConfigError::setting("users_grpc_url", "not a valid URL").in_scope("AUTH_");
+        assert_eq!(error.variable, "AUTH_USERS_GRPC_URL");
+        assert_eq!(
+            error.to_string(),
+            "invalid configuration: AUTH_USERS_GRPC_URL: not a valid URL"
+        );
+        // Scoping twice, or scoping a variable named in full, changes nothing.
+        assert_eq!(error.clone().in_scope("USERS_"), error);
+        let full = ConfigError::new("USERS_HTTP_PORT", "bad").in_scope("AUTH_");
+        assert_eq!(full.variable, "USERS_HTTP_PORT");
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod extract;
 mod problem;
+pub mod storage;
 
 pub use problem::PROBLEM_JSON;
 
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 pub use problem::{FieldError, Problem};
 
-/// A boxed error, the cause carried by [`Error::Internal`].
+/// A boxed error: the cause carried by [`Error::Internal`], and the one error type for code
+/// that only reports (set-up, handlers of events, background work).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Everything a request can fail with, as the client should see it.

@@ -9,6 +9,10 @@ use crate::Error;
 /// The media type of problem bodies.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The `Retry-After` of every 503: each of its causes (overload, a dependency down) is
+/// transient, and a client told when to come back does not retry in a tight loop.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 1;
+
 /// An RFC 9457 problem details object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
@@ -79,6 +83,12 @@ impl IntoResponse for Error {
                 // Round up: "retry after 0 seconds" would invite an immediate retry.
                 let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+            }
+            Self::Unavailable(_) => {
+                headers.insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS),
+                );
             }
             Self::Unauthenticated(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -158,6 +168,13 @@ mod tests {
         .await;
         assert_eq!(response.status(), 429);
         assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+    }
+
+    #[tokio::test]
+    async fn unavailable_says_when_to_retry() {
+        let (response, _) = render(Error::Unavailable("down".into())).await;
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
     }
 
     #[tokio::test]

@@ -6,6 +6,9 @@
 //! change. Free-text fields are plain strings: an event records what was stored, and a later,
 //! stricter validation rule must not make old events unreadable.
 //!
-//! [`Event::VERSION`]: tessera_messaging::Event::VERSION
+//! The crate does no I/O: it compiles with serde alone, so anything may depend on it.
 
+mod event;
 pub mod users;
+
+pub use event::{Envelope, Event};

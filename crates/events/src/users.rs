@@ -1,9 +1,9 @@
 //! Events published by the users service.
 
+use crate::Event;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tessera_domain::Role;
-use tessera_messaging::Event;
 use uuid::Uuid;
 
 /// A profile was created (`user.created`).

@@ -23,12 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::Broker;
-use crate::event::{Envelope, Event};
 use crate::metrics::MessagingMetrics;
 use crate::topology::{QueueTopology, short};
-
-/// A boxed error from a handler.
-pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use tessera_errors::BoxError;
+use tessera_events::{Envelope, Event};
 
 /// Header counting how many times a message has been attempted.
 const ATTEMPT_HEADER: &str = "x-tessera-attempt";
@@ -44,7 +42,7 @@ pub trait Handler<E: Event>: Send + Sync + 'static {
         event: E,
         envelope: &Envelope,
         connection: &mut PgConnection,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
 /// The type-erased form the consumer stores.
@@ -89,7 +87,7 @@ enum Failure {
     /// It can never succeed (bad JSON, unknown type or version): dead-letter at once.
     Malformed(String),
     /// The handler failed: retry, then dead-letter.
-    Handler(HandlerError),
+    Handler(BoxError),
     /// Our own storage failed: retry.
     Database(sqlx::Error),
 }

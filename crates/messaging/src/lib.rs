@@ -2,7 +2,8 @@
 //!
 //! - [`Broker`]: the service's AMQP connection, re-made with backoff and jitter whenever it
 //!   is lost, for the life of the process.
-//! - [`Event`] and [`Envelope`]: what a service declares, and the JSON that travels.
+//! - `tessera_events::{Event, Envelope}` (a crate of its own, free of I/O): what a service
+//!   declares, and the JSON that travels.
 //! - [`Outbox`]: writes an event inside the caller's transaction, so the change and its event
 //!   commit or roll back together.
 //! - [`Relay`]: publishes committed events in order with publisher confirms, marking them
@@ -16,7 +17,6 @@
 
 mod broker;
 mod consumer;
-mod event;
 mod metrics;
 mod outbox;
 mod relay;
@@ -27,8 +27,7 @@ use std::borrow::Cow;
 use sqlx::migrate::Migrator;
 
 pub use broker::{Broker, BrokerSettings};
-pub use consumer::{Consumer, ConsumerSettings, Handler, HandlerError};
-pub use event::{Envelope, Event};
+pub use consumer::{Consumer, ConsumerSettings, Handler};
 pub use metrics::MessagingMetrics;
 pub use outbox::{Outbox, OutboxError};
 pub use relay::{Relay, RelaySettings};

@@ -3,7 +3,7 @@
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::event::{Envelope, Event};
+use tessera_events::{Envelope, Event};
 
 /// The channel the relay listens on; each write notifies it when its transaction commits.
 pub(crate) const NOTIFY_CHANNEL: &str = "messaging_outbox";

@@ -11,9 +11,11 @@ use lapin::options::{BasicGetOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
+use tessera_errors::BoxError;
+use tessera_events::{Envelope, Event};
 use tessera_messaging::{
-    Broker, BrokerSettings, Consumer, ConsumerSettings, Envelope, Event, Handler, HandlerError,
-    MessagingMetrics, Outbox, Relay, RelaySettings,
+    Broker, BrokerSettings, Consumer, ConsumerSettings, Handler, MessagingMetrics, Outbox, Relay,
+    RelaySettings,
 };
 use tessera_testkit::database::TestDatabase;
 use tessera_testkit::proxy::TcpProxy;
@@ -53,7 +55,7 @@ impl Handler<Counted> for Record {
         event: Counted,
         envelope: &Envelope,
         connection: &mut PgConnection,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), BoxError> {
         sqlx::query("INSERT INTO applied (event_id, aggregate, n) VALUES ($1, $2, $3)")
             .bind(envelope.id)
             .bind(event.aggregate)
@@ -73,7 +75,7 @@ impl Handler<Doomed> for Fail {
         event: Doomed,
         _: &Envelope,
         _: &mut PgConnection,
-    ) -> Result<(), HandlerError> {
+    ) -> Result<(), BoxError> {
         Err(event.reason.into())
     }
 }

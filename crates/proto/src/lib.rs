@@ -1,12 +1,14 @@
 //! gRPC contracts of the tessera services, generated from the `.proto` files in `proto/`.
 //!
 //! Each package is exposed under its proto name, e.g. `tessera_proto::users::v1::UserService`
-//! client and server. [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection.
+//! client and server. [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection, and [`convert`]
+//! is the one translation between these messages and the shared domain types.
 
-#![allow(missing_docs, clippy::all, clippy::pedantic)] // generated code
+pub mod convert;
 
 /// `tessera.auth.v1`: tokens and identities.
 pub mod auth {
+    #[allow(missing_docs, clippy::all, clippy::pedantic)] // generated code
     pub mod v1 {
         tonic::include_proto!("tessera.auth.v1");
     }
@@ -14,6 +16,7 @@ pub mod auth {
 
 /// `tessera.users.v1`: profiles.
 pub mod users {
+    #[allow(missing_docs, clippy::all, clippy::pedantic)] // generated code
     pub mod v1 {
         tonic::include_proto!("tessera.users.v1");
     }
@@ -21,6 +24,7 @@ pub mod users {
 
 /// `tessera.orders.v1`: orders.
 pub mod orders {
+    #[allow(missing_docs, clippy::all, clippy::pedantic)] // generated code
     pub mod v1 {
         tonic::include_proto!("tessera.orders.v1");
     }

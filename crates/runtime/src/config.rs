@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde::Deserialize;
+use tessera_messaging::ConsumerSettings;
 use tessera_observability::LogFormat;
 
 /// The runtime's settings. Everything has a default except the connection URLs, which carry
@@ -72,6 +73,19 @@ pub struct RuntimeConfig {
     /// After the listeners close, how long in-flight requests get to finish.
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
+
+    /// The queue the service consumes events from; `<service>.events` when unset.
+    pub events_queue: Option<String>,
+    /// Delete the event queues after this long without a consumer (for short-lived
+    /// environments such as tests); never when unset.
+    pub events_queue_expires_secs: Option<u64>,
+    /// Most events handled at once (unacknowledged deliveries).
+    #[serde(default = "defaults::events_prefetch")]
+    pub events_prefetch: u16,
+    /// Delays before each retry of an event whose handler failed, comma-separated; an event
+    /// is attempted once more than there are delays, then dead-lettered.
+    #[serde(default = "defaults::events_retry_delays_ms")]
+    pub events_retry_delays_ms: Vec<u64>,
 }
 
 impl RuntimeConfig {
@@ -83,6 +97,26 @@ impl RuntimeConfig {
     /// The gRPC listen address.
     pub fn grpc_addr(&self, default_port: u16) -> SocketAddr {
         SocketAddr::new(self.host, self.grpc_port.unwrap_or(default_port))
+    }
+
+    /// The settings of the service's event consumer, named `name`, on the shared exchange.
+    pub fn consumer(&self, name: &str) -> ConsumerSettings {
+        ConsumerSettings {
+            name: name.to_owned(),
+            exchange: tessera_messaging::topology::EVENTS_EXCHANGE.to_owned(),
+            queue: self
+                .events_queue
+                .clone()
+                .unwrap_or_else(|| format!("{name}.events")),
+            prefetch: self.events_prefetch,
+            retry_delays: self
+                .events_retry_delays_ms
+                .iter()
+                .copied()
+                .map(Duration::from_millis)
+                .collect(),
+            queue_expires: self.events_queue_expires_secs.map(Duration::from_secs),
+        }
     }
 
     /// [`Self::request_timeout_ms`] as a duration.
@@ -132,5 +166,51 @@ mod defaults {
     }
     pub fn shutdown_timeout_ms() -> u64 {
         20_000
+    }
+    pub fn events_prefetch() -> u16 {
+        32
+    }
+    pub fn events_retry_delays_ms() -> Vec<u64> {
+        vec![1_000, 10_000, 60_000]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> RuntimeConfig {
+        let required = ["DATABASE_URL", "REDIS_URL", "AMQP_URL"].map(|name| (name, "x://"));
+        let vars = required
+            .iter()
+            .chain(vars)
+            .map(|(name, value)| (format!("SVC_{name}"), (*value).to_owned()));
+        tessera_config::from_vars("SVC_", vars).unwrap()
+    }
+
+    #[test]
+    fn the_consumer_takes_its_queue_and_retries_from_the_environment() {
+        let defaults = config(&[]).consumer("svc");
+        assert_eq!(defaults.queue, "svc.events");
+        assert_eq!(defaults.prefetch, 32);
+        assert_eq!(defaults.retry_delays.len(), 3);
+        assert_eq!(defaults.queue_expires, None);
+
+        let set = config(&[
+            ("EVENTS_QUEUE", "svc.test"),
+            ("EVENTS_PREFETCH", "4"),
+            ("EVENTS_RETRY_DELAYS_MS", "100,2000"),
+            ("EVENTS_QUEUE_EXPIRES_SECS", "60"),
+        ])
+        .consumer("svc");
+        assert_eq!(set.queue, "svc.test");
+        assert_eq!(set.prefetch, 4);
+        assert_eq!(
+            set.retry_delays,
+            [Duration::from_millis(100), Duration::from_secs(2)]
+        );
+        assert_eq!(set.queue_expires, Some(Duration::from_secs(60)));
     }
 }

@@ -8,10 +8,11 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use tessera_errors::BoxError;
 use tessera_errors::Error;
 use tessera_observability::{Health, Metrics, metrics, request_id};
 use tower::ServiceBuilder;
-use tower::{BoxError, ServiceExt};
+use tower::ServiceExt;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 

@@ -26,26 +26,49 @@ impl Modify for BearerAuth {
 }
 
 /// Adds to every operation the answers the runtime itself can give: 500, 503 (overloaded or
-/// a dependency down) and 504 (the request timed out), all problem+json.
+/// a dependency down) and 504 (the request timed out); and to every operation that takes a
+/// JSON body the answers its extractor gives: 400, 413, 415 and 422. All problem+json; an
+/// operation that documents one of them itself keeps its own words.
 pub struct CommonResponses;
+
+/// What any operation can answer.
+const EVERY_OPERATION: &[(&str, &str)] = &[
+    (
+        "500",
+        "An internal error; the details are in the service's logs.",
+    ),
+    (
+        "503",
+        "Overloaded, or a dependency is down; `Retry-After` says when to retry.",
+    ),
+    ("504", "The request did not complete in time."),
+];
+
+/// What an operation with a JSON body can answer besides.
+const JSON_BODY: &[(&str, &str)] = &[
+    ("400", "The body is not valid JSON."),
+    ("413", "The body is too large."),
+    ("415", "The body is not `application/json`."),
+    (
+        "422",
+        "A field is missing, unknown or invalid; `errors` names each one.",
+    ),
+];
 
 impl Modify for CommonResponses {
     fn modify(&self, openapi: &mut OpenApi) {
-        let answers = [
-            (
-                "500",
-                "An internal error; the details are in the service's logs.",
-            ),
-            ("503", "Overloaded, or a dependency is down; retry later."),
-            ("504", "The request did not complete in time."),
-        ];
         for item in openapi.paths.paths.values_mut() {
             for operation in operations(item) {
-                for (status, description) in answers {
+                let body = if operation.request_body.is_some() {
+                    JSON_BODY
+                } else {
+                    &[]
+                };
+                for (status, description) in EVERY_OPERATION.iter().chain(body) {
                     operation
                         .responses
                         .responses
-                        .entry(status.to_owned())
+                        .entry((*status).to_owned())
                         .or_insert_with(|| problem(description).into());
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::{get, post};
 use sqlx::migrate::Migrator;
-use tessera_runtime::{Endpoints, RuntimeConfig, ServiceSpec};
+use tessera_runtime::{BoxError, Context, Endpoints, RunError, Service, ServiceSpec, Task};
 use tessera_testkit::app::InProcess;
 use tessera_testkit::database::TestDatabase;
 use tessera_testkit::proxy::TcpProxy;
@@ -18,14 +18,68 @@ const PREFIX: &str = "RT_";
 
 static MIGRATOR: Migrator = Migrator::DEFAULT;
 
-static SPEC: ServiceSpec = ServiceSpec {
-    name: "runtime-test",
-    env_prefix: PREFIX,
-    default_http_port: 0,
-    default_grpc_port: 0,
-    migrator: &MIGRATOR,
-    descriptors: &[],
-};
+/// The service under test: a few routes, and background work chosen by `RT_TASK`.
+struct TestService;
+
+/// `RT_TASK`: which background work the test service runs.
+#[derive(serde::Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum TaskKind {
+    /// None.
+    #[default]
+    None,
+    /// A lifelong task that returns at once.
+    Ends,
+    /// A lifelong task that panics.
+    Panics,
+    /// A one-off task that fails.
+    Fails,
+    /// A one-off task that succeeds.
+    Succeeds,
+    /// `build` refuses a setting.
+    BadSetting,
+}
+
+#[derive(serde::Deserialize)]
+struct TestSettings {
+    #[serde(default)]
+    task: TaskKind,
+}
+
+impl Service for TestService {
+    const SPEC: &'static ServiceSpec = &ServiceSpec {
+        name: "runtime-test",
+        env_prefix: PREFIX,
+        default_http_port: 0,
+        default_grpc_port: 0,
+        migrator: &MIGRATOR,
+        descriptors: &[],
+    };
+    type Settings = TestSettings;
+
+    async fn build(context: Context, settings: TestSettings) -> Result<Endpoints, BoxError> {
+        let task = match settings.task {
+            TaskKind::None => None,
+            // Each waits a moment, so the test sees the service ready first.
+            TaskKind::Ends => Some(Task::lifelong("ends", a_moment())),
+            TaskKind::Panics => Some(Task::lifelong("panics", async {
+                a_moment().await;
+                panic!("out of luck");
+            })),
+            TaskKind::Fails => Some(Task::once("fails", async {
+                a_moment().await;
+                Err("no luck".into())
+            })),
+            TaskKind::Succeeds => Some(Task::once("succeeds", async { Ok(()) })),
+            TaskKind::BadSetting => {
+                return Err(tessera_config::ConfigError::setting("task", "not today").into());
+            }
+        };
+        let mut endpoints = endpoints(context).await?;
+        endpoints.tasks.extend(task);
+        Ok(endpoints)
+    }
+}
 
 /// Routes that exercise the limits: a slow one, and one that takes a JSON body.
 fn routes() -> Router {
@@ -51,16 +105,34 @@ struct Emitted {
     n: u32,
 }
 
-impl tessera_messaging::Event for Emitted {
+impl tessera_events::Event for Emitted {
     const TYPE: &'static str = "runtime_test.emitted";
     fn aggregate_id(&self) -> String {
         self.n.to_string()
     }
 }
 
-async fn endpoints(
-    context: tessera_runtime::Context,
-) -> Result<Endpoints, tessera_runtime::BoxError> {
+async fn a_moment() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn endpoints(context: Context) -> Result<Endpoints, BoxError> {
+    // Writes a row after the request has been answered, as a saga's follow-up would.
+    let detacher = context.detacher();
+    let db = context.db.clone();
+    let later = post(move || {
+        let (detacher, db) = (detacher.clone(), db.clone());
+        async move {
+            detacher.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                sqlx::query("CREATE TABLE written_later (id int)")
+                    .execute(&db)
+                    .await
+                    .unwrap();
+            });
+            "accepted"
+        }
+    });
     // Writes an event in a transaction, as a domain handler would.
     let emit = post(move || {
         let context = context.clone();
@@ -76,14 +148,14 @@ async fn endpoints(
         }
     });
     Ok(Endpoints {
-        http: routes().route("/emit", emit),
+        http: routes().route("/emit", emit).route("/later", later),
         ..Endpoints::default()
     })
 }
 
 /// The test service, served in this process until stopped.
 async fn start(env: Vec<(String, String)>) -> InProcess {
-    InProcess::start(&SPEC, env, endpoints).await
+    InProcess::start::<TestService>(env).await
 }
 
 fn env_with(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -255,10 +327,16 @@ async fn sigterm_child() {
     if std::env::var_os(CHILD_MARKER).is_none() {
         return;
     }
-    let config: RuntimeConfig = tessera_config::load(PREFIX).unwrap();
-    tessera_runtime::serve(&SPEC, config, endpoints, tessera_runtime::shutdown_signal())
-        .await
-        .unwrap();
+    let (config, settings) =
+        tessera_runtime::configure::<TestService>(tessera_config::vars()).unwrap();
+    tessera_runtime::serve::<TestService>(
+        config,
+        settings,
+        None,
+        tessera_runtime::shutdown_signal(),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -342,4 +420,115 @@ async fn events_written_by_a_request_are_published_by_the_services_relay() {
     );
     pool.close().await;
     service.stop().await.unwrap();
+}
+
+/// Starts the test service with `RT_TASK=task` and a shutdown delay long enough to look at it
+/// while it stops.
+async fn start_with_task(database: &TestDatabase, task: &str) -> InProcess {
+    start(env_with(
+        database.url(),
+        &[("TASK", task), ("SHUTDOWN_DELAY_MS", "3000")],
+    ))
+    .await
+}
+
+/// A failed task takes the service out of readiness (naming the task), is counted, and
+/// stops the service with an error naming it.
+async fn assert_task_failure_stops_the_service(service: InProcess, task: &str, reason: &str) {
+    service.wait_for_ready(503).await;
+    let report: serde_json::Value = reqwest::get(format!("{}/health/ready", service.http()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tasks = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "tasks")
+        .unwrap()
+        .clone();
+    assert_eq!(tasks["status"], "down", "{report}");
+    let label = format!("task=\"{task}\"");
+    assert_eq!(
+        service
+            .counter("service_task_failures_total", &[&label])
+            .await,
+        1.0
+    );
+    match service.wait_until_stopped().await {
+        Err(RunError::TaskFailed(failure)) => {
+            assert_eq!(failure.task, task);
+            assert!(failure.reason.contains(reason), "{failure}");
+        }
+        other => panic!("expected the task failure, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_lifelong_task_that_ends_early_stops_the_service_with_an_error() {
+    let database = TestDatabase::empty().await;
+    let service = start_with_task(&database, "ends").await;
+    assert_task_failure_stops_the_service(service, "ends", "ended before").await;
+}
+
+#[tokio::test]
+async fn a_task_that_panics_stops_the_service_with_its_message() {
+    let database = TestDatabase::empty().await;
+    let service = start_with_task(&database, "panics").await;
+    assert_task_failure_stops_the_service(service, "panics", "out of luck").await;
+}
+
+#[tokio::test]
+async fn a_one_off_task_that_fails_stops_the_service() {
+    let database = TestDatabase::empty().await;
+    let service = start_with_task(&database, "fails").await;
+    assert_task_failure_stops_the_service(service, "fails", "no luck").await;
+}
+
+#[tokio::test]
+async fn a_one_off_task_that_succeeds_leaves_the_service_ready() {
+    let database = TestDatabase::empty().await;
+    let service = start_with_task(&database, "succeeds").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(service.ready_status().await, 200);
+    assert_eq!(
+        service.counter("service_task_failures_total", &[]).await,
+        0.0
+    );
+    service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_setting_refused_by_build_is_a_configuration_error_with_the_prefix() {
+    let database = TestDatabase::empty().await;
+    let env = env_with(database.url(), &[("TASK", "bad_setting")]);
+    let (config, settings) = tessera_runtime::configure::<TestService>(env).unwrap();
+    let outcome = tessera_runtime::serve::<TestService>(config, settings, None, async {}).await;
+    match outcome {
+        Err(RunError::Config(error)) => assert_eq!(error.variable, "RT_TASK"),
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn detached_work_finishes_before_the_service_stops() {
+    let database = TestDatabase::empty().await;
+    let service = start(env_with(database.url(), &[])).await;
+    let response = reqwest::Client::new()
+        .post(format!("{}/later", service.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Stopped at once: the write is still 500 ms away, and must happen all the same.
+    service.stop().await.unwrap();
+    let pool = sqlx::PgPool::connect(database.url()).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM written_later")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0, "the table exists, so the detached write ran");
+    pool.close().await;
 }

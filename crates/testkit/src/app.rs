@@ -1,13 +1,10 @@
 //! A service running inside the test process, on free ports and its own database: the
 //! `spawn_app()` of every service's integration tests.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tessera_runtime::{
-    BoxError, Context, Endpoints, Listeners, RunError, RuntimeConfig, ServiceSpec,
-};
+use tessera_runtime::{Listeners, RunError, Service};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -59,8 +56,8 @@ impl Ports {
 /// The service's `serve` has returned.
 struct Stopped;
 
-/// A service served by [`tessera_runtime::serve_on`] in this process until
-/// [`InProcess::stop`] (or drop).
+/// A service served by [`tessera_runtime::serve`] in this process until [`InProcess::stop`]
+/// (or drop).
 pub struct InProcess {
     http_addr: SocketAddr,
     grpc_addr: SocketAddr,
@@ -71,41 +68,23 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Starts `spec`'s service on free ports with the `<prefix>*` variables in `env` (see
-    /// [`crate::service_env`]) and `build` for its endpoints; returns once it is ready.
-    pub async fn start<B, Fut>(
-        spec: &'static ServiceSpec,
-        env: Vec<(String, String)>,
-        build: B,
-    ) -> Self
-    where
-        B: FnOnce(Context) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Endpoints, BoxError>> + Send + 'static,
-    {
-        Self::start_on(Ports::bind(), spec, env, build).await
+    /// Starts `S` on free ports with the `<prefix>*` variables in `env` (see
+    /// [`crate::service_env`]); returns once it is ready.
+    pub async fn start<S: Service>(env: Vec<(String, String)>) -> Self {
+        Self::start_on::<S>(Ports::bind(), env).await
     }
 
     /// [`InProcess::start`] on ports bound beforehand.
-    pub async fn start_on<B, Fut>(
-        ports: Ports,
-        spec: &'static ServiceSpec,
-        env: Vec<(String, String)>,
-        build: B,
-    ) -> Self
-    where
-        B: FnOnce(Context) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Endpoints, BoxError>> + Send + 'static,
-    {
-        let config: RuntimeConfig = tessera_config::from_vars(spec.env_prefix, env).unwrap();
+    pub async fn start_on<S: Service>(ports: Ports, env: Vec<(String, String)>) -> Self {
+        let (config, settings) = tessera_runtime::configure::<S>(env).unwrap();
         let http_addr = ports.http.local_addr().unwrap();
         let grpc_addr = ports.grpc.local_addr().unwrap();
         let listeners = ports.into_listeners();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(tessera_runtime::serve_on(
-            spec,
+        let task = tokio::spawn(tessera_runtime::serve::<S>(
             config,
-            listeners,
-            build,
+            settings,
+            Some(listeners),
             async {
                 let _ = stopped.await;
             },
@@ -211,6 +190,16 @@ impl InProcess {
     pub async fn stop(mut self) -> Result<(), RunError> {
         self.stop.take().unwrap().send(()).unwrap();
         self.task.take().unwrap().await.unwrap()
+    }
+
+    /// Waits (up to [`READY_WITHIN`]) for the service to stop on its own and returns how its
+    /// `serve` ended.
+    pub async fn wait_until_stopped(mut self) -> Result<(), RunError> {
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(READY_WITHIN, task)
+            .await
+            .expect("the service did not stop")
+            .unwrap()
     }
 
     /// Stops the service cleanly and binds its ports again, to start it anew where other

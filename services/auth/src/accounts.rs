@@ -3,36 +3,19 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use tessera_domain::{DisplayName, Email, Role};
+use tessera_domain::{Email, Role};
 use tessera_errors::Error;
-use tessera_jwt::{Denylist, IssuedToken, Principal, Signer};
+use tessera_jwt::{Denylist, IssuedToken, Principal, Signer, Verifier};
+use tessera_runtime::Detacher;
 use uuid::Uuid;
 
+use crate::domain::{ABANDONED_AFTER, AccessGrant, NewAccount, Password, RefreshToken, Rotation};
+use crate::hashing::{Hasher, Verdict};
 use crate::limiter::Limiter;
-use crate::passwords::{Hasher, Password, Verdict};
-use crate::refresh::RefreshToken;
-use crate::store::{AccessGrant, Rotation, Store, StoreError};
+use crate::repository::AccountRepository;
 use crate::users::{UsersClient, UsersError};
-
-/// How long a pending registration may take before another may take its email over (and
-/// the janitor may delete it): far longer than any registration request lives.
-pub const ABANDONED_AFTER: Duration = Duration::from_secs(10 * 60);
-
-/// What a new account is made of, validated.
-#[derive(Debug, Clone)]
-pub struct NewAccount {
-    /// Its email.
-    pub email: Email,
-    /// Its password.
-    pub password: Password,
-    /// The profile's display name.
-    pub display_name: DisplayName,
-    /// Its role: `User` for everyone who registers; `Admin` only from the bootstrap.
-    pub role: Role,
-}
 
 /// A logged-in session's tokens.
 #[derive(Debug)]
@@ -43,15 +26,27 @@ pub struct Tokens {
     pub refresh: RefreshToken,
 }
 
-/// The auth service's behaviour over its store, the users service and Redis.
-pub struct Accounts {
-    store: Store,
-    hasher: Hasher,
-    signer: Arc<Signer>,
-    users: UsersClient,
-    denylist: Denylist,
-    limiter: Limiter,
-    refresh_ttl: TimeDelta,
+/// The auth service's behaviour over its repository, the users service and Redis. Built
+/// once, by the service's wiring.
+pub struct Accounts<R> {
+    /// Credentials and sessions.
+    pub(crate) repository: R,
+    /// Password hashing.
+    pub(crate) hasher: Hasher,
+    /// Signs access tokens.
+    pub(crate) signer: Arc<Signer>,
+    /// Verifies them, denylist included.
+    pub(crate) verifier: Verifier,
+    /// Creates profiles.
+    pub(crate) users: UsersClient,
+    /// Revokes access tokens.
+    pub(crate) denylist: Denylist,
+    /// Limits logins and registrations.
+    pub(crate) limiter: Limiter,
+    /// How long refresh tokens live.
+    pub(crate) refresh_ttl: TimeDelta,
+    /// Runs registrations to their end, whatever happens to the request.
+    pub(crate) detacher: Detacher,
 }
 
 /// The one answer to every failed login and refresh, so none tells more than another.
@@ -63,34 +58,7 @@ fn invalid_refresh_token() -> Error {
     Error::Unauthenticated("the refresh token is invalid, expired or revoked".to_owned())
 }
 
-impl From<StoreError> for Error {
-    fn from(error: StoreError) -> Self {
-        Error::internal(error)
-    }
-}
-
-impl Accounts {
-    /// Accounts over the given parts; refresh tokens live for `refresh_ttl`.
-    pub fn new(
-        store: Store,
-        hasher: Hasher,
-        signer: Arc<Signer>,
-        users: UsersClient,
-        denylist: Denylist,
-        limiter: Limiter,
-        refresh_ttl: TimeDelta,
-    ) -> Self {
-        Self {
-            store,
-            hasher,
-            signer,
-            users,
-            denylist,
-            limiter,
-            refresh_ttl,
-        }
-    }
-
+impl<R: AccountRepository> Accounts<R> {
     /// Registers `account` for a client at `client`, unless that address registered too
     /// many accounts lately (429).
     pub async fn register_from(
@@ -119,7 +87,8 @@ impl Accounts {
             .await
             .map_err(Error::internal)?;
         let accounts = Arc::clone(self);
-        tokio::spawn(async move { accounts.run_registration(account, hash).await })
+        self.detacher
+            .spawn(async move { accounts.run_registration(account, hash).await })
             .await
             .map_err(Error::internal)?
     }
@@ -127,7 +96,7 @@ impl Accounts {
     async fn run_registration(&self, account: NewAccount, hash: String) -> Result<Uuid, Error> {
         let taken = || Error::AlreadyExists("an account with this email exists".to_owned());
         let pending = self
-            .store
+            .repository
             .reserve(&account.email, &hash, account.role, ABANDONED_AFTER)
             .await?
             .ok_or_else(taken)?;
@@ -157,7 +126,11 @@ impl Accounts {
             self.compensate(pending).await;
             return Err(taken());
         }
-        match self.store.activate(pending, profile.id, profile.role).await {
+        match self
+            .repository
+            .activate(pending, profile.id, profile.role)
+            .await
+        {
             Ok(true) => Ok(profile.id),
             Ok(false) => Err(Error::Unavailable(
                 "the registration took too long; try again".to_owned(),
@@ -172,14 +145,14 @@ impl Accounts {
     /// Deletes a pending credential; if even that fails, the janitor removes it later (it can
     /// never log in meanwhile).
     async fn compensate(&self, pending: Uuid) {
-        if let Err(error) = self.store.discard(pending).await {
+        if let Err(error) = self.repository.discard(pending).await {
             tracing::error!(%error, %pending, "cannot delete a failed registration's credential; the janitor will");
         }
     }
 
     /// The role of the active account with `email`, if there is one.
     pub async fn role_of(&self, email: &Email) -> Result<Option<Role>, Error> {
-        Ok(self.store.role_of(email).await?)
+        Ok(self.repository.role_of(email).await?)
     }
 
     /// Logs in with `email` and `password` from `client`. Every failure, whether the email is
@@ -200,7 +173,7 @@ impl Accounts {
             .await
             .map_err(|retry_after| Error::RateLimited { retry_after })?;
         let credential = match &email {
-            Some(email) => self.store.find_active(email).await?,
+            Some(email) => self.repository.find_active(email).await?,
             None => None,
         };
         let verdict = match Password::offered(password) {
@@ -233,7 +206,7 @@ impl Accounts {
     async fn rehash(&self, user_id: Uuid, password: &Password) {
         let outcome = match self.hasher.hash(password).await {
             Ok(hash) => self
-                .store
+                .repository
                 .replace_hash(user_id, &hash)
                 .await
                 .map_err(|e| e.to_string()),
@@ -248,7 +221,7 @@ impl Accounts {
         let access = self.signer.issue(user_id, role)?;
         let refresh = RefreshToken::generate();
         let opened = self
-            .store
+            .repository
             .open_session(
                 user_id,
                 AccessGrant::from(&access),
@@ -272,7 +245,7 @@ impl Accounts {
         let presented = RefreshToken::parse(presented).ok_or_else(invalid_refresh_token)?;
         let next = RefreshToken::generate();
         let rotation = self
-            .store
+            .repository
             .rotate(&presented, &next, self.refresh_expiry(), |user, role| {
                 self.signer.issue(user, role).map_err(Error::from)
             })
@@ -298,6 +271,15 @@ impl Accounts {
         }
     }
 
+    /// The principal of a live access token: what `ValidateToken` tells other services.
+    pub async fn validate(&self, token: &str) -> Result<Principal, Error> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(Error::Unauthenticated("access_token is empty".to_owned()));
+        }
+        Ok(self.verifier.verify(token).await?)
+    }
+
     /// Ends the session of `presented` (if it is the caller's) and revokes its access tokens
     /// and the caller's until they expire. Ending an ended session is not an error.
     pub async fn logout(&self, caller: &Principal, presented: &RefreshToken) -> Result<(), Error> {
@@ -305,7 +287,11 @@ impl Accounts {
             jti: caller.jti,
             expires_at: caller.expires_at,
         }];
-        revoke.extend(self.store.revoke_session(presented, caller.user_id).await?);
+        revoke.extend(
+            self.repository
+                .revoke_session(presented, caller.user_id)
+                .await?,
+        );
         for grant in revoke {
             self.denylist
                 .revoke(grant.jti, grant.expires_at)

@@ -5,18 +5,41 @@ use std::time::Duration;
 
 use tessera_domain::Role;
 use tessera_errors::Error;
+use tessera_runtime::Task;
 use tokio_util::sync::CancellationToken;
 
-use crate::accounts::{ABANDONED_AFTER, Accounts, NewAccount};
-use crate::store::Store;
+use crate::accounts::Accounts;
+use crate::domain::{ABANDONED_AFTER, NewAccount};
+use crate::repository::AccountRepository;
 
 /// How often the janitor runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// The one-off task that makes sure `admin` exists.
+pub fn admin_bootstrap<R: AccountRepository>(
+    accounts: Arc<Accounts<R>>,
+    admin: NewAccount,
+    stop: CancellationToken,
+) -> Task {
+    Task::once("admin-bootstrap", async move {
+        bootstrap_admin(&accounts, admin, stop).await;
+        Ok(())
+    })
+}
+
+/// The lifelong task that sweeps dead rows every minute.
+pub fn janitor<R: AccountRepository>(repository: R, stop: CancellationToken) -> Task {
+    Task::lifelong("janitor", sweep_until_stopped(repository, stop))
+}
+
 /// Makes sure `admin` exists, retrying while the users service or the database cannot be
 /// reached, until it does or the service stops. An email already held by a non-admin account
 /// is left alone (and logged): the bootstrap never promotes anyone.
-pub async fn bootstrap_admin(accounts: Arc<Accounts>, admin: NewAccount, stop: CancellationToken) {
+async fn bootstrap_admin<R: AccountRepository>(
+    accounts: &Arc<Accounts<R>>,
+    admin: NewAccount,
+    stop: CancellationToken,
+) {
     let mut delay = Duration::from_millis(500);
     loop {
         let outcome = match accounts.register(admin.clone()).await {
@@ -54,13 +77,13 @@ pub async fn bootstrap_admin(accounts: Arc<Accounts>, admin: NewAccount, stop: C
 }
 
 /// Deletes abandoned registrations and dead sessions every minute until the service stops.
-pub async fn janitor(store: Store, stop: CancellationToken) {
+async fn sweep_until_stopped<R: AccountRepository>(repository: R, stop: CancellationToken) {
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(SWEEP_EVERY) => {}
         }
-        match store.sweep(ABANDONED_AFTER).await {
+        match repository.sweep(ABANDONED_AFTER).await {
             Ok(0) => {}
             Ok(removed) => {
                 tracing::info!(removed, "janitor removed dead sessions and registrations")

@@ -1,20 +1,26 @@
 //! `tessera.auth.v1.AuthService`, for callers that do not verify tokens themselves.
 
-use tessera_errors::Error;
-use tessera_jwt::Verifier;
+use std::sync::Arc;
+
 use tessera_proto::auth::v1 as proto;
+use tessera_proto::convert;
 use tonic::{Request, Response, Status};
+
+use crate::Repository;
+use crate::accounts::Accounts;
 
 /// The gRPC service: the same verification every other service does locally, denylist
 /// included.
 pub struct AuthGrpc {
-    verifier: Verifier,
+    accounts: Arc<Accounts<Repository>>,
 }
 
 impl AuthGrpc {
-    /// A service verifying with `verifier`.
-    pub fn new(verifier: Verifier) -> proto::auth_service_server::AuthServiceServer<Self> {
-        proto::auth_service_server::AuthServiceServer::new(Self { verifier })
+    /// A service answering from `accounts`.
+    pub fn new(
+        accounts: Arc<Accounts<Repository>>,
+    ) -> proto::auth_service_server::AuthServiceServer<Self> {
+        proto::auth_service_server::AuthServiceServer::new(Self { accounts })
     }
 }
 
@@ -24,19 +30,15 @@ impl proto::auth_service_server::AuthService for AuthGrpc {
         &self,
         request: Request<proto::ValidateTokenRequest>,
     ) -> Result<Response<proto::ValidateTokenResponse>, Status> {
-        let token = request.get_ref().access_token.trim();
-        if token.is_empty() {
-            return Err(Error::Unauthenticated("access_token is empty".to_owned()).into());
-        }
-        let principal = self.verifier.verify(token).await.map_err(Error::from)?;
+        let principal = self
+            .accounts
+            .validate(&request.get_ref().access_token)
+            .await?;
         Ok(Response::new(proto::ValidateTokenResponse {
             user_id: principal.user_id.to_string(),
             role: principal.role.as_str().to_owned(),
             token_id: principal.jti.to_string(),
-            expires_at: Some(prost_types::Timestamp {
-                seconds: principal.expires_at.timestamp(),
-                nanos: 0,
-            }),
+            expires_at: Some(convert::timestamp(principal.expires_at)),
         }))
     }
 }

@@ -3,12 +3,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use tessera_config::ConfigError;
+use tessera_domain::{DisplayName, Email, Role};
 use tessera_jwt::{Signer, SigningKey};
 
-use crate::passwords::HashSettings;
+use crate::domain::{NewAccount, Password};
+use crate::hashing::HashSettings;
+use crate::limiter::Limits;
 
 /// Settings read from `AUTH_*` variables. Only the signing keys have no default.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,13 +80,6 @@ pub struct Settings {
     #[serde(default)]
     pub trust_forwarded_for: bool,
 
-    /// The queue this service consumes `user.*` events from.
-    #[serde(default = "defaults::events_queue")]
-    pub events_queue: String,
-    /// Delete the event queue after this long without a consumer (for short-lived
-    /// environments); never when unset.
-    pub events_queue_expires_secs: Option<u64>,
-
     /// Email of an admin account created at startup if it does not exist.
     pub admin_email: Option<String>,
     /// Its password (or `AUTH_ADMIN_PASSWORD_FILE`); required with `AUTH_ADMIN_EMAIL`.
@@ -103,7 +99,7 @@ impl Settings {
             &self.jwt_audience,
             Duration::from_secs(self.access_token_ttl_secs),
         )
-        .map_err(|error| invalid("AUTH_ACCESS_TOKEN_TTL_SECS", error.to_string()))
+        .map_err(|error| invalid("access_token_ttl_secs", error.to_string()))
     }
 
     /// The password hashing parameters.
@@ -125,9 +121,20 @@ impl Settings {
             // Both bounds fit an i64 of seconds, so the conversion cannot fail.
             secs @ 60..=YEAR => Ok(chrono::TimeDelta::seconds(secs.cast_signed())),
             _ => Err(invalid(
-                "AUTH_REFRESH_TOKEN_TTL_SECS",
+                "refresh_token_ttl_secs",
                 "must be between 60 and 31536000 (a year)",
             )),
+        }
+    }
+
+    /// The login and registration limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            per_email: self.login_max_failures_per_email,
+            per_client: self.login_max_failures_per_client,
+            window: Duration::from_secs(self.login_failure_window_secs),
+            registrations_per_client: self.registrations_per_client,
+            registration_window: Duration::from_secs(self.registration_window_secs),
         }
     }
 
@@ -136,26 +143,36 @@ impl Settings {
         Duration::from_millis(self.users_timeout_ms)
     }
 
-    /// The admin account to bootstrap, if one is configured; both variables or neither.
-    pub fn admin(&self) -> Result<Option<(String, SecretString)>, ConfigError> {
-        match (&self.admin_email, &self.admin_password) {
-            (None, None) => Ok(None),
-            (Some(email), Some(password)) => Ok(Some((email.clone(), password.clone()))),
-            (Some(_), None) => Err(invalid(
-                "AUTH_ADMIN_PASSWORD",
-                "required when AUTH_ADMIN_EMAIL is set",
-            )),
-            (None, Some(_)) => Err(invalid(
-                "AUTH_ADMIN_EMAIL",
-                "required when AUTH_ADMIN_PASSWORD is set",
-            )),
-        }
+    /// The admin account to bootstrap, if one is configured (email and password, or
+    /// neither), validated like any registration.
+    pub fn admin_account(&self) -> Result<Option<NewAccount>, ConfigError> {
+        let (email, password) = match (&self.admin_email, &self.admin_password) {
+            (None, None) => return Ok(None),
+            (Some(email), Some(password)) => (email, password),
+            (Some(_), None) => {
+                return Err(invalid("admin_password", "required with the admin email"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("admin_email", "required with the admin password"));
+            }
+        };
+        let email = Email::parse(email).map_err(|e| invalid("admin_email", e.0))?;
+        let password = Password::new_for(password.expose_secret(), &email)
+            .map_err(|e| invalid("admin_password", format!("the password {}", e.0)))?;
+        let display_name = DisplayName::parse(&self.admin_display_name)
+            .map_err(|e| invalid("admin_display_name", e.0))?;
+        Ok(Some(NewAccount {
+            email,
+            password,
+            display_name,
+            role: Role::Admin,
+        }))
     }
 }
 
 /// Reads `<kid>.pem` files from `dir`, the one named by `active` first.
 fn load_keys(dir: &Path, active: Option<&str>) -> Result<Vec<SigningKey>, ConfigError> {
-    const VARIABLE: &str = "AUTH_SIGNING_KEYS_DIR";
+    const VARIABLE: &str = "signing_keys_dir";
     let entries = std::fs::read_dir(dir)
         .map_err(|error| invalid(VARIABLE, format!("cannot read {}: {error}", dir.display())))?;
     let mut paths = Vec::new();
@@ -200,7 +217,7 @@ fn load_keys(dir: &Path, active: Option<&str>) -> Result<Vec<SigningKey>, Config
         (None, 1) => 0,
         (None, _) => {
             return Err(invalid(
-                "AUTH_SIGNING_KID",
+                "signing_kid",
                 "required when there are several keys: name the one that signs",
             ));
         }
@@ -209,7 +226,7 @@ fn load_keys(dir: &Path, active: Option<&str>) -> Result<Vec<SigningKey>, Config
             .position(|key| key.kid() == kid)
             .ok_or_else(|| {
                 invalid(
-                    "AUTH_SIGNING_KID",
+                    "signing_kid",
                     format!("no key {kid}.pem in {}", dir.display()),
                 )
             })?,
@@ -227,11 +244,9 @@ fn is_valid_kid(kid: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-fn invalid(variable: &str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        variable: variable.to_owned(),
-        problem: problem.into(),
-    }
+/// A problem with the setting `field`; the runtime names its variable with the prefix.
+fn invalid(field: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::setting(field, problem)
 }
 
 mod defaults {
@@ -280,9 +295,6 @@ mod defaults {
     pub fn login_limits_key_prefix() -> String {
         "tessera:auth:login-failures".to_owned()
     }
-    pub fn events_queue() -> String {
-        "auth.events".to_owned()
-    }
     pub fn admin_display_name() -> String {
         "Administrator".to_owned()
     }
@@ -321,7 +333,7 @@ mod tests {
         assert_eq!(with("1209600").unwrap(), chrono::TimeDelta::days(14));
         for out_of_range in ["0", "59", "31536001", "1000000000000"] {
             let error = with(out_of_range).unwrap_err();
-            assert_eq!(error.variable, "AUTH_REFRESH_TOKEN_TTL_SECS");
+            assert_eq!(error.variable, "REFRESH_TOKEN_TTL_SECS");
         }
     }
 
@@ -344,18 +356,18 @@ mod tests {
     fn several_keys_need_an_active_kid_that_exists() {
         let dir = write_keys(&["a", "b"]);
         let error = load_keys(dir.path(), None).unwrap_err();
-        assert_eq!(error.variable, "AUTH_SIGNING_KID");
+        assert_eq!(error.variable, "SIGNING_KID");
         let error = load_keys(dir.path(), Some("c")).unwrap_err();
-        assert_eq!(error.variable, "AUTH_SIGNING_KID");
+        assert_eq!(error.variable, "SIGNING_KID");
     }
 
     #[test]
     fn an_empty_or_missing_directory_or_a_bad_pem_is_named() {
         let empty = tempfile::tempdir().unwrap();
         let error = load_keys(empty.path(), None).unwrap_err();
-        assert_eq!(error.variable, "AUTH_SIGNING_KEYS_DIR");
+        assert_eq!(error.variable, "SIGNING_KEYS_DIR");
         let error = load_keys(&empty.path().join("nope"), None).unwrap_err();
-        assert_eq!(error.variable, "AUTH_SIGNING_KEYS_DIR");
+        assert_eq!(error.variable, "SIGNING_KEYS_DIR");
         std::fs::write(empty.path().join("bad.pem"), "not a key").unwrap();
         let error = load_keys(empty.path(), None).unwrap_err();
         assert!(error.problem.contains("bad.pem"), "{error}");

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use tessera_domain::{DisplayName, Email, Role};
+use tessera_proto::convert;
 use tessera_proto::users::v1 as proto;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
 use tonic::transport::{Channel, Endpoint};
@@ -40,11 +41,12 @@ impl UsersClient {
     /// A client of the service at `url` (connecting on first use), each call bounded by
     /// `deadline`.
     pub fn new(url: &str, deadline: Duration) -> Result<Self, tessera_config::ConfigError> {
-        let endpoint =
-            Endpoint::from_shared(url.to_owned()).map_err(|error| tessera_config::ConfigError {
-                variable: "AUTH_USERS_GRPC_URL".to_owned(),
-                problem: format!("not a valid URL: {error}"),
-            })?;
+        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|error| {
+            tessera_config::ConfigError::setting(
+                "users_grpc_url",
+                format!("not a valid URL: {error}"),
+            )
+        })?;
         let channel = endpoint.connect_timeout(deadline).connect_lazy();
         Ok(Self {
             client: UserServiceClient::new(channel),
@@ -64,7 +66,7 @@ impl UsersClient {
             id: id.to_string(),
             email: email.as_str().to_owned(),
             display_name: display_name.as_str().to_owned(),
-            role: to_proto(role).into(),
+            role: proto::Role::from(role).into(),
         });
         // The deadline travels with the call (grpc-timeout) and bounds our wait for it.
         request.set_timeout(self.deadline);
@@ -84,22 +86,10 @@ impl UsersClient {
         let user = response
             .user
             .ok_or_else(|| UsersError::Refused("the answer has no user".to_owned()))?;
+        let refused = |error: tessera_errors::Error| UsersError::Refused(error.public_message());
         Ok(Profile {
-            id: user
-                .id
-                .parse()
-                .map_err(|_| UsersError::Refused(format!("user id {:?} is no UUID", user.id)))?,
-            role: match proto::Role::try_from(user.role) {
-                Ok(proto::Role::Admin) => Role::Admin,
-                _ => Role::User,
-            },
+            id: convert::uuid("user.id", &user.id).map_err(refused)?,
+            role: convert::role("user.role", user.role).map_err(refused)?,
         })
-    }
-}
-
-fn to_proto(role: Role) -> proto::Role {
-    match role {
-        Role::User => proto::Role::User,
-        Role::Admin => proto::Role::Admin,
     }
 }

@@ -13,7 +13,9 @@ async fn a_missing_or_bad_key_directory_stops_startup_naming_the_variable() {
         )],
     );
     let error = settings.unwrap().signer().unwrap_err();
-    assert_eq!(error.variable, "AUTH_SIGNING_KEYS_DIR");
+    // Named by its field; the runtime adds the service's prefix before reporting it.
+    let reported = error.in_scope(<auth::Auth as tessera_runtime::Service>::SPEC.env_prefix);
+    assert_eq!(reported.variable, "AUTH_SIGNING_KEYS_DIR");
     let missing: Result<auth::Settings, _> = tessera_config::from_vars("AUTH_", Vec::new());
     assert!(
         missing

@@ -1,12 +1,12 @@
-//! The store against a fresh auth database: what no request can reach, such as the
+//! The repository against a fresh auth database: what no request can reach, such as the
 //! janitor's sweep or a credential deleted between two of a login's steps.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 
-use auth::refresh::RefreshToken;
-use auth::store::{AccessGrant, Rotation, Store, StoreError};
+use auth::domain::{AccessGrant, RefreshToken, Rotation};
+use auth::repository::{AccountRepository, Postgres, RepositoryError};
 use chrono::{TimeDelta, Utc};
 use tessera_domain::{Email, Role};
 use tessera_jwt::{Signer, SigningKey};
@@ -25,7 +25,7 @@ fn refresh_expiry() -> chrono::DateTime<Utc> {
 }
 
 /// An active credential, as a completed registration leaves it.
-async fn registered(store: &Store) -> uuid::Uuid {
+async fn registered(store: &Postgres) -> uuid::Uuid {
     let email = Email::parse(&format!(
         "user-{}@example.com",
         uuid::Uuid::now_v7().simple()
@@ -52,7 +52,7 @@ async fn credentials_for(db: &sqlx::PgPool, email: &str) -> i64 {
 async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
     let database = TestDatabase::migrated(&auth::MIGRATOR).await;
     let db = sqlx::PgPool::connect(database.url()).await.unwrap();
-    let store = Store::new(db.clone());
+    let store = Postgres::new(db.clone());
     let user = registered(&store).await;
     let (live, ended) = (RefreshToken::generate(), RefreshToken::generate());
     for refresh in [&live, &ended] {
@@ -89,7 +89,7 @@ async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
             &live,
             &RefreshToken::generate(),
             refresh_expiry(),
-            |user_id, role| Ok::<_, StoreError>(signer.issue(user_id, role).unwrap()),
+            |user_id, role| Ok::<_, RepositoryError>(signer.issue(user_id, role).unwrap()),
         )
         .await
         .unwrap();
@@ -103,8 +103,8 @@ async fn no_session_opens_for_a_credential_deleted_meanwhile() {
     // session's insert finds no credential, and the login is an ordinary failure.
     let database = TestDatabase::migrated(&auth::MIGRATOR).await;
     let db = sqlx::PgPool::connect(database.url()).await.unwrap();
-    let store = auth::store::Store::new(db.clone());
-    let access = auth::store::AccessGrant {
+    let store = Postgres::new(db.clone());
+    let access = AccessGrant {
         jti: uuid::Uuid::now_v7(),
         expires_at: chrono::Utc::now() + chrono::TimeDelta::minutes(15),
     };
@@ -113,7 +113,7 @@ async fn no_session_opens_for_a_credential_deleted_meanwhile() {
         .open_session(
             uuid::Uuid::now_v7(),
             access,
-            &auth::refresh::RefreshToken::generate(),
+            &RefreshToken::generate(),
             chrono::Utc::now() + chrono::TimeDelta::days(1),
         )
         .await

@@ -1,30 +1,32 @@
-//! `tessera.users.v1.UserService`, for the other services (no end-user access rules here:
-//! the gRPC port is internal).
+//! `tessera.users.v1.UserService`, for the other services: proto in, [`Profiles`] called,
+//! proto out (the gRPC port is internal, so the callers are trusted services).
 
 use std::sync::Arc;
 
-use tessera_domain::{DisplayName, Email, Role};
+use tessera_domain::{DisplayName, Email};
 use tessera_errors::Error;
+use tessera_proto::convert;
 use tessera_proto::users::v1 as proto;
 use tonic::{Request, Response, Status};
-use uuid::Uuid;
 
 use crate::Repository;
 use crate::domain::{Creation, NewUser, User};
-use crate::repository::UserRepository;
+use crate::profiles::Profiles;
 
 /// Most ids one `BatchGetUsers` call may ask for.
 const MAX_BATCH: usize = 100;
 
-/// The gRPC service over the users repository.
+/// The gRPC service over the profiles.
 pub struct UserGrpc {
-    repository: Arc<Repository>,
+    profiles: Arc<Profiles<Repository>>,
 }
 
 impl UserGrpc {
-    /// A service reading and writing through `repository`.
-    pub fn new(repository: Arc<Repository>) -> proto::user_service_server::UserServiceServer<Self> {
-        proto::user_service_server::UserServiceServer::new(Self { repository })
+    /// A service reading and writing through `profiles`.
+    pub fn new(
+        profiles: Arc<Profiles<Repository>>,
+    ) -> proto::user_service_server::UserServiceServer<Self> {
+        proto::user_service_server::UserServiceServer::new(Self { profiles })
     }
 }
 
@@ -36,13 +38,13 @@ impl proto::user_service_server::UserService for UserGrpc {
     ) -> Result<Response<proto::CreateUserResponse>, Status> {
         let request = request.into_inner();
         let new = NewUser {
-            id: parse_id("id", &request.id)?,
+            id: convert::uuid("id", &request.id)?,
             email: Email::parse(&request.email).map_err(|e| invalid("email", e.0))?,
             display_name: DisplayName::parse(&request.display_name)
                 .map_err(|e| invalid("display_name", e.0))?,
-            role: parse_role(request.role)?,
+            role: convert::role("role", request.role)?,
         };
-        let creation = self.repository.create(new).await.map_err(Error::from)?;
+        let creation = self.profiles.create(new).await?;
         Ok(Response::new(proto::CreateUserResponse {
             created: matches!(creation, Creation::Created(_)),
             user: Some(to_proto(creation.user())),
@@ -53,13 +55,8 @@ impl proto::user_service_server::UserService for UserGrpc {
         &self,
         request: Request<proto::GetUserRequest>,
     ) -> Result<Response<proto::GetUserResponse>, Status> {
-        let id = parse_id("id", &request.get_ref().id)?;
-        let user = self
-            .repository
-            .find(id)
-            .await
-            .map_err(Error::from)?
-            .ok_or(Error::NotFound("user"))?;
+        let id = convert::uuid("id", &request.get_ref().id)?;
+        let user = self.profiles.find(id).await?;
         Ok(Response::new(proto::GetUserResponse {
             user: Some(to_proto(&user)),
         }))
@@ -73,14 +70,12 @@ impl proto::user_service_server::UserService for UserGrpc {
         if raw.len() > MAX_BATCH {
             return Err(invalid("ids", format!("at most {MAX_BATCH} ids per call")).into());
         }
-        let mut ids = raw
+        let ids = raw
             .iter()
             .enumerate()
-            .map(|(index, id)| parse_id(&format!("ids[{index}]"), id))
+            .map(|(index, id)| convert::uuid(&format!("ids[{index}]"), id))
             .collect::<Result<Vec<_>, _>>()?;
-        ids.sort_unstable();
-        ids.dedup();
-        let users = self.repository.find_many(&ids).await.map_err(Error::from)?;
+        let users = self.profiles.find_many(ids).await?;
         Ok(Response::new(proto::BatchGetUsersResponse {
             users: users.iter().map(to_proto).collect(),
         }))
@@ -91,36 +86,13 @@ fn invalid(field: &str, message: impl Into<String>) -> Error {
     Error::invalid_field(field, message)
 }
 
-fn parse_id(field: &str, raw: &str) -> Result<Uuid, Error> {
-    Uuid::parse_str(raw).map_err(|_| invalid(field, "not a valid uuid"))
-}
-
-fn parse_role(raw: i32) -> Result<Role, Error> {
-    match proto::Role::try_from(raw) {
-        Ok(proto::Role::Unspecified | proto::Role::User) => Ok(Role::User),
-        Ok(proto::Role::Admin) => Ok(Role::Admin),
-        Err(_) => Err(invalid("role", format!("unknown role {raw}"))),
-    }
-}
-
 fn to_proto(user: &User) -> proto::User {
-    let role = match user.role {
-        Role::User => proto::Role::User,
-        Role::Admin => proto::Role::Admin,
-    };
     proto::User {
         id: user.id.to_string(),
         email: user.email.to_string(),
         display_name: user.display_name.to_string(),
-        role: role.into(),
-        created_at: Some(timestamp(user.created_at)),
-        updated_at: Some(timestamp(user.updated_at)),
-    }
-}
-
-fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.timestamp(),
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(0),
+        role: proto::Role::from(user.role).into(),
+        created_at: Some(convert::timestamp(user.created_at)),
+        updated_at: Some(convert::timestamp(user.updated_at)),
     }
 }

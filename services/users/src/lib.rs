@@ -15,42 +15,47 @@ pub mod settings;
 use std::sync::Arc;
 
 use sqlx::migrate::Migrator;
-use tessera_jwt::Verifier;
-use tessera_runtime::{BoxError, Context, Endpoints, GrpcServices, ServiceSpec};
+use tessera_jwt::{Denylist, Verifier};
+use tessera_runtime::{BoxError, Context, Endpoints, GrpcServices, Service, ServiceSpec};
 
 pub use settings::Settings;
 
 /// The users database's migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/users");
 
-/// How the runtime runs this service.
-pub static SPEC: ServiceSpec = ServiceSpec {
-    name: "users",
-    env_prefix: "USERS_",
-    default_http_port: 8082,
-    default_grpc_port: 50052,
-    migrator: &MIGRATOR,
-    descriptors: &[tessera_proto::FILE_DESCRIPTOR_SET],
-};
-
 /// The repository the service runs on: PostgreSQL behind the Redis cache.
 pub type Repository = repository::Cached<repository::Postgres>;
 
-/// Builds the service's endpoints from the runtime's resources and its settings.
-pub async fn endpoints(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
-    let verifier = Verifier::remote(settings.verifier())?
-        .with_denylist(tessera_jwt::Denylist::new(context.redis.clone()));
-    let repository = Arc::new(repository::Cached::new(
-        repository::Postgres::new(context.db.clone(), context.outbox.clone()),
-        context.cache("users", settings.cache_ttl()),
-    ));
-    let state = http::AppState {
-        profiles: Arc::new(profiles::Profiles::new(Arc::clone(&repository))),
-        verifier,
+/// The users service, as the runtime boots it.
+pub struct Users;
+
+impl Service for Users {
+    const SPEC: &'static ServiceSpec = &ServiceSpec {
+        name: "users",
+        env_prefix: "USERS_",
+        default_http_port: 8082,
+        default_grpc_port: 50052,
+        migrator: &MIGRATOR,
+        descriptors: &[tessera_proto::FILE_DESCRIPTOR_SET],
     };
-    Ok(Endpoints {
-        http: http::router(state),
-        grpc: GrpcServices::default().with(grpc::UserGrpc::new(repository)),
-        consumers: Vec::new(),
-    })
+    type Settings = Settings;
+
+    async fn build(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
+        let verifier = Verifier::remote(settings.verifier())?
+            .with_denylist(Denylist::new(context.redis.clone()));
+        let repository = repository::Cached::new(
+            repository::Postgres::new(context.db.clone(), context.outbox.clone()),
+            context.cache("users", settings.cache_ttl()),
+        );
+        let profiles = Arc::new(profiles::Profiles::new(repository));
+        let state = http::AppState {
+            profiles: Arc::clone(&profiles),
+            verifier,
+        };
+        Ok(Endpoints {
+            http: http::router(state),
+            grpc: GrpcServices::default().with(grpc::UserGrpc::new(profiles)),
+            ..Endpoints::default()
+        })
+    }
 }

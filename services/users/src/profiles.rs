@@ -1,11 +1,11 @@
-//! Who may see and change which profile: the rules every REST call goes through.
+//! Who may see and change which profile: the rules every REST and gRPC call goes through.
 
 use tessera_domain::{Cursor, PageSize};
 use tessera_errors::Error;
 use tessera_jwt::Principal;
 use uuid::Uuid;
 
-use crate::domain::{User, UserChanges};
+use crate::domain::{Creation, NewUser, User, UserChanges};
 use crate::repository::UserRepository;
 
 /// One page of a listing.
@@ -17,10 +17,11 @@ pub struct Page {
     pub next_cursor: Option<Cursor>,
 }
 
-/// The profiles, as seen by an authenticated caller.
+/// The profiles, as seen by an authenticated end user or by another service.
 ///
 /// Owners see and change only themselves and admins everyone. A profile the caller may not
-/// see is reported as missing, so ids of other users cannot be probed.
+/// see is reported as missing, so ids of other users cannot be probed. Other services reach
+/// the internal gRPC port only; they create profiles (registration) and read any.
 pub struct Profiles<R> {
     repository: R,
 }
@@ -95,5 +96,26 @@ impl<R: UserRepository> Profiles<R> {
             None
         };
         Ok(Page { items, next_cursor })
+    }
+
+    /// Creates a profile for another service (registration), or returns the one that has
+    /// its email already.
+    pub async fn create(&self, user: NewUser) -> Result<Creation, Error> {
+        Ok(self.repository.create(user).await?)
+    }
+
+    /// The profile `id`, for another service.
+    pub async fn find(&self, id: Uuid) -> Result<User, Error> {
+        self.repository
+            .find(id)
+            .await?
+            .ok_or(Error::NotFound("user"))
+    }
+
+    /// The profiles that exist among `ids`, each once, for another service.
+    pub async fn find_many(&self, mut ids: Vec<Uuid>) -> Result<Vec<User>, Error> {
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(self.repository.find_many(&ids).await?)
     }
 }

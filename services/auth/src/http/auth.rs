@@ -17,9 +17,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{AppState, ClientAddr};
-use crate::accounts::{NewAccount, Tokens};
-use crate::passwords::{self, Password};
-use crate::refresh::RefreshToken;
+use crate::accounts::Tokens;
+use crate::domain::{self, NewAccount, Password, RefreshToken};
 
 /// A new account.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -102,10 +101,7 @@ impl IntoResponse for Tokens {
     request_body = Register,
     responses(
         (status = 201, description = "The account and its profile exist.", body = Registered),
-        (status = 400, description = "The body is not JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "An account with this email exists.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "A field is invalid or unknown (a weak password, say); `errors` names it.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many registrations from this address; `Retry-After` says when to try again.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The users service cannot create the profile now; no account was made.", body = Problem, content_type = "application/problem+json"),
@@ -146,11 +142,7 @@ pub async fn register(
     request_body = Login,
     responses(
         (status = 200, description = "Logged in.", body = TokenResponse),
-        (status = 400, description = "The body is not JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Wrong email or password (the same answer for both).", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing or unknown.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Too many failed logins for this email or from this address; `Retry-After` says when to try again.", body = Problem, content_type = "application/problem+json"),
     )
 )]
@@ -172,11 +164,7 @@ pub async fn login(
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens.", body = TokenResponse),
-        (status = 400, description = "The body is not JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "The refresh token is invalid, expired, already used or its session ended.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is missing or unknown.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn refresh(
@@ -213,4 +201,4 @@ pub async fn logout(
 }
 
 // The limits the schema advertises are the ones enforced.
-const _: () = assert!(passwords::MIN_CHARS == 12 && passwords::MAX_CHARS == 128);
+const _: () = assert!(domain::MIN_CHARS == 12 && domain::MAX_CHARS == 128);

@@ -15,6 +15,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::Repository;
 use crate::accounts::Accounts;
 
 pub use jwks::Jwks;
@@ -23,7 +24,7 @@ pub use jwks::Jwks;
 #[derive(Clone)]
 pub struct AppState {
     /// Registration, login, refresh and logout.
-    pub accounts: Arc<Accounts>,
+    pub accounts: Arc<Accounts<Repository>>,
     /// Verifies access tokens (at logout).
     pub verifier: Verifier,
     /// The public keys, ready to serve.

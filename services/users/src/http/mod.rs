@@ -18,7 +18,7 @@ use crate::profiles::Profiles;
 #[derive(Clone)]
 pub struct AppState {
     /// The profiles, behind their access rules.
-    pub profiles: Arc<Profiles<Arc<Repository>>>,
+    pub profiles: Arc<Profiles<Repository>>,
     /// Verifies the callers' access tokens.
     pub verifier: Verifier,
 }

@@ -128,13 +128,9 @@ pub async fn get(
     request_body = UpdateUser,
     responses(
         (status = 200, description = "The profile as it now is.", body = UserBody),
-        (status = 400, description = "The body is not JSON.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Only an admin may change a role.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such user, or not one the caller may change.", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "The body is too large.", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "The body is not application/json.", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A field is invalid or unknown; `errors` names it.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn update(

@@ -77,51 +77,8 @@ impl From<RepositoryError> for Error {
     fn from(error: RepositoryError) -> Self {
         match error {
             RepositoryError::IdTaken(_) => Self::AlreadyExists(error.to_string()),
-            RepositoryError::Database(sqlx::Error::PoolTimedOut) => {
-                Self::Unavailable("the database is not answering; retry later".to_owned())
-            }
+            RepositoryError::Database(error) => tessera_errors::storage::database_error(error, &[]),
             other => Self::internal(other),
         }
-    }
-}
-
-/// A shared repository is a repository: REST and gRPC use one instance.
-impl<R: UserRepository> UserRepository for std::sync::Arc<R> {
-    fn create(
-        &self,
-        user: NewUser,
-    ) -> impl Future<Output = Result<Creation, RepositoryError>> + Send {
-        R::create(self, user)
-    }
-
-    fn find(&self, id: Uuid) -> impl Future<Output = Result<Option<User>, RepositoryError>> + Send {
-        R::find(self, id)
-    }
-
-    fn find_many(
-        &self,
-        ids: &[Uuid],
-    ) -> impl Future<Output = Result<Vec<User>, RepositoryError>> + Send {
-        R::find_many(self, ids)
-    }
-
-    fn list(
-        &self,
-        after: Option<Uuid>,
-        limit: u32,
-    ) -> impl Future<Output = Result<Vec<User>, RepositoryError>> + Send {
-        R::list(self, after, limit)
-    }
-
-    fn update(
-        &self,
-        id: Uuid,
-        changes: UserChanges,
-    ) -> impl Future<Output = Result<Option<User>, RepositoryError>> + Send {
-        R::update(self, id, changes)
-    }
-
-    fn delete(&self, id: Uuid) -> impl Future<Output = Result<bool, RepositoryError>> + Send {
-        R::delete(self, id)
     }
 }

@@ -45,11 +45,7 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     for (name, value) in overrides {
         tessera_testkit::set_var(&mut env, PREFIX, name, value.clone());
     }
-    let settings: users::Settings = tessera_config::from_vars(PREFIX, env.clone()).unwrap();
-    let service = InProcess::start(&users::SPEC, env, move |context| {
-        users::endpoints(context, settings)
-    })
-    .await;
+    let service = InProcess::start::<users::Users>(env).await;
     TestApp {
         service,
         issuer,

@@ -317,6 +317,10 @@ async fn the_openapi_document_describes_every_route() {
             panic!("{method} {path}: 401 is not problem+json");
         }
     }
+    // Only an operation that takes a body can answer that its body is wrong.
+    for status in ["413", "415"] {
+        assert!(api["paths"]["/api/v1/users/me"]["get"]["responses"][status].is_null());
+    }
     assert_eq!(
         api["paths"].as_object().unwrap().len(),
         3,

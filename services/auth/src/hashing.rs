@@ -1,97 +1,16 @@
-//! Passwords: which ones registration accepts, and argon2id hashing kept off the async
-//! threads and bounded in how many run at once (each holds its memory cost).
+//! Password hashing: argon2id kept off the async threads, bounded in how many run at once
+//! (each holds its memory cost), timed in `auth_password_hash_seconds`.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
-use secrecy::{ExposeSecret, SecretString};
-use tessera_domain::{Email, Invalid};
+use tessera_errors::BoxError;
 use tokio::sync::Semaphore;
 
-/// Fewest characters a new password may have.
-pub const MIN_CHARS: usize = 12;
-/// Most characters any password may have: longer ones are refused before hashing, so a
-/// megabyte "password" costs nothing.
-pub const MAX_CHARS: usize = 128;
-/// Fewest distinct characters a new password must use.
-const MIN_DISTINCT: usize = 5;
-
-/// Long passwords that still top breach lists; refused whatever their case.
-const COMMON: &[&str] = &[
-    "123456789012",
-    "1234567890123",
-    "12345678901234",
-    "123456789abc",
-    "1q2w3e4r5t6y",
-    "1qaz2wsx3edc",
-    "abcdefghijkl",
-    "abcd12345678",
-    "iloveyou1234",
-    "password1234",
-    "password12345",
-    "password123456",
-    "passwordpassword",
-    "qwerty123456",
-    "qwertyuiop12",
-    "qwertyuiopasdf",
-    "letmein12345",
-    "welcome12345",
-    "changeme1234",
-    "administrator",
-];
-
-/// A password as the client typed it. Never printed.
-#[derive(Clone)]
-pub struct Password(SecretString);
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(..)")
-    }
-}
-
-impl Password {
-    /// A password to register `email` with: 12 to 128 characters, not one of the most common,
-    /// not repetitive, not the email address.
-    pub fn new_for(raw: &str, email: &Email) -> Result<Self, Invalid> {
-        let offered = Self::offered(raw)?;
-        let chars = raw.chars().count();
-        if chars < MIN_CHARS {
-            return Err(Invalid(format!(
-                "must have at least {MIN_CHARS} characters"
-            )));
-        }
-        if raw.chars().collect::<HashSet<_>>().len() < MIN_DISTINCT {
-            return Err(Invalid(format!(
-                "must use at least {MIN_DISTINCT} different characters"
-            )));
-        }
-        let lower = raw.to_lowercase();
-        if COMMON.contains(&lower.as_str()) {
-            return Err(Invalid("is one of the most common passwords".to_owned()));
-        }
-        if lower.contains(email.as_str()) {
-            return Err(Invalid("must not contain the email address".to_owned()));
-        }
-        Ok(offered)
-    }
-
-    /// A password offered at login: only the length cap applies.
-    pub fn offered(raw: &str) -> Result<Self, Invalid> {
-        if raw.chars().count() > MAX_CHARS {
-            return Err(Invalid(format!("must have at most {MAX_CHARS} characters")));
-        }
-        Ok(Self(SecretString::from(raw)))
-    }
-
-    fn bytes(&self) -> &[u8] {
-        self.0.expose_secret().as_bytes()
-    }
-}
+use crate::domain::Password;
 
 /// Argon2id cost parameters and how many hashes may run at once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,16 +71,18 @@ impl Hasher {
     pub async fn new(
         settings: HashSettings,
         registry: &prometheus::Registry,
-    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    ) -> Result<Self, BoxError> {
         let params = Params::new(
             settings.memory_kib,
             settings.iterations,
             settings.parallelism,
             None,
         )
-        .map_err(|error| tessera_config::ConfigError {
-            variable: "AUTH_ARGON2_MEMORY_KIB".to_owned(),
-            problem: format!("invalid argon2 parameters (memory/iterations/parallelism): {error}"),
+        .map_err(|error| {
+            tessera_config::ConfigError::setting(
+                "argon2_memory_kib",
+                format!("invalid argon2 parameters (memory/iterations/parallelism): {error}"),
+            )
         })?;
         let seconds = prometheus::HistogramVec::new(
             prometheus::HistogramOpts::new(
@@ -350,10 +271,6 @@ fn stale(hash: &PasswordHash, params: &Params) -> bool {
 mod tests {
     use super::*;
 
-    fn email() -> Email {
-        Email::parse("ada@example.com").unwrap()
-    }
-
     fn settings(memory_kib: u32) -> HashSettings {
         HashSettings {
             memory_kib,
@@ -361,30 +278,6 @@ mod tests {
             parallelism: 1,
             concurrency: 2,
         }
-    }
-
-    #[test]
-    fn new_passwords_are_long_varied_uncommon_and_not_the_email() {
-        assert!(Password::new_for("correct horse battery", &email()).is_ok());
-        let refused = |raw: &str| Password::new_for(raw, &email()).unwrap_err().0;
-        assert!(refused("short pass").contains("at least 12"));
-        assert!(refused(&"x".repeat(129)).contains("at most 128"));
-        assert!(refused("abababababababab").contains("different characters"));
-        assert!(refused("Password1234").contains("common"));
-        assert!(refused("my ADA@example.com pw").contains("email"));
-    }
-
-    #[test]
-    fn length_counts_characters_not_bytes() {
-        assert!(Password::new_for("ÄÖÜäöüßéèêëî", &email()).is_ok());
-        assert!(Password::offered(&"é".repeat(128)).is_ok());
-        assert!(Password::offered(&"é".repeat(129)).is_err());
-    }
-
-    #[test]
-    fn passwords_never_print() {
-        let password = Password::offered("hunter2hunter2").unwrap();
-        assert_eq!(format!("{password:?}"), "Password(..)");
     }
 
     #[tokio::test]
@@ -472,9 +365,6 @@ mod tests {
             .await
             .err()
             .unwrap();
-        assert!(
-            error.to_string().contains("AUTH_ARGON2_MEMORY_KIB"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("ARGON2_MEMORY_KIB"), "{error}");
     }
 }

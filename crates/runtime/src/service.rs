@@ -1,0 +1,143 @@
+//! What a service is to the runtime: a type with a spec, settings and one `build`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use tessera_errors::BoxError;
+use tessera_messaging::{Broker, Consumer, MessagingMetrics, Outbox};
+use tessera_observability::Metrics;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cache::{CacheMetrics, JsonCache};
+use crate::config::RuntimeConfig;
+use crate::grpc::GrpcServices;
+use crate::tasks::Task;
+
+/// A tessera service: what the runtime needs to boot it. `main` is then
+/// `tessera_runtime::main::<Users>()`, and tests start the same type in-process.
+pub trait Service: Send + 'static {
+    /// Its name, ports, migrations and gRPC descriptors.
+    const SPEC: &'static ServiceSpec;
+
+    /// Its own settings, read from its `<PREFIX>*` variables next to the runtime's.
+    type Settings: DeserializeOwned + Send + 'static;
+
+    /// Builds what it serves and runs from the runtime's resources and its settings. A
+    /// [`tessera_config::ConfigError`] returned here stops the process as a configuration
+    /// error, its variable named with the service's prefix.
+    fn build(
+        context: Context,
+        settings: Self::Settings,
+    ) -> impl Future<Output = Result<Endpoints, BoxError>> + Send;
+}
+
+/// What the runtime needs to know about a service.
+pub struct ServiceSpec {
+    /// Short name, used in logs and connection names (`users`).
+    pub name: &'static str,
+    /// Prefix of its environment variables, separator included (`USERS_`).
+    pub env_prefix: &'static str,
+    /// REST port when `<PREFIX>HTTP_PORT` is unset.
+    pub default_http_port: u16,
+    /// gRPC port when `<PREFIX>GRPC_PORT` is unset.
+    pub default_grpc_port: u16,
+    /// Its migrations: `sqlx::migrate!("../../migrations/<name>")`.
+    pub migrator: &'static Migrator,
+    /// Encoded file descriptor sets of its gRPC services, for reflection.
+    pub descriptors: &'static [&'static [u8]],
+}
+
+/// Settings with no variables, for a service that has none of its own.
+#[derive(Debug, Clone, Copy, Default, serde::Deserialize)]
+pub struct NoSettings {}
+
+/// What a service gets to build its endpoints: configuration and shared resources.
+#[derive(Clone)]
+pub struct Context {
+    pub(crate) name: &'static str,
+    /// The runtime settings.
+    pub config: Arc<RuntimeConfig>,
+    /// The service's PostgreSQL pool.
+    pub db: PgPool,
+    /// The service's Redis pool.
+    pub redis: deadpool_redis::Pool,
+    /// The service's broker connection.
+    pub broker: Broker,
+    /// Writes the service's events inside its transactions.
+    pub outbox: Outbox,
+    /// Metrics of the event pipeline.
+    pub messaging: MessagingMetrics,
+    /// Metrics shared by the service's caches.
+    pub cache_metrics: CacheMetrics,
+    /// The metrics registry; register service-specific collectors here.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled when the service starts shutting down; lifelong tasks watch it.
+    pub shutdown: CancellationToken,
+    pub(crate) detached: TaskTracker,
+}
+
+impl Context {
+    /// A Redis cache-aside store named `name` whose entries live for `ttl`; its operations
+    /// are bounded by `redis_timeout_ms`.
+    pub fn cache(&self, name: &'static str, ttl: Duration) -> JsonCache {
+        JsonCache::new(
+            self.redis.clone(),
+            name,
+            ttl,
+            Duration::from_millis(self.config.redis_timeout_ms),
+            self.cache_metrics.clone(),
+        )
+    }
+
+    /// The service's event consumer, on its queue `<PREFIX>EVENTS_QUEUE` with the
+    /// `<PREFIX>EVENTS_*` settings; add its handlers with [`Consumer::on`] and hand it over in
+    /// [`Endpoints::consumer`].
+    pub fn consumer(&self) -> Consumer {
+        Consumer::new(
+            self.config.consumer(self.name),
+            self.db.clone(),
+            self.broker.clone(),
+            self.messaging.clone(),
+        )
+    }
+
+    /// Runs work to its end even when the request that started it goes away (a client
+    /// hanging up must not stop a saga half-way); the runtime waits for such work at
+    /// shutdown, before closing the pools.
+    pub fn detacher(&self) -> Detacher {
+        Detacher(self.detached.clone())
+    }
+}
+
+/// Runs work to its end regardless of its caller; see [`Context::detacher`].
+#[derive(Clone)]
+pub struct Detacher(TaskTracker);
+
+impl Detacher {
+    /// Runs `work` on its own; the runtime waits for it at shutdown.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> JoinHandle<T> {
+        self.0.spawn(work)
+    }
+}
+
+/// What a service serves and runs.
+#[derive(Default)]
+pub struct Endpoints {
+    /// REST routes, under `/api/...` by convention.
+    pub http: axum::Router,
+    /// gRPC services.
+    pub grpc: GrpcServices,
+    /// Its event consumer (from [`Context::consumer`]), if it consumes any.
+    pub consumer: Option<Consumer>,
+    /// Its own background work.
+    pub tasks: Vec<Task>,
+}

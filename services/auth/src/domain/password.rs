@@ -1,0 +1,123 @@
+//! What a password must be: the rules for new ones, the cap on any one, and a type that
+//! never prints. Hashing is elsewhere ([`crate::hashing`]); this is only the policy.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use secrecy::{ExposeSecret, SecretString};
+use tessera_domain::{Email, Invalid};
+
+/// Fewest characters a new password may have.
+pub const MIN_CHARS: usize = 12;
+/// Most characters any password may have: longer ones are refused before hashing, so a
+/// megabyte "password" costs nothing.
+pub const MAX_CHARS: usize = 128;
+/// Fewest distinct characters a new password must use.
+const MIN_DISTINCT: usize = 5;
+
+/// Long passwords that still top breach lists; refused whatever their case.
+const COMMON: &[&str] = &[
+    "123456789012",
+    "1234567890123",
+    "12345678901234",
+    "123456789abc",
+    "1q2w3e4r5t6y",
+    "1qaz2wsx3edc",
+    "abcdefghijkl",
+    "abcd12345678",
+    "iloveyou1234",
+    "password1234",
+    "password12345",
+    "password123456",
+    "passwordpassword",
+    "qwerty123456",
+    "qwertyuiop12",
+    "qwertyuiopasdf",
+    "letmein12345",
+    "welcome12345",
+    "changeme1234",
+    "administrator",
+];
+
+/// A password as the client typed it. Never printed.
+#[derive(Clone)]
+pub struct Password(SecretString);
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+impl Password {
+    /// A password to register `email` with: 12 to 128 characters, not one of the most common,
+    /// not repetitive, not the email address.
+    pub fn new_for(raw: &str, email: &Email) -> Result<Self, Invalid> {
+        let offered = Self::offered(raw)?;
+        let chars = raw.chars().count();
+        if chars < MIN_CHARS {
+            return Err(Invalid(format!(
+                "must have at least {MIN_CHARS} characters"
+            )));
+        }
+        if raw.chars().collect::<HashSet<_>>().len() < MIN_DISTINCT {
+            return Err(Invalid(format!(
+                "must use at least {MIN_DISTINCT} different characters"
+            )));
+        }
+        let lower = raw.to_lowercase();
+        if COMMON.contains(&lower.as_str()) {
+            return Err(Invalid("is one of the most common passwords".to_owned()));
+        }
+        if lower.contains(email.as_str()) {
+            return Err(Invalid("must not contain the email address".to_owned()));
+        }
+        Ok(offered)
+    }
+
+    /// A password offered at login: only the length cap applies.
+    pub fn offered(raw: &str) -> Result<Self, Invalid> {
+        if raw.chars().count() > MAX_CHARS {
+            return Err(Invalid(format!("must have at most {MAX_CHARS} characters")));
+        }
+        Ok(Self(SecretString::from(raw)))
+    }
+
+    /// The password's bytes, for hashing.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.0.expose_secret().as_bytes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn email() -> Email {
+        Email::parse("ada@example.com").unwrap()
+    }
+
+    #[test]
+    fn new_passwords_are_long_varied_uncommon_and_not_the_email() {
+        assert!(Password::new_for("correct horse battery", &email()).is_ok());
+        let refused = |raw: &str| Password::new_for(raw, &email()).unwrap_err().0;
+        assert!(refused("short pass").contains("at least 12"));
+        assert!(refused(&"x".repeat(129)).contains("at most 128"));
+        assert!(refused("abababababababab").contains("different characters"));
+        assert!(refused("Password1234").contains("common"));
+        assert!(refused("my ADA@example.com pw").contains("email"));
+    }
+
+    #[test]
+    fn length_counts_characters_not_bytes() {
+        assert!(Password::new_for("ÄÖÜäöüßéèêëî", &email()).is_ok());
+        assert!(Password::offered(&"é".repeat(128)).is_ok());
+        assert!(Password::offered(&"é".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn passwords_never_print() {
+        let password = Password::offered("hunter2hunter2").unwrap();
+        assert_eq!(format!("{password:?}"), "Password(..)");
+    }
+}
