@@ -10,6 +10,7 @@
 
 pub mod extract;
 mod problem;
+#[cfg(feature = "storage")]
 pub mod storage;
 
 pub use problem::PROBLEM_JSON;

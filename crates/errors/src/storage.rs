@@ -3,8 +3,9 @@
 //! - The database cannot be reached (pool timeout, connection refused or lost, the server
 //!   shutting down or out of connections): [`Error::Unavailable`], 503 with `Retry-After`.
 //!   The request may succeed in a moment; nothing about it was wrong.
-//! - A unique constraint refused the write: [`Error::AlreadyExists`], 409, in the words the
-//!   service gave that constraint's name.
+//! - A unique constraint the service named refused the write: [`Error::AlreadyExists`], 409,
+//!   in the words it gave that constraint. One it did not name is a write it never expected
+//!   to clash: a bug, like the rest.
 //! - Anything else is a bug or corrupt data: [`Error::Internal`], 500, the cause logged.
 
 use crate::Error;
@@ -39,12 +40,10 @@ pub fn database_error(error: sqlx::Error, unique: &UniqueConstraints) -> Error {
     }
     if let sqlx::Error::Database(database) = &error
         && database.is_unique_violation()
+        && let Some(constraint) = database.constraint()
+        && let Some((_, message)) = unique.iter().find(|(name, _)| *name == constraint)
     {
-        let constraint = database.constraint().unwrap_or_default();
-        if let Some((_, message)) = unique.iter().find(|(name, _)| *name == constraint) {
-            return Error::AlreadyExists((*message).to_owned());
-        }
-        return Error::AlreadyExists("this conflicts with an existing record".to_owned());
+        return Error::AlreadyExists((*message).to_owned());
     }
     Error::internal(error)
 }

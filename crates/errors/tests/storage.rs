@@ -29,7 +29,7 @@ async fn connection_with_a_taken_email() -> PgConnection {
 }
 
 #[tokio::test]
-async fn a_unique_violation_is_a_conflict_in_the_words_given_for_its_constraint() {
+async fn a_named_unique_violation_is_a_conflict_in_its_words_and_any_other_a_bug() {
     let mut connection = connection_with_a_taken_email().await;
     let error = sqlx::query("INSERT INTO accounts VALUES ('taken@example.com', 'bob')")
         .execute(&mut connection)
@@ -42,12 +42,12 @@ async fn a_unique_violation_is_a_conflict_in_the_words_given_for_its_constraint(
     assert_eq!(mapped.http_status(), 409);
     assert_eq!(mapped.public_message(), "an account with this email exists");
 
-    // A constraint the service gave no words for is still a conflict, never a 500.
+    // A constraint the service gave no words for was never expected to clash: a bug.
     let error = sqlx::query("INSERT INTO accounts VALUES ('new@example.com', 'ada')")
         .execute(&mut connection)
         .await
         .unwrap_err();
-    assert!(matches!(Error::from(error), Error::AlreadyExists(_)));
+    assert!(matches!(Error::from(error), Error::Internal(_)));
 }
 
 #[tokio::test]

@@ -41,8 +41,8 @@ pub fn uuid(field: &str, raw: &str) -> Result<Uuid, Error> {
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.timestamp(),
-        // Below 1e9 by definition, so it always fits.
-        nanos: i32::try_from(at.timestamp_subsec_nanos()).unwrap_or(i32::MAX),
+        // chrono counts a leap second as nanoseconds past 1e9; protobuf has no such instant.
+        nanos: i32::try_from(at.timestamp_subsec_nanos().min(999_999_999)).unwrap_or(0),
     }
 }
 

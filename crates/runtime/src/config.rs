@@ -99,15 +99,15 @@ impl RuntimeConfig {
         SocketAddr::new(self.host, self.grpc_port.unwrap_or(default_port))
     }
 
-    /// The settings of the service's event consumer, named `name`, on the shared exchange.
-    pub fn consumer(&self, name: &str) -> ConsumerSettings {
+    /// The settings of `service`'s event consumer `name`, on the shared exchange.
+    pub fn consumer(&self, service: &str, name: &str) -> ConsumerSettings {
         ConsumerSettings {
             name: name.to_owned(),
             exchange: tessera_messaging::topology::EVENTS_EXCHANGE.to_owned(),
             queue: self
                 .events_queue
                 .clone()
-                .unwrap_or_else(|| format!("{name}.events")),
+                .unwrap_or_else(|| format!("{service}.events")),
             prefetch: self.events_prefetch,
             retry_delays: self
                 .events_retry_delays_ms
@@ -192,7 +192,8 @@ mod tests {
 
     #[test]
     fn the_consumer_takes_its_queue_and_retries_from_the_environment() {
-        let defaults = config(&[]).consumer("svc");
+        let defaults = config(&[]).consumer("svc", "svc.things");
+        assert_eq!(defaults.name, "svc.things");
         assert_eq!(defaults.queue, "svc.events");
         assert_eq!(defaults.prefetch, 32);
         assert_eq!(defaults.retry_delays.len(), 3);
@@ -204,7 +205,7 @@ mod tests {
             ("EVENTS_RETRY_DELAYS_MS", "100,2000"),
             ("EVENTS_QUEUE_EXPIRES_SECS", "60"),
         ])
-        .consumer("svc");
+        .consumer("svc", "svc.things");
         assert_eq!(set.queue, "svc.test");
         assert_eq!(set.prefetch, 4);
         assert_eq!(

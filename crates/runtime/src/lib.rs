@@ -49,9 +49,9 @@
 //!    ports, with request timeouts, a body limit and load shedding on by default, and runs
 //!    the outbox relay, the service's consumer and its [`Task`]s, watching them;
 //! 5. on SIGTERM/SIGINT (or when a task fails): turns readiness false, keeps serving for
-//!    `shutdown_delay_ms`, stops accepting, lets in-flight requests and detached work finish
-//!    within `shutdown_timeout_ms`, stops the tasks, closes the pools and exits (0, or 1
-//!    after a task failure).
+//!    `shutdown_delay_ms`, stops accepting, lets in-flight requests finish within
+//!    `shutdown_timeout_ms`, then detached work and the tasks within another, closes the
+//!    pools and exits (0, or 1 after a task failure).
 //!
 //! A configuration error stops the process before anything starts, with one line naming the
 //! variable.
@@ -149,16 +149,13 @@ pub fn main<S: Service>() -> ExitCode {
         Ok(vars) => vars,
         Err(error) => return config_failure(spec, &error),
     };
-    let config: RuntimeConfig = match tessera_config::from_vars(spec.env_prefix, vars.clone()) {
-        Ok(config) => config,
-        Err(error) => return config_failure(spec, &error),
+    let configured = match command {
+        Command::Migrate => tessera_config::from_vars(spec.env_prefix, vars).map(|c| (c, None)),
+        _ => configure::<S>(vars).map(|(config, settings)| (config, Some(settings))),
     };
-    let settings = match command {
-        Command::Migrate => None,
-        _ => match tessera_config::from_vars::<S::Settings, _>(spec.env_prefix, vars) {
-            Ok(settings) => Some(settings),
-            Err(error) => return config_failure(spec, &error),
-        },
+    let (config, settings): (RuntimeConfig, _) = match configured {
+        Ok(configured) => configured,
+        Err(error) => return config_failure(spec, &error),
     };
     if let Err(error) = tessera_observability::logging::init(config.log_format, &config.log_filter)
     {

@@ -38,6 +38,15 @@ impl Listeners {
     }
 }
 
+impl Listeners {
+    /// The REST and gRPC addresses they listen on.
+    fn addresses(&self) -> Result<(SocketAddr, SocketAddr), RunError> {
+        let http = self.http.local_addr().map_err(RunError::other)?;
+        let grpc = self.grpc.local_addr().map_err(RunError::other)?;
+        Ok((http, grpc))
+    }
+}
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, RunError> {
     TcpListener::bind(addr)
         .await
@@ -76,6 +85,19 @@ pub async fn serve<S: Service>(
         tasks,
     } = endpoints;
 
+    let bound = match listeners {
+        Some(listeners) => Ok(listeners),
+        None => Listeners::bind(spec, &resources.config).await,
+    }
+    .and_then(|listeners| Ok((listeners.addresses()?, listeners)));
+    let (addresses, listeners) = match bound {
+        Ok(bound) => bound,
+        Err(error) => {
+            resources.close().await;
+            return Err(error);
+        }
+    };
+
     // Every service has an outbox; its relay and consumer run until the requests in flight
     // are done, so the events those requests write are still published.
     supervisor.start(Task::lifelong(
@@ -92,13 +114,10 @@ pub async fn serve<S: Service>(
         supervisor.start(task);
     }
 
-    let listeners = match listeners {
-        Some(listeners) => listeners,
-        None => Listeners::bind(spec, &resources.config).await?,
-    };
-    let servers = Servers::start(spec, &resources, &health, routes, grpc_services, listeners)?;
+    let servers = Servers::start(spec, &resources, &health, routes, grpc_services, listeners);
     health.mark_started();
-    tracing::info!(http_addr = %servers.http_addr, grpc_addr = %servers.grpc_addr, "{} is serving", spec.name);
+    let (http_addr, grpc_addr) = addresses;
+    tracing::info!(%http_addr, %grpc_addr, "{} is serving", spec.name);
 
     let failure = tokio::select! {
         () = stop => None,
@@ -108,13 +127,19 @@ pub async fn serve<S: Service>(
     health.mark_draining();
     let drained = servers.drain(&resources.config).await;
 
+    // Detached work and then the tasks share one more `shutdown_timeout`, as the relay and
+    // consumer alone had before: the orchestrator's grace period must cover two of them.
     let limit = Duration::from_millis(resources.config.shutdown_timeout_ms);
+    let deadline = tokio::time::Instant::now() + limit;
     detached.close();
-    if tokio::time::timeout(limit, detached.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline, detached.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("detached work did not finish within {limit:?}");
     }
     resources.shutdown.cancel();
-    let late_failure = match tokio::time::timeout(limit, supervisor.join()).await {
+    let late_failure = match tokio::time::timeout_at(deadline, supervisor.join()).await {
         Ok(failure) => failure,
         Err(_) => {
             tracing::warn!("background tasks did not stop within {limit:?}");
@@ -220,8 +245,6 @@ impl Resources {
 
 /// The REST and gRPC servers of a running service.
 struct Servers {
-    http_addr: SocketAddr,
-    grpc_addr: SocketAddr,
     http: JoinHandle<Result<(), RunError>>,
     grpc: JoinHandle<Result<(), RunError>>,
     health_sync: JoinHandle<()>,
@@ -239,14 +262,12 @@ impl Servers {
         routes: axum::Router,
         services: grpc::GrpcServices,
         listeners: Listeners,
-    ) -> Result<Self, RunError> {
+    ) -> Self {
         let config = &resources.config;
         let Listeners {
             http: http_listener,
             grpc: grpc_listener,
         } = listeners;
-        let http_addr = http_listener.local_addr().map_err(RunError::other)?;
-        let grpc_addr = grpc_listener.local_addr().map_err(RunError::other)?;
         let app = http::app(
             routes,
             health,
@@ -298,15 +319,13 @@ impl Servers {
             names,
             draining.clone(),
         ));
-        Ok(Self {
-            http_addr,
-            grpc_addr,
+        Self {
             http,
             grpc,
             health_sync,
             listening,
             draining,
-        })
+        }
     }
 
     /// Keeps serving for `shutdown_delay_ms` with readiness failing, closes the listeners,

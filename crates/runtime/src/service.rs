@@ -98,9 +98,13 @@ impl Context {
     /// The service's event consumer, on its queue `<PREFIX>EVENTS_QUEUE` with the
     /// `<PREFIX>EVENTS_*` settings; add its handlers with [`Consumer::on`] and hand it over in
     /// [`Endpoints::consumer`].
-    pub fn consumer(&self) -> Consumer {
+    ///
+    /// `name` is the consumer's lasting identity: the key of its processed-event records
+    /// (so a duplicate is known as one) and the `consumer` label of its metrics. Never
+    /// rename a deployed consumer.
+    pub fn consumer(&self, name: &str) -> Consumer {
         Consumer::new(
-            self.config.consumer(self.name),
+            self.config.consumer(self.name, name),
             self.db.clone(),
             self.broker.clone(),
             self.messaging.clone(),

@@ -5,6 +5,7 @@
 //! `service_task_failures_total{task}`, fails readiness, and stops the service with an error,
 //! so the orchestrator restarts it.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -74,15 +75,28 @@ pub struct TaskFailure {
 
 /// The running tasks of a service.
 pub(crate) struct Supervisor {
-    running: JoinSet<(&'static str, Ending, Outcome)>,
+    running: JoinSet<Ended>,
+    /// Names by task id, for a task whose end cannot be observed (the runtime aborted it).
+    names: HashMap<tokio::task::Id, &'static str>,
     failed: Arc<Mutex<Option<&'static str>>>,
     failures: IntCounterVec,
     shutdown: CancellationToken,
 }
 
+/// How a task ended, recorded the moment it did.
+struct Ended {
+    name: &'static str,
+    ending: Ending,
+    outcome: Outcome,
+    /// Whether shutdown had begun when it ended: a lifelong task that returned earlier
+    /// failed, however long it then waits to be joined.
+    during_shutdown: bool,
+}
+
 enum Outcome {
     Returned(Result<(), BoxError>),
     Panicked(String),
+    Vanished(String),
 }
 
 impl Supervisor {
@@ -102,6 +116,7 @@ impl Supervisor {
         registry.register(Box::new(failures.clone()))?;
         Ok(Self {
             running: JoinSet::new(),
+            names: HashMap::new(),
             failed: Arc::default(),
             failures,
             shutdown,
@@ -116,28 +131,31 @@ impl Supervisor {
     /// Starts `task`.
     pub(crate) fn start(&mut self, task: Task) {
         let Task { name, ending, work } = task;
-        self.running.spawn(async move {
+        let shutdown = self.shutdown.clone();
+        let handle = self.running.spawn(async move {
             // Caught here rather than from the JoinError, so the panic message is kept.
             let outcome = match std::panic::AssertUnwindSafe(work).catch_unwind().await {
                 Ok(result) => Outcome::Returned(result),
                 Err(panic) => Outcome::Panicked(panic_message(panic.as_ref())),
             };
-            (name, ending, outcome)
+            Ended {
+                name,
+                ending,
+                outcome,
+                during_shutdown: shutdown.is_cancelled(),
+            }
         });
+        self.names.insert(handle.id(), name);
     }
 
     /// Completes with the first failure; pending forever while every task is well.
     pub(crate) async fn first_failure(&mut self) -> TaskFailure {
         loop {
-            match self.running.join_next().await {
-                Some(Ok((name, ending, outcome))) => {
-                    if let Some(failure) = self.judge(name, ending, outcome) {
-                        return failure;
-                    }
-                }
-                // Tasks are never aborted, and panics are caught inside them.
-                Some(Err(error)) => tracing::error!(%error, "a background task vanished"),
-                None => std::future::pending::<()>().await,
+            let Some(joined) = self.running.join_next_with_id().await else {
+                return std::future::pending().await;
+            };
+            if let Some(failure) = self.judge(joined) {
+                return failure;
             }
         }
     }
@@ -146,23 +164,43 @@ impl Supervisor {
     /// reported, the first one returned.
     pub(crate) async fn join(mut self) -> Option<TaskFailure> {
         let mut first = None;
-        while let Some(joined) = self.running.join_next().await {
-            if let Ok((name, ending, outcome)) = joined
-                && let Some(failure) = self.judge(name, ending, outcome)
-            {
+        while let Some(joined) = self.running.join_next_with_id().await {
+            if let Some(failure) = self.judge(joined) {
                 first.get_or_insert(failure);
             }
         }
         first
     }
 
-    fn judge(&self, name: &'static str, ending: Ending, outcome: Outcome) -> Option<TaskFailure> {
+    fn judge(
+        &self,
+        joined: Result<(tokio::task::Id, Ended), tokio::task::JoinError>,
+    ) -> Option<TaskFailure> {
+        let ended = match joined {
+            Ok((_, ended)) => ended,
+            // Panics are caught inside the task, so only an abort (the runtime going away)
+            // ends up here; it is a failure all the same.
+            Err(error) => Ended {
+                name: self.names.get(&error.id()).copied().unwrap_or("unknown"),
+                ending: Ending::AtShutdown,
+                outcome: Outcome::Vanished(error.to_string()),
+                during_shutdown: false,
+            },
+        };
+        let Ended {
+            name,
+            ending,
+            outcome,
+            during_shutdown,
+        } = ended;
         let reason = match outcome {
-            Outcome::Returned(Ok(())) if ending == Ending::WhenDone => return None,
-            Outcome::Returned(Ok(())) if self.shutdown.is_cancelled() => return None,
+            Outcome::Returned(Ok(())) if ending == Ending::WhenDone || during_shutdown => {
+                return None;
+            }
             Outcome::Returned(Ok(())) => "it ended before the service shut down".to_owned(),
             Outcome::Returned(Err(error)) => tessera_errors::error_chain(error.as_ref()),
             Outcome::Panicked(message) => format!("it panicked: {message}"),
+            Outcome::Vanished(error) => format!("it vanished: {error}"),
         };
         tracing::error!(task = name, %reason, "background task failed");
         self.failures.with_label_values(&[name]).inc();

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -13,6 +14,7 @@ use tessera_runtime::{BoxError, Context, Endpoints, RunError, Service, ServiceSp
 use tessera_testkit::app::InProcess;
 use tessera_testkit::database::TestDatabase;
 use tessera_testkit::proxy::TcpProxy;
+use tokio::sync::Notify;
 
 const PREFIX: &str = "RT_";
 
@@ -58,16 +60,21 @@ impl Service for TestService {
     type Settings = TestSettings;
 
     async fn build(context: Context, settings: TestSettings) -> Result<Endpoints, BoxError> {
+        // Failing tasks wait for `POST /trigger`, so the test sees the service ready first.
+        let trigger = Arc::new(Notify::new());
+        let pulled = {
+            let trigger = Arc::clone(&trigger);
+            async move { trigger.notified().await }
+        };
         let task = match settings.task {
             TaskKind::None => None,
-            // Each waits a moment, so the test sees the service ready first.
-            TaskKind::Ends => Some(Task::lifelong("ends", a_moment())),
+            TaskKind::Ends => Some(Task::lifelong("ends", pulled)),
             TaskKind::Panics => Some(Task::lifelong("panics", async {
-                a_moment().await;
+                pulled.await;
                 panic!("out of luck");
             })),
             TaskKind::Fails => Some(Task::once("fails", async {
-                a_moment().await;
+                pulled.await;
                 Err("no luck".into())
             })),
             TaskKind::Succeeds => Some(Task::once("succeeds", async { Ok(()) })),
@@ -76,6 +83,13 @@ impl Service for TestService {
             }
         };
         let mut endpoints = endpoints(context).await?;
+        endpoints.http = endpoints.http.route(
+            "/trigger",
+            post(move || async move {
+                trigger.notify_one();
+                "pulled"
+            }),
+        );
         endpoints.tasks.extend(task);
         Ok(endpoints)
     }
@@ -110,10 +124,6 @@ impl tessera_events::Event for Emitted {
     fn aggregate_id(&self) -> String {
         self.n.to_string()
     }
-}
-
-async fn a_moment() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
 async fn endpoints(context: Context) -> Result<Endpoints, BoxError> {
@@ -435,6 +445,12 @@ async fn start_with_task(database: &TestDatabase, task: &str) -> InProcess {
 /// A failed task takes the service out of readiness (naming the task), is counted, and
 /// stops the service with an error naming it.
 async fn assert_task_failure_stops_the_service(service: InProcess, task: &str, reason: &str) {
+    let pulled = reqwest::Client::new()
+        .post(format!("{}/trigger", service.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pulled.status(), 200);
     service.wait_for_ready(503).await;
     let report: serde_json::Value = reqwest::get(format!("{}/health/ready", service.http()))
         .await

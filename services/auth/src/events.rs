@@ -11,10 +11,13 @@ use tessera_runtime::Context;
 
 use crate::repository::AccountRepository;
 
+/// The consumer's name: the key of its processed-event records, so it never changes.
+const CONSUMER: &str = "auth.users";
+
 /// The service's consumer with the handlers of `user.deleted` and `user.updated`.
 pub fn consumer<R: AccountRepository + Clone>(context: &Context, repository: &R) -> Consumer {
     context
-        .consumer()
+        .consumer(CONSUMER)
         .on::<UserDeleted, _>(ForgetUser {
             repository: repository.clone(),
             denylist: Denylist::new(context.redis.clone()),

@@ -77,7 +77,10 @@ impl From<RepositoryError> for Error {
     fn from(error: RepositoryError) -> Self {
         match error {
             RepositoryError::IdTaken(_) => Self::AlreadyExists(error.to_string()),
-            RepositoryError::Database(error) => tessera_errors::storage::database_error(error, &[]),
+            RepositoryError::Database(error)
+            | RepositoryError::Outbox(tessera_messaging::OutboxError::Database(error)) => {
+                tessera_errors::storage::database_error(error, &[])
+            }
             other => Self::internal(other),
         }
     }

@@ -352,6 +352,16 @@ impl TestApp {
         .await
     }
 
+    /// Events auth's consumer has recorded as processed under the name `consumer`.
+    pub async fn processed_by(&self, consumer: &str) -> i64 {
+        scalar(
+            self.auth_db.url(),
+            "SELECT count(*) FROM messaging_processed_events WHERE consumer = $1",
+            consumer,
+        )
+        .await
+    }
+
     /// Profiles stored for `email` at the users service.
     pub async fn profiles_for(&self, email: &str) -> i64 {
         scalar(
@@ -363,14 +373,14 @@ impl TestApp {
     }
 }
 
-/// The one value `sql` selects with `$1 = email`, read straight from the database at `url`.
-async fn scalar<T>(url: &str, sql: &'static str, email: &str) -> T
+/// The one value `sql` selects with `$1 = param`, read straight from the database at `url`.
+async fn scalar<T>(url: &str, sql: &'static str, param: &str) -> T
 where
     T: Send + Unpin + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
 {
     let db = sqlx::PgPool::connect(url).await.unwrap();
     let value = sqlx::query_scalar(sql)
-        .bind(email)
+        .bind(param)
         .fetch_one(&db)
         .await
         .unwrap();

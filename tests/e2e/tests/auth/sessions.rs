@@ -148,6 +148,9 @@ async fn deleting_the_user_revokes_every_session_and_the_credential() {
     assert_problem(app.login_with(&account.email, PASSWORD).await, 401, None).await;
     let status = app.validate(&kept.access).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "denylisted");
+    // Processed events are keyed by the consumer's name: renamed, every event would be
+    // applied again after a deploy.
+    assert!(app.processed_by("auth.users").await >= 1);
 }
 
 /// An app whose auth bootstraps an admin account, once that account can log in.
