@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tessera_observability::{Criticality, HealthCheck};
 
-use crate::RuntimeConfig;
+use crate::config::RuntimeConfig;
 
 /// A pool that connects on first use; every wait is bounded so an absent Redis costs a
 /// request at most `redis_timeout_ms`.

@@ -9,7 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 use tessera_observability::{Criticality, HealthCheck};
 
-use crate::RuntimeConfig;
+use crate::config::RuntimeConfig;
 
 /// Why the database could not be prepared.
 #[derive(Debug, thiserror::Error)]

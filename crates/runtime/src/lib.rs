@@ -60,6 +60,7 @@ mod cache;
 mod cli;
 mod config;
 mod database;
+mod error;
 mod grpc;
 mod http;
 pub mod openapi;
@@ -69,11 +70,11 @@ mod shutdown;
 mod tasks;
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 pub use cache::{CacheMetrics, JsonCache};
 pub use cli::Command;
 pub use config::RuntimeConfig;
+pub use error::RunError;
 pub use grpc::GrpcServices;
 pub use serve::{Listeners, serve};
 pub use service::{Context, Detacher, Endpoints, NoSettings, Service, ServiceSpec};
@@ -81,43 +82,6 @@ pub use shutdown::signal as shutdown_signal;
 pub use tasks::{Task, TaskFailure};
 use tessera_config::ConfigError;
 pub use tessera_errors::BoxError;
-
-/// Why the service stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] tessera_config::ConfigError),
-    /// Logging could not be set up.
-    #[error(transparent)]
-    Logging(#[from] tessera_observability::logging::LoggingError),
-    /// The database could not be prepared.
-    #[error(transparent)]
-    Database(#[from] database::DatabaseError),
-    /// A listener could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// Anything else that went wrong while starting or serving.
-    #[error("{0}")]
-    Other(BoxError),
-    /// A background task failed, so the service stopped.
-    #[error(transparent)]
-    TaskFailed(#[from] TaskFailure),
-    /// In-flight work did not finish within the shutdown timeout.
-    #[error("in-flight requests did not finish within {0:?}; stopped anyway")]
-    DrainTimeout(Duration),
-}
-
-impl RunError {
-    fn other(error: impl Into<BoxError>) -> Self {
-        Self::Other(error.into())
-    }
-}
 
 /// The whole life of a service binary: parse the command, configure, run, report.
 ///

@@ -16,9 +16,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::cache::{self, CacheMetrics};
 use crate::config::RuntimeConfig;
+use crate::error::RunError;
 use crate::service::{Context, Endpoints, Service, ServiceSpec};
 use crate::tasks::{Supervisor, Task};
-use crate::{RunError, database, grpc, http};
+use crate::{database, grpc, http};
 
 /// The REST and gRPC listening sockets of a service.
 pub struct Listeners {

@@ -6,8 +6,8 @@ use tessera_proto::auth::v1 as proto;
 use tessera_proto::convert;
 use tonic::{Request, Response, Status};
 
-use crate::Repository;
 use crate::accounts::Accounts;
+use crate::repository::Repository;
 
 /// The gRPC service: the same verification every other service does locally, denylist
 /// included.

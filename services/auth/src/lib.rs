@@ -29,13 +29,12 @@ use sqlx::migrate::Migrator;
 use tessera_jwt::{Denylist, Verifier};
 use tessera_runtime::{BoxError, Context, Endpoints, GrpcServices, Service, ServiceSpec};
 
+use crate::repository::Repository;
+
 pub use settings::Settings;
 
 /// The auth database's migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/auth");
-
-/// The repository the service runs on.
-pub type Repository = repository::Postgres;
 
 /// The auth service, as the runtime boots it.
 pub struct Auth;

@@ -9,9 +9,9 @@ use tessera_proto::convert;
 use tessera_proto::users::v1 as proto;
 use tonic::{Request, Response, Status};
 
-use crate::Repository;
 use crate::domain::{Creation, NewUser, User};
 use crate::profiles::Profiles;
+use crate::repository::Repository;
 
 /// Most ids one `BatchGetUsers` call may ask for.
 const MAX_BATCH: usize = 100;

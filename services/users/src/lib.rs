@@ -23,9 +23,6 @@ pub use settings::Settings;
 /// The users database's migrations.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../../migrations/users");
 
-/// The repository the service runs on: PostgreSQL behind the Redis cache.
-pub type Repository = repository::Cached<repository::Postgres>;
-
 /// The users service, as the runtime boots it.
 pub struct Users;
 

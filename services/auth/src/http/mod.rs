@@ -15,8 +15,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::Repository;
 use crate::accounts::Accounts;
+use crate::repository::Repository;
 
 pub use jwks::Jwks;
 

@@ -14,6 +14,9 @@ use uuid::Uuid;
 
 pub use postgres::Postgres;
 
+/// The repository the service runs on.
+pub type Repository = Postgres;
+
 use crate::domain::{AccessGrant, Credential, RefreshToken, Rotation};
 
 /// Storage of credentials and sessions.

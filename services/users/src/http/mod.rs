@@ -11,8 +11,8 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::Repository;
 use crate::profiles::Profiles;
+use crate::repository::Repository;
 
 /// What the handlers share.
 #[derive(Clone)]

@@ -11,6 +11,9 @@ use std::future::Future;
 
 pub use cached::Cached;
 pub use postgres::Postgres;
+
+/// The repository the service runs on: PostgreSQL behind the Redis cache.
+pub type Repository = Cached<Postgres>;
 use tessera_errors::Error;
 use uuid::Uuid;
 
