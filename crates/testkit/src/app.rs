@@ -167,23 +167,12 @@ impl InProcess {
 
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("{}/metrics", self.http))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        crate::prometheus::scrape(&self.http).await
     }
 
-    /// The value of a counter in `/metrics` with all of `labels` (`r#"result="hit""#`),
-    /// summed over the series that match; 0 when there is none.
+    /// The value of a counter in `/metrics`; see [`crate::prometheus::counter`].
     pub async fn counter(&self, name: &str, labels: &[&str]) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        crate::prometheus::counter(&self.metrics().await, name, labels)
     }
 
     /// Stops the service and returns how its `serve` ended.

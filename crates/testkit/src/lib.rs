@@ -6,7 +6,7 @@
 //! - [`jwks`]: a token issuer with a JWKS endpoint, to test token verification end to end.
 //! - [`process`]: a service binary started as a real process on free ports.
 //! - [`proxy`]: a TCP proxy that can cut a dependency off and bring it back.
-//! - [`prometheus`]: a check that a `/metrics` body is valid exposition text.
+//! - [`prometheus`]: reading `/metrics` (a counter's value) and checking its exposition text.
 //! - [`smoke`]: the boot checks every service binary must pass.
 //!
 //! Tests talk to the shared local PostgreSQL, Redis and RabbitMQ; everything made here has

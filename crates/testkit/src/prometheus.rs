@@ -1,4 +1,24 @@
-//! Validation of the Prometheus text exposition format (version 0.0.4).
+//! Reading `/metrics`: fetching it, reading a counter, and checking the text exposition
+//! format (version 0.0.4).
+
+/// The `/metrics` text of the service whose REST side is at `http` (`http://127.0.0.1:<port>`).
+pub async fn scrape(http: &str) -> String {
+    reqwest::get(format!("{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The value of counter `name` in the exposition `text` over the series with all of
+/// `labels` (`r#"result="hit""#`), summed; 0 when there is none.
+pub fn counter(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|line| line.starts_with(name) && labels.iter().all(|l| line.contains(l)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
 
 /// Checks `text` line by line: `# HELP`/`# TYPE` comments, and samples of the form
 /// `name{label="value",...} number`. Returns the first offending line.
