@@ -146,6 +146,9 @@ impl Supervisor {
             }
         });
         self.names.insert(handle.id(), name);
+        // Every task's series exists from the start, at 0, so an alert on its increase has
+        // something to compare with.
+        self.failures.with_label_values(&[name]);
     }
 
     /// Completes with the first failure; pending forever while every task is well.
