@@ -67,14 +67,6 @@ impl ConfigError {
     }
 }
 
-/// Loads `T` from the process environment, taking the variables that start with `prefix`.
-///
-/// `prefix` includes its separator, e.g. `"USERS_"`; field `http_port` is then read from
-/// `USERS_HTTP_PORT`.
-pub fn load<T: DeserializeOwned>(prefix: &str) -> Result<T, ConfigError> {
-    from_vars(prefix, vars())
-}
-
 /// The process environment as [`from_vars`] takes it.
 pub fn vars() -> Vec<(String, String)> {
     // Variables that are not valid Unicode cannot be meant for us; skipping them beats failing
@@ -84,10 +76,11 @@ pub fn vars() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Loads `T` from the given variables instead of the process environment.
+/// Loads `T` from `vars` (the process environment is [`vars()`]), taking the variables that
+/// start with `prefix`.
 ///
-/// This is what [`load`] does after reading the environment; tests use it directly so they
-/// never touch process-wide state.
+/// `prefix` includes its separator, e.g. `"USERS_"`; field `http_port` is then read from
+/// `USERS_HTTP_PORT`. Tests pass their own variables, so they never touch process-wide state.
 pub fn from_vars<T, I>(prefix: &str, vars: I) -> Result<T, ConfigError>
 where
     T: DeserializeOwned,

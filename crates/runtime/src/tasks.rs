@@ -56,11 +56,6 @@ impl Task {
             work: work.boxed(),
         }
     }
-
-    /// Its name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
 }
 
 /// A task that ended when it should not have.
