@@ -9,6 +9,7 @@
 //! The crate does no I/O: it compiles with serde alone, so anything may depend on it.
 
 mod event;
+pub mod orders;
 pub mod users;
 
 pub use event::{Envelope, Event};
