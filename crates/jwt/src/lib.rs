@@ -16,6 +16,7 @@ mod denylist;
 mod error;
 mod extract;
 mod keys;
+mod settings;
 mod signer;
 mod verifier;
 
@@ -25,5 +26,6 @@ pub use error::{KeyError, TokenError};
 pub use extract::Authenticated;
 pub use jsonwebtoken::jwk::{Jwk, JwkSet};
 pub use keys::SigningKey;
+pub use settings::RemoteKeys;
 pub use signer::{IssuedToken, Signer};
 pub use verifier::{Verifier, VerifierSettings};

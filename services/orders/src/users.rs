@@ -1,0 +1,75 @@
+//! The users service, as placing an order needs it: is the caller a live user?
+
+use tessera_proto::users::v1 as proto;
+use tessera_proto::users::v1::user_service_client::UserServiceClient;
+use tessera_resilience::{CallError, CallPolicy, ClientMetrics, Guarded};
+use tonic::transport::{Channel, Endpoint};
+use uuid::Uuid;
+
+/// What users says of a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// The profile exists.
+    Live,
+    /// There is no profile: deleted (tokens outlive their user by up to their lifetime).
+    Gone,
+}
+
+/// Why users could not say.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct UsersUnavailable(CallError);
+
+/// A client of `tessera.users.v1.UserService` that fails fast (see [`tessera_resilience`]).
+pub struct UsersClient {
+    client: UserServiceClient<Channel>,
+    get_user: Guarded<proto::GetUserResponse>,
+}
+
+impl UsersClient {
+    /// A client of the service at `url` (connecting on first use), calls guarded by `policy`.
+    pub fn new(
+        url: &str,
+        policy: CallPolicy,
+        metrics: &ClientMetrics,
+    ) -> Result<Self, tessera_config::ConfigError> {
+        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|error| {
+            tessera_config::ConfigError::setting(
+                "users_grpc_url",
+                format!("not a valid URL: {error}"),
+            )
+        })?;
+        let channel = endpoint
+            .connect_timeout(policy.attempt_timeout)
+            .tcp_nodelay(true)
+            .connect_lazy();
+        let get_user = Guarded::new("users", policy, metrics)
+            .map_err(|error| tessera_config::ConfigError::setting("users_breaker", error))?;
+        Ok(Self {
+            client: UserServiceClient::new(channel),
+            get_user,
+        })
+    }
+
+    /// Whether `user_id` has a profile. `GetUser` is a read, so it is safe to retry.
+    pub async fn liveness(&self, user_id: Uuid) -> Result<Liveness, UsersUnavailable> {
+        let id = user_id.to_string();
+        let outcome = self
+            .get_user
+            .call(|limit| {
+                let mut client = self.client.clone();
+                let mut request = tonic::Request::new(proto::GetUserRequest { id: id.clone() });
+                // The deadline travels with the call (grpc-timeout), so users stops too.
+                request.set_timeout(limit);
+                async move { client.get_user(request).await.map(tonic::Response::into_inner) }
+            })
+            .await;
+        match outcome {
+            Ok(_) => Ok(Liveness::Live),
+            Err(CallError::Answered { status, .. }) if status.code() == tonic::Code::NotFound => {
+                Ok(Liveness::Gone)
+            }
+            Err(other) => Err(UsersUnavailable(other)),
+        }
+    }
+}
