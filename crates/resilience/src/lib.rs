@@ -209,7 +209,7 @@ impl<T: Send + 'static> Guarded<T> {
                     )))
                 })
             });
-            let status = match self.breaker.clone().oneshot(timed).await {
+            let status = match self.through_breaker(timed).await {
                 Ok(answer) => {
                     self.metrics.outcome(self.target, "ok");
                     return Ok(answer);
@@ -245,6 +245,16 @@ impl<T: Send + 'static> Guarded<T> {
         }
     }
 
+    /// The attempt, if the breaker lets it run. Boxed here, outside any `async` body: the
+    /// breaker's future named inside one would make every caller's future prove `Send` for
+    /// all lifetimes of the breaker's function type, which the compiler cannot.
+    fn through_breaker(
+        &self,
+        attempt: Attempt<T>,
+    ) -> BoxFuture<'static, Result<T, CircuitBreakerError<Status>>> {
+        Box::pin(self.breaker.clone().oneshot(attempt))
+    }
+
     fn unavailable(&self, outcome: &str, reason: String) -> CallError {
         self.metrics.outcome(self.target, outcome);
         CallError::Unavailable {
@@ -266,13 +276,16 @@ fn pass_through<T>(attempt: Attempt<T>) -> Attempt<T> {
 }
 
 /// Whether an attempt's outcome says the service is unwell (counted by the breaker). An answer
-/// such as NOT_FOUND or INVALID_ARGUMENT is the service working.
+/// such as NOT_FOUND or INVALID_ARGUMENT is the service working. CANCELLED is the transport's
+/// word for a connection that closed or never opened in time: an attempt this crate gives up
+/// on is dropped, never answered with a status.
 fn is_failure<T>(outcome: &Result<T, Status>) -> bool {
     match outcome {
         Ok(_) => false,
         Err(status) => matches!(
             status.code(),
             Code::Unavailable
+                | Code::Cancelled
                 | Code::DeadlineExceeded
                 | Code::ResourceExhausted
                 | Code::Aborted
@@ -284,11 +297,15 @@ fn is_failure<T>(outcome: &Result<T, Status>) -> bool {
 }
 
 /// Whether another attempt may succeed where this one failed: the service was unreachable,
-/// too slow, or shedding load. An internal error would most likely repeat.
+/// its connection broke, it was too slow, or it shed load. An internal error would most likely repeat.
 fn is_retryable(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
+        Code::Unavailable
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
     )
 }
 

@@ -107,3 +107,64 @@ impl EventTap {
         found.into_iter().next().unwrap()
     }
 }
+
+/// Publishes `envelope` to `tessera.events` under its `type`, as a service's relay would
+/// (persistent, with its id as `message_id`), and waits for the broker's confirm. Publishing
+/// one envelope twice is how tests deliver a duplicate.
+pub async fn publish(envelope: &Value) {
+    let connection = Connection::connect(&crate::amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let event_type = envelope["type"].as_str().unwrap();
+    let properties = lapin::BasicProperties::default()
+        .with_message_id(envelope["id"].as_str().unwrap().into())
+        .with_type(event_type.into())
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2);
+    let confirm = channel
+        .basic_publish(
+            tessera_messaging::topology::EVENTS_EXCHANGE.into(),
+            event_type.into(),
+            lapin::options::BasicPublishOptions::default(),
+            &serde_json::to_vec(envelope).unwrap(),
+            properties,
+        )
+        .await
+        .unwrap();
+    assert!(
+        confirm.await.unwrap().is_ack(),
+        "the broker refused {envelope}"
+    );
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Waits until `queue` exists (a service declares its queue as its consumer starts), so an
+/// event published next reaches it.
+pub async fn wait_for_queue(queue: &str) {
+    let connection = Connection::connect(&crate::amqp_url(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        // A passive declare of a missing queue closes the channel: use a new one each time.
+        let channel = connection.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        if channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .is_ok()
+        {
+            let _ = connection.close(200, "done".into()).await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nobody declared the queue {queue}");
+}

@@ -68,7 +68,11 @@ impl<R: OrderRepository> OrderBook<R> {
     ) -> Result<Response, Error> {
         let fingerprint = Fingerprint::of(&order);
         // A retry is answered from the record, without asking users again.
-        if let Some(stored) = self.repository.stored_response(caller.user_id, &key).await? {
+        if let Some(stored) = self
+            .repository
+            .stored_response(caller.user_id, &key)
+            .await?
+        {
             return replay(stored, fingerprint);
         }
         match self.users.liveness(caller.user_id).await {
@@ -162,7 +166,12 @@ impl<R: OrderRepository> OrderBook<R> {
         self.page(filter, size, after).await
     }
 
-    async fn page(&self, filter: Filter, size: PageSize, after: Option<Uuid>) -> Result<Page, Error> {
+    async fn page(
+        &self,
+        filter: Filter,
+        size: PageSize,
+        after: Option<Uuid>,
+    ) -> Result<Page, Error> {
         // One extra row says whether another page follows, without a count query.
         let mut items = self.repository.list(filter, after, size.get() + 1).await?;
         let next_cursor = if items.len() > size.get() as usize {

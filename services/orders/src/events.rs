@@ -15,9 +15,11 @@ const CONSUMER: &str = "orders.users";
 
 /// The service's consumer with the handler of `user.deleted`.
 pub fn consumer<R: OrderRepository + Clone>(context: &Context, repository: &R) -> Consumer {
-    context.consumer(CONSUMER).on::<UserDeleted, _>(CancelOpenOrders {
-        repository: repository.clone(),
-    })
+    context
+        .consumer(CONSUMER)
+        .on::<UserDeleted, _>(CancelOpenOrders {
+            repository: repository.clone(),
+        })
 }
 
 /// `user.deleted`: cancels each open order of the user with its own `order.cancelled`, in the

@@ -54,9 +54,9 @@ impl proto::order_service_server::OrderService for OrderGrpc {
         };
         let after = match request.page_token.as_str() {
             "" => None,
-            token => Some(
-                Cursor::position(token).map_err(|e| Error::invalid_field("page_token", e.0))?,
-            ),
+            token => {
+                Some(Cursor::position(token).map_err(|e| Error::invalid_field("page_token", e.0))?)
+            }
         };
         let page = self.book.list_by_user(user_id, size, after).await?;
         Ok(Response::new(proto::ListOrdersByUserResponse {

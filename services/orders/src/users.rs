@@ -61,7 +61,12 @@ impl UsersClient {
                 let mut request = tonic::Request::new(proto::GetUserRequest { id: id.clone() });
                 // The deadline travels with the call (grpc-timeout), so users stops too.
                 request.set_timeout(limit);
-                async move { client.get_user(request).await.map(tonic::Response::into_inner) }
+                async move {
+                    client
+                        .get_user(request)
+                        .await
+                        .map(tonic::Response::into_inner)
+                }
             })
             .await;
         match outcome {

@@ -83,7 +83,14 @@ mod tests {
         for good in [&b"a"[..], b"3f2c-99_x/=+", &[b'k'; 255]] {
             assert!(IdempotencyKey::parse(good).is_ok());
         }
-        for bad in [&b""[..], &[b'k'; 256], b"with space", b"tab\t", "é".as_bytes(), b"\x7f"] {
+        for bad in [
+            &b""[..],
+            &[b'k'; 256],
+            b"with space",
+            b"tab\t",
+            "é".as_bytes(),
+            b"\x7f",
+        ] {
             assert!(IdempotencyKey::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -147,10 +147,7 @@ pub struct NewOrder {
 impl NewOrder {
     /// Checks the lines (1 to 100) and computes the line totals and the total, refusing any
     /// that would not fit in an `i64` of minor units.
-    pub fn new(
-        currency: Currency,
-        lines: Vec<(Sku, Quantity, Money)>,
-    ) -> Result<Self, OrderError> {
+    pub fn new(currency: Currency, lines: Vec<(Sku, Quantity, Money)>) -> Result<Self, OrderError> {
         if lines.is_empty() || lines.len() > MAX_ITEMS {
             return Err(OrderError::Invalid {
                 field: "items".to_owned(),
@@ -278,7 +275,11 @@ mod tests {
         assert_eq!(Pending.apply(Confirm), Ok(Confirmed));
         assert_eq!(Pending.apply(Cancel), Ok(Cancelled));
         assert_eq!(Confirmed.apply(Cancel), Ok(Cancelled));
-        for (from, to) in [(Confirmed, Confirm), (Cancelled, Confirm), (Cancelled, Cancel)] {
+        for (from, to) in [
+            (Confirmed, Confirm),
+            (Cancelled, Confirm),
+            (Cancelled, Cancel),
+        ] {
             assert_eq!(from.apply(to), Err(OrderError::Transition { from, to }));
         }
     }

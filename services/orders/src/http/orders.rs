@@ -194,7 +194,10 @@ pub async fn place(
     let mut response = (
         status,
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
             (header::LOCATION, location),
         ],
         placed.body,

@@ -4,13 +4,13 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
-use tessera_events::orders::{CancelReason, OrderCancelled, OrderConfirmed, OrderCreated, OrderLine};
+use tessera_events::orders::{
+    CancelReason, OrderCancelled, OrderConfirmed, OrderCreated, OrderLine,
+};
 use tessera_messaging::Outbox;
 use uuid::Uuid;
 
-use super::{
-    Filter, OrderRepository, Placed, Placement, RepositoryError, StoredResponse,
-};
+use super::{Filter, OrderRepository, Placed, Placement, RepositoryError, StoredResponse};
 use crate::domain::{
     Currency, Fingerprint, IdempotencyKey, Money, Order, OrderItem, OrderStatus, Quantity, Sku,
 };
@@ -100,7 +100,10 @@ impl OrderRow {
         Ok(Order {
             id,
             user_id: self.user_id,
-            status: self.status.parse().map_err(|e| corrupt(format!("status {e}")))?,
+            status: self
+                .status
+                .parse()
+                .map_err(|e| corrupt(format!("status {e}")))?,
             currency: Currency::parse(&self.currency)
                 .map_err(|e| corrupt(format!("currency {e}")))?,
             items,

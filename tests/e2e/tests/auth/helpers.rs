@@ -3,8 +3,6 @@
 
 use std::time::Duration;
 
-use lapin::options::QueueDeclareOptions;
-use lapin::types::FieldTable;
 use reqwest::{Response, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -115,7 +113,7 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
             }
             Err(status) => panic!("auth exited before it was ready: {status}"),
         };
-        wait_for_queue(&queue).await;
+        tessera_testkit::events::wait_for_queue(&queue).await;
         return TestApp {
             auth,
             users,
@@ -141,35 +139,6 @@ async fn start_auth(
 pub fn write_key(dir: &std::path::Path, kid: &str) {
     let pem = SigningKey::generate(kid).to_pem();
     std::fs::write(dir.join(format!("{kid}.pem")), pem.expose_secret()).unwrap();
-}
-
-/// Waits until auth's consumer has declared its queue, so no event published from now on is
-/// dropped for want of it.
-async fn wait_for_queue(queue: &str) {
-    let connection = lapin::Connection::connect(
-        &tessera_testkit::amqp_url(),
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .unwrap();
-    for _ in 0..100 {
-        // A passive declare of a missing queue closes the channel: use a new one each time.
-        let channel = connection.create_channel().await.unwrap();
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        if channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .is_ok()
-        {
-            let _ = connection.close(200, "done".into()).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("auth never declared its queue {queue}");
 }
 
 /// A unique email.

@@ -1,0 +1,263 @@
+//! `spawn_app()`: orders with its own database and queue, a real users service beside it,
+//! and the typed calls the tests make.
+
+use std::net::SocketAddr;
+
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+use tessera_jwt::Role;
+use tessera_proto::orders::v1::order_service_client::OrderServiceClient;
+use tessera_proto::users::v1 as users_proto;
+use tessera_proto::users::v1::user_service_client::UserServiceClient;
+use tessera_testkit::app::InProcess;
+use tessera_testkit::database::TestDatabase;
+use tessera_testkit::jwks::TestIssuer;
+use tessera_testkit::proxy::TcpProxy;
+use tonic::transport::Channel;
+use uuid::Uuid;
+
+pub use tessera_testkit::assert_problem;
+
+const ORDERS: &str = "ORDERS_";
+const USERS: &str = "USERS_";
+
+/// A users service with its own database.
+pub struct UsersApp {
+    pub service: InProcess,
+    _database: TestDatabase,
+}
+
+impl UsersApp {
+    pub async fn start(issuer: &TestIssuer) -> Self {
+        let database = TestDatabase::migrated(&users::MIGRATOR).await;
+        let mut env = tessera_testkit::service_env(USERS, database.url());
+        tessera_testkit::set_var(&mut env, USERS, "JWKS_URL", issuer.jwks_url());
+        tessera_testkit::set_var(&mut env, USERS, "JWT_ISSUER", TestIssuer::ISSUER);
+        tessera_testkit::set_var(&mut env, USERS, "JWT_AUDIENCE", TestIssuer::AUDIENCE);
+        let service = InProcess::start::<users::Users>(env).await;
+        Self {
+            service,
+            _database: database,
+        }
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.service
+            .grpc()
+            .trim_start_matches("http://")
+            .parse()
+            .unwrap()
+    }
+}
+
+/// Where orders finds users.
+pub enum UsersAt {
+    /// Through a proxy that tests can cut, to a real users service.
+    Proxied,
+    /// This URL (a closed port, a server that never answers).
+    Url(String),
+}
+
+/// An orders service, its users service and its test token issuer.
+pub struct TestApp {
+    pub orders: InProcess,
+    pub users: Option<UsersApp>,
+    pub users_proxy: Option<TcpProxy>,
+    pub issuer: TestIssuer,
+    pub database: TestDatabase,
+    pub env: Vec<(String, String)>,
+    client: reqwest::Client,
+}
+
+/// A user with a profile at users and a token to act as them.
+pub struct TestUser {
+    pub id: Uuid,
+    pub token: String,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(UsersAt::Proxied, &[]).await
+}
+
+/// `spawn_app` with users elsewhere and some `ORDERS_*` variables overridden.
+pub async fn spawn_app_with(users_at: UsersAt, overrides: &[(&str, String)]) -> TestApp {
+    let issuer = TestIssuer::start().await;
+    let (users, users_proxy, users_url) = match users_at {
+        UsersAt::Proxied => {
+            let users = UsersApp::start(&issuer).await;
+            let proxy = TcpProxy::start(users.grpc_addr()).await;
+            let url = format!("http://{}", proxy.addr());
+            (Some(users), Some(proxy), url)
+        }
+        UsersAt::Url(url) => (None, None, url),
+    };
+    let database = TestDatabase::migrated(&orders::MIGRATOR).await;
+    let queue = format!("orders-test-{}", Uuid::now_v7().simple());
+    let mut env = tessera_testkit::service_env(ORDERS, database.url());
+    for (name, value) in [
+        ("JWKS_URL", issuer.jwks_url()),
+        ("JWT_ISSUER", TestIssuer::ISSUER.to_owned()),
+        ("JWT_AUDIENCE", TestIssuer::AUDIENCE.to_owned()),
+        ("USERS_GRPC_URL", users_url),
+        ("EVENTS_QUEUE", queue.clone()),
+        ("EVENTS_QUEUE_EXPIRES_SECS", "120".to_owned()),
+    ] {
+        tessera_testkit::set_var(&mut env, ORDERS, name, value);
+    }
+    for (name, value) in overrides {
+        tessera_testkit::set_var(&mut env, ORDERS, name, value.clone());
+    }
+    let orders = InProcess::start::<orders::Orders>(env.clone()).await;
+    tessera_testkit::events::wait_for_queue(&queue).await;
+    TestApp {
+        orders,
+        users,
+        users_proxy,
+        issuer,
+        database,
+        env,
+        client: reqwest::Client::new(),
+    }
+}
+
+/// A fresh idempotency key.
+pub fn key() -> String {
+    Uuid::now_v7().to_string()
+}
+
+/// A valid order body.
+pub fn an_order() -> Value {
+    json!({
+        "currency": "EUR",
+        "items": [
+            { "sku": "BOOK-42", "quantity": 2, "unit_price_cents": 1250 },
+            { "sku": "pen.blue_1", "quantity": 10, "unit_price_cents": 99 }
+        ]
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.orders.http())
+    }
+
+    pub async fn grpc(&self) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.orders.channel().await)
+    }
+
+    pub fn users(&self) -> &UsersApp {
+        self.users.as_ref().expect("this app has a users service")
+    }
+
+    /// A user with a profile at users.
+    pub async fn create_user(&self, role: Role) -> TestUser {
+        let id = Uuid::now_v7();
+        let mut client = UserServiceClient::new(self.users().service.channel().await);
+        let proto_role = match role {
+            Role::User => users_proto::Role::User,
+            Role::Admin => users_proto::Role::Admin,
+        };
+        client
+            .create_user(users_proto::CreateUserRequest {
+                id: id.to_string(),
+                email: format!("user-{}@example.com", id.simple()),
+                display_name: "Test User".to_owned(),
+                role: proto_role.into(),
+            })
+            .await
+            .unwrap();
+        TestUser {
+            id,
+            token: self.issuer.token(id, role),
+        }
+    }
+
+    /// A token for a user users has never heard of (or has deleted).
+    pub fn stranger(&self) -> TestUser {
+        let id = Uuid::now_v7();
+        TestUser {
+            id,
+            token: self.issuer.token(id, Role::User),
+        }
+    }
+
+    /// Deletes `user`'s profile at users, which publishes `user.deleted`.
+    pub async fn delete_user(&self, user: &TestUser) {
+        let response = self
+            .client
+            .delete(format!(
+                "{}/api/v1/users/{}",
+                self.users().service.http(),
+                user.id
+            ))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    pub async fn place_raw(
+        &self,
+        token: &str,
+        key: Option<&str>,
+        content_type: &str,
+        body: String,
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(self.url("/api/v1/orders"))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn place(&self, user: &TestUser, key: &str, body: &Value) -> Response {
+        self.place_raw(&user.token, Some(key), "application/json", body.to_string())
+            .await
+    }
+
+    /// Places an order and returns its body.
+    pub async fn placed(&self, user: &TestUser) -> Value {
+        let response = self.place(user, &key(), &an_order()).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        response.json().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// How many orders and idempotency keys the database holds.
+    pub async fn rows(&self) -> (i64, i64) {
+        let db = sqlx::PgPool::connect(self.database.url()).await.unwrap();
+        let orders: i64 = sqlx::query_scalar("SELECT count(*) FROM orders")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        db.close().await;
+        (orders, keys)
+    }
+}
