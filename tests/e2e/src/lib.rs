@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 /// The binaries the tests start, built in one cargo run.
-const BINARIES: [&str; 2] = ["auth", "users"];
+const BINARIES: [&str; 3] = ["auth", "orders", "users"];
 
 /// The path of the workspace binary `name` (`"auth"`), built from the current sources.
 ///

@@ -1,17 +1,18 @@
-//! `spawn_app()`: orders with its own database and queue, a real users service beside it,
-//! and the typed calls the tests make.
+//! `spawn_app()`: the orders binary with its own database and queue, the users binary beside
+//! it, and the typed calls the tests make.
 
 use std::net::SocketAddr;
 
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use tessera_e2e::binary;
 use tessera_jwt::Role;
 use tessera_proto::orders::v1::order_service_client::OrderServiceClient;
 use tessera_proto::users::v1 as users_proto;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
-use tessera_testkit::app::InProcess;
 use tessera_testkit::database::TestDatabase;
 use tessera_testkit::jwks::TestIssuer;
+use tessera_testkit::process::ServiceProcess;
 use tessera_testkit::proxy::TcpProxy;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -21,20 +22,21 @@ pub use tessera_testkit::assert_problem;
 const ORDERS: &str = "ORDERS_";
 const USERS: &str = "USERS_";
 
-/// A users service with its own database.
+/// The users binary with its own database.
 pub struct UsersApp {
-    pub service: InProcess,
+    pub service: ServiceProcess,
     _database: TestDatabase,
 }
 
 impl UsersApp {
     pub async fn start(issuer: &TestIssuer) -> Self {
-        let database = TestDatabase::migrated(&users::MIGRATOR).await;
+        // Empty: the binary applies its migrations as it starts.
+        let database = TestDatabase::empty().await;
         let mut env = tessera_testkit::service_env(USERS, database.url());
         tessera_testkit::set_var(&mut env, USERS, "JWKS_URL", issuer.jwks_url());
         tessera_testkit::set_var(&mut env, USERS, "JWT_ISSUER", TestIssuer::ISSUER);
         tessera_testkit::set_var(&mut env, USERS, "JWT_AUDIENCE", TestIssuer::AUDIENCE);
-        let service = InProcess::start::<users::Users>(env).await;
+        let service = ServiceProcess::start(binary("users"), &[], USERS, &env).await;
         Self {
             service,
             _database: database,
@@ -43,7 +45,7 @@ impl UsersApp {
 
     pub fn grpc_addr(&self) -> SocketAddr {
         self.service
-            .grpc()
+            .grpc_url()
             .trim_start_matches("http://")
             .parse()
             .unwrap()
@@ -60,7 +62,7 @@ pub enum UsersAt {
 
 /// An orders service, its users service and its test token issuer.
 pub struct TestApp {
-    pub orders: InProcess,
+    pub orders: ServiceProcess,
     pub users: Option<UsersApp>,
     pub users_proxy: Option<TcpProxy>,
     pub issuer: TestIssuer,
@@ -91,7 +93,7 @@ pub async fn spawn_app_with(users_at: UsersAt, overrides: &[(&str, String)]) -> 
         }
         UsersAt::Url(url) => (None, None, url),
     };
-    let database = TestDatabase::migrated(&orders::MIGRATOR).await;
+    let database = TestDatabase::empty().await;
     let queue = format!("orders-test-{}", Uuid::now_v7().simple());
     let mut env = tessera_testkit::service_env(ORDERS, database.url());
     for (name, value) in [
@@ -107,7 +109,7 @@ pub async fn spawn_app_with(users_at: UsersAt, overrides: &[(&str, String)]) -> 
     for (name, value) in overrides {
         tessera_testkit::set_var(&mut env, ORDERS, name, value.clone());
     }
-    let orders = InProcess::start::<orders::Orders>(env.clone()).await;
+    let orders = ServiceProcess::start(binary("orders"), &[], ORDERS, &env).await;
     tessera_testkit::events::wait_for_queue(&queue).await;
     TestApp {
         orders,
@@ -138,11 +140,11 @@ pub fn an_order() -> Value {
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.orders.http())
+        format!("{}{path}", self.orders.http_url())
     }
 
     pub async fn grpc(&self) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(self.orders.channel().await)
+        OrderServiceClient::new(self.orders.channel().await.unwrap())
     }
 
     pub fn users(&self) -> &UsersApp {
@@ -152,7 +154,7 @@ impl TestApp {
     /// A user with a profile at users.
     pub async fn create_user(&self, role: Role) -> TestUser {
         let id = Uuid::now_v7();
-        let mut client = UserServiceClient::new(self.users().service.channel().await);
+        let mut client = UserServiceClient::new(self.users().service.channel().await.unwrap());
         let proto_role = match role {
             Role::User => users_proto::Role::User,
             Role::Admin => users_proto::Role::Admin,
@@ -187,7 +189,7 @@ impl TestApp {
             .client
             .delete(format!(
                 "{}/api/v1/users/{}",
-                self.users().service.http(),
+                self.users().service.http_url(),
                 user.id
             ))
             .bearer_auth(&user.token)
@@ -226,6 +228,11 @@ impl TestApp {
         let response = self.place(user, &key(), &an_order()).await;
         assert_eq!(response.status(), StatusCode::CREATED);
         response.json().await.unwrap()
+    }
+
+    /// Another orders process on the same database and queue: a second replica.
+    pub async fn replica(&self) -> ServiceProcess {
+        ServiceProcess::start(binary("orders"), &[], ORDERS, &self.env).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Response {

@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tessera_jwt::Role;
-use tessera_testkit::app::InProcess;
 use tessera_testkit::events::{EventTap, publish};
 use uuid::Uuid;
 
@@ -93,7 +92,7 @@ async fn a_duplicate_delivery_to_racing_consumers_cancels_once() {
     let mut tap = EventTap::bind("order.cancelled").await;
     let app = spawn_app().await;
     // A second replica on the same database and queue: the two copies race.
-    let replica = InProcess::start::<orders::Orders>(app.env.clone()).await;
+    let replica = app.replica().await;
     let user = app.create_user(Role::User).await;
     let mut ids = Vec::new();
     for _ in 0..3 {
