@@ -29,6 +29,12 @@ impl PageSize {
     pub fn get(self) -> u32 {
         self.0
     }
+
+    /// How many rows to fetch for a page of this size: one extra row says whether another
+    /// page follows, without a count query.
+    pub fn fetch_limit(self) -> u32 {
+        self.0 + 1
+    }
 }
 
 impl Default for PageSize {
@@ -48,6 +54,37 @@ impl TryFrom<u32> for PageSize {
 impl From<PageSize> for u32 {
     fn from(size: PageSize) -> Self {
         size.0
+    }
+}
+
+/// One page of a listing, and where the next one starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    /// The items, in the listing's order.
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<Cursor>,
+}
+
+impl<T> Page<T> {
+    /// The page of `size` in `rows` (fetched with [`PageSize::fetch_limit`]); the cursor resumes
+    /// after the last item kept, at its `position`.
+    pub fn from_rows<P: Serialize>(
+        mut rows: Vec<T>,
+        size: PageSize,
+        position: impl Fn(&T) -> P,
+    ) -> Self {
+        let size = size.get() as usize;
+        let next_cursor = if rows.len() > size {
+            rows.truncate(size);
+            rows.last().map(|last| Cursor::after(&position(last)))
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
     }
 }
 
@@ -109,6 +146,18 @@ mod tests {
         assert!(PageSize::new(101).is_err());
         assert_eq!(PageSize::new(100).unwrap().get(), 100);
         assert_eq!(PageSize::default().get(), 20);
+    }
+
+    #[test]
+    fn a_page_keeps_its_size_and_resumes_after_its_last_item_only_if_more_follow() {
+        let size = PageSize::new(2).unwrap();
+        assert_eq!(size.fetch_limit(), 3);
+        let full = Page::from_rows(vec![1u32, 2, 3], size, |n| *n);
+        assert_eq!(full.items, [1, 2]);
+        let cursor = full.next_cursor.unwrap();
+        assert_eq!(Cursor::position::<u32>(cursor.as_str()).unwrap(), 2);
+        let last = Page::from_rows(vec![1u32, 2], size, |n| *n);
+        assert_eq!((last.items, last.next_cursor), (vec![1, 2], None));
     }
 
     #[test]

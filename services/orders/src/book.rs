@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use tessera_domain::{Cursor, PageSize};
+use tessera_domain::{Page, PageSize};
 use tessera_errors::Error;
 use tessera_jwt::Principal;
 use uuid::Uuid;
@@ -11,15 +11,6 @@ use uuid::Uuid;
 use crate::domain::{Fingerprint, IdempotencyKey, NewOrder, Order, OrderStatus, Transition};
 use crate::repository::{Filter, OrderRepository, Placed, Placement, Render, StoredResponse};
 use crate::users::{Liveness, UsersClient};
-
-/// One page of a listing.
-#[derive(Debug)]
-pub struct Page {
-    /// The orders, newest first.
-    pub items: Vec<Order>,
-    /// Where the next page starts; `None` on the last page.
-    pub next_cursor: Option<Cursor>,
-}
 
 /// The answer to a placement: the stored response of its key.
 #[derive(Debug)]
@@ -121,7 +112,7 @@ impl<R: OrderRepository> OrderBook<R> {
         status: Option<OrderStatus>,
         size: PageSize,
         after: Option<Uuid>,
-    ) -> Result<Page, Error> {
+    ) -> Result<Page<Order>, Error> {
         let filter = Filter {
             user_id: (!caller.is_admin()).then_some(caller.user_id),
             status,
@@ -158,7 +149,7 @@ impl<R: OrderRepository> OrderBook<R> {
         user_id: Uuid,
         size: PageSize,
         after: Option<Uuid>,
-    ) -> Result<Page, Error> {
+    ) -> Result<Page<Order>, Error> {
         let filter = Filter {
             user_id: Some(user_id),
             status: None,
@@ -171,16 +162,12 @@ impl<R: OrderRepository> OrderBook<R> {
         filter: Filter,
         size: PageSize,
         after: Option<Uuid>,
-    ) -> Result<Page, Error> {
-        // One extra row says whether another page follows, without a count query.
-        let mut items = self.repository.list(filter, after, size.get() + 1).await?;
-        let next_cursor = if items.len() > size.get() as usize {
-            items.truncate(size.get() as usize);
-            items.last().map(|last| Cursor::after(&last.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+    ) -> Result<Page<Order>, Error> {
+        let rows = self
+            .repository
+            .list(filter, after, size.fetch_limit())
+            .await?;
+        Ok(Page::from_rows(rows, size, |order| order.id))
     }
 
     /// Applies `transition` to order `id` against the version read, so that of two racing

@@ -1,21 +1,12 @@
 //! Who may see and change which profile: the rules every REST and gRPC call goes through.
 
-use tessera_domain::{Cursor, PageSize};
+use tessera_domain::{Page, PageSize};
 use tessera_errors::Error;
 use tessera_jwt::Principal;
 use uuid::Uuid;
 
 use crate::domain::{Creation, NewUser, User, UserChanges};
 use crate::repository::UserRepository;
-
-/// One page of a listing.
-#[derive(Debug)]
-pub struct Page {
-    /// The profiles, in id order.
-    pub items: Vec<User>,
-    /// Where the next page starts; `None` on the last page.
-    pub next_cursor: Option<Cursor>,
-}
 
 /// The profiles, as seen by an authenticated end user or by another service.
 ///
@@ -81,21 +72,14 @@ impl<R: UserRepository> Profiles<R> {
         caller: &Principal,
         size: PageSize,
         after: Option<Uuid>,
-    ) -> Result<Page, Error> {
+    ) -> Result<Page<User>, Error> {
         if !caller.is_admin() {
             return Err(Error::PermissionDenied(
                 "only an admin may list users".to_owned(),
             ));
         }
-        // One extra row says whether another page follows, without a count query.
-        let mut items = self.repository.list(after, size.get() + 1).await?;
-        let next_cursor = if items.len() > size.get() as usize {
-            items.truncate(size.get() as usize);
-            items.last().map(|last| Cursor::after(&last.id))
-        } else {
-            None
-        };
-        Ok(Page { items, next_cursor })
+        let rows = self.repository.list(after, size.fetch_limit()).await?;
+        Ok(Page::from_rows(rows, size, |user| user.id))
     }
 
     /// Creates a profile for another service (registration), or returns the one that has
