@@ -15,7 +15,7 @@ mod role;
 
 pub use display_name::DisplayName;
 pub use email::Email;
-pub use paging::{Cursor, Page, PageSize};
+pub use paging::{Cursor, Page, PageRequest, PageRequestError, PageSize};
 pub use role::Role;
 
 /// Why a value was refused, in words fit for the client.

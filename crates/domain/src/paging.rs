@@ -57,6 +57,58 @@ impl From<PageSize> for u32 {
     }
 }
 
+/// What a listing request asked for: how many items, and after which position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest<P> {
+    /// The page size; the default when the client named none.
+    pub size: PageSize,
+    /// The position the page resumes after; `None` for the first page.
+    pub after: Option<P>,
+}
+
+/// The part of a page request that was refused, named as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {invalid}")]
+pub struct PageRequestError {
+    /// The parameter or field: `limit`, `cursor`, `page_size` or `page_token`.
+    pub field: &'static str,
+    /// Why it was refused.
+    pub invalid: Invalid,
+}
+
+impl<P: DeserializeOwned> PageRequest<P> {
+    /// From the REST query parameters `limit` and `cursor`, either of them absent.
+    pub fn from_query(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, PageRequestError> {
+        Self::parse(("limit", limit), ("cursor", cursor))
+    }
+
+    /// From the gRPC fields `page_size` and `page_token`, where proto3's 0 and empty string
+    /// are the only way to say "not set".
+    pub fn from_grpc(page_size: u32, page_token: &str) -> Result<Self, PageRequestError> {
+        Self::parse(
+            ("page_size", (page_size != 0).then_some(page_size)),
+            ("page_token", (!page_token.is_empty()).then_some(page_token)),
+        )
+    }
+
+    fn parse(
+        (size_field, size): (&'static str, Option<u32>),
+        (cursor_field, cursor): (&'static str, Option<&str>),
+    ) -> Result<Self, PageRequestError> {
+        let refused = |field| move |invalid| PageRequestError { field, invalid };
+        let size = size
+            .map(PageSize::new)
+            .transpose()
+            .map_err(refused(size_field))?
+            .unwrap_or_default();
+        let after = cursor
+            .map(Cursor::position)
+            .transpose()
+            .map_err(refused(cursor_field))?;
+        Ok(Self { size, after })
+    }
+}
+
 /// One page of a listing, and where the next one starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Page<T> {
@@ -158,6 +210,24 @@ mod tests {
         assert_eq!(Cursor::position::<u32>(cursor.as_str()).unwrap(), 2);
         let last = Page::from_rows(vec![1u32, 2], size, |n| *n);
         assert_eq!((last.items, last.next_cursor), (vec![1, 2], None));
+    }
+
+    #[test]
+    fn a_page_request_defaults_what_is_absent_and_names_what_is_refused() {
+        let first = PageRequest::<Uuid>::from_query(None, None).unwrap();
+        assert_eq!((first.size, first.after), (PageSize::default(), None));
+        assert_eq!(first, PageRequest::<Uuid>::from_grpc(0, "").unwrap());
+
+        let id = Uuid::now_v7();
+        let cursor = Cursor::after(&id);
+        let next = PageRequest::<Uuid>::from_grpc(5, cursor.as_str()).unwrap();
+        assert_eq!((next.size.get(), next.after), (5, Some(id)));
+
+        let field = |result: Result<PageRequest<Uuid>, PageRequestError>| result.unwrap_err().field;
+        assert_eq!(field(PageRequest::from_query(Some(0), None)), "limit");
+        assert_eq!(field(PageRequest::from_query(None, Some("!!"))), "cursor");
+        assert_eq!(field(PageRequest::from_grpc(101, "")), "page_size");
+        assert_eq!(field(PageRequest::from_grpc(1, "!!")), "page_token");
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tessera_domain::{Cursor, PageSize};
+use tessera_domain::PageRequest;
 use tessera_errors::Error;
 use tessera_proto::convert;
 use tessera_proto::orders::v1 as proto;
@@ -48,17 +48,12 @@ impl proto::order_service_server::OrderService for OrderGrpc {
     ) -> Result<Response<proto::ListOrdersByUserResponse>, Status> {
         let request = request.into_inner();
         let user_id = convert::uuid("user_id", &request.user_id)?;
-        let size = match request.page_size {
-            0 => PageSize::default(),
-            n => PageSize::new(n).map_err(|e| Error::invalid_field("page_size", e.0))?,
-        };
-        let after = match request.page_token.as_str() {
-            "" => None,
-            token => {
-                Some(Cursor::position(token).map_err(|e| Error::invalid_field("page_token", e.0))?)
-            }
-        };
-        let page = self.book.list_by_user(user_id, size, after).await?;
+        let page = PageRequest::from_grpc(request.page_size, &request.page_token)
+            .map_err(|e| Error::invalid_field(e.field, e.invalid.0))?;
+        let page = self
+            .book
+            .list_by_user(user_id, page.size, page.after)
+            .await?;
         Ok(Response::new(proto::ListOrdersByUserResponse {
             orders: page.items.iter().map(to_proto).collect(),
             next_page_token: page.next_cursor.map(String::from).unwrap_or_default(),

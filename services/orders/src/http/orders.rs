@@ -8,7 +8,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tessera_domain::{Cursor, PageSize};
+use tessera_domain::PageRequest;
 use tessera_errors::extract::{Json, Path, Query};
 use tessera_errors::{Error, Problem};
 use tessera_jwt::Authenticated;
@@ -253,17 +253,12 @@ pub async fn list(
     Authenticated(caller): Authenticated,
     Query(params): Query<ListParams>,
 ) -> Result<Json<OrderPage>, Error> {
-    let size = match params.limit {
-        Some(limit) => PageSize::new(limit).map_err(|e| Error::invalid_field("limit", e.0))?,
-        None => PageSize::default(),
-    };
-    let after = params
-        .cursor
-        .as_deref()
-        .map(Cursor::position::<Uuid>)
-        .transpose()
-        .map_err(|e| Error::invalid_field("cursor", e.0))?;
-    let page = state.book.list(&caller, params.status, size, after).await?;
+    let page = PageRequest::<Uuid>::from_query(params.limit, params.cursor.as_deref())
+        .map_err(|e| Error::invalid_field(e.field, e.invalid.0))?;
+    let page = state
+        .book
+        .list(&caller, params.status, page.size, page.after)
+        .await?;
     Ok(Json(OrderPage {
         items: page.items.iter().map(OrderBody::from).collect(),
         next_cursor: page.next_cursor.map(String::from),

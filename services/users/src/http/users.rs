@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tessera_domain::{Cursor, DisplayName, PageSize, Role};
+use tessera_domain::{DisplayName, PageRequest, Role};
 use tessera_errors::extract::{Json, Path, Query};
 use tessera_errors::{Error, Problem};
 use tessera_jwt::Authenticated;
@@ -185,17 +185,9 @@ pub async fn list(
     Authenticated(caller): Authenticated,
     Query(params): Query<ListParams>,
 ) -> Result<Json<UserPage>, Error> {
-    let size = match params.limit {
-        Some(limit) => PageSize::new(limit).map_err(|e| Error::invalid_field("limit", e.0))?,
-        None => PageSize::default(),
-    };
-    let after = params
-        .cursor
-        .as_deref()
-        .map(Cursor::position::<Uuid>)
-        .transpose()
-        .map_err(|e| Error::invalid_field("cursor", e.0))?;
-    let page = state.profiles.list(&caller, size, after).await?;
+    let page = PageRequest::<Uuid>::from_query(params.limit, params.cursor.as_deref())
+        .map_err(|e| Error::invalid_field(e.field, e.invalid.0))?;
+    let page = state.profiles.list(&caller, page.size, page.after).await?;
     Ok(Json(UserPage {
         items: page.items.into_iter().map(UserBody::from).collect(),
         next_cursor: page.next_cursor.map(String::from),
