@@ -43,22 +43,23 @@ impl Outbox {
         event: &E,
     ) -> Result<Uuid, OutboxError> {
         let envelope = Envelope::wrap(&self.source, event)?;
+        // The notification is delivered on commit and dropped on rollback, so the relay
+        // wakes only for real rows; one statement with the insert saves a round trip.
         sqlx::query(
-            "INSERT INTO messaging_outbox (event_id, event_type, aggregate_id, envelope, traceparent) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "WITH written AS ( \
+               INSERT INTO messaging_outbox (event_id, event_type, aggregate_id, envelope, traceparent) \
+               VALUES ($1, $2, $3, $4, $5) RETURNING seq \
+             ) \
+             SELECT pg_notify($6, '') FROM written",
         )
         .bind(envelope.id)
         .bind(&envelope.event_type)
         .bind(event.aggregate_id())
         .bind(sqlx::types::Json(&envelope))
         .bind(tessera_observability::trace_context::current_traceparent())
+        .bind(NOTIFY_CHANNEL)
         .execute(&mut *connection)
         .await?;
-        // Delivered on commit, dropped on rollback: the relay wakes only for real rows.
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(NOTIFY_CHANNEL)
-            .execute(&mut *connection)
-            .await?;
         Ok(envelope.id)
     }
 }
