@@ -24,6 +24,7 @@ pub type Repository = Postgres;
 pub type Render = fn(&Order) -> Result<Vec<u8>, serde_json::Error>;
 
 /// An order to write, with the key it is placed under.
+#[derive(Clone, Copy)]
 pub struct Placement<'a> {
     /// Who places it.
     pub user_id: Uuid,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{PgConnection, PgPool};
 use tessera_events::orders::{
     CancelReason, OrderCancelled, OrderConfirmed, OrderCreated, OrderLine,
@@ -55,6 +55,114 @@ impl Postgres {
                 row.into_order(mine)
             })
             .collect()
+    }
+
+    /// One attempt at [`OrderRepository::place`]: `None` when the key's record expired
+    /// between the statement that found it live and the read of it.
+    async fn try_place(&self, placement: Placement<'_>) -> Result<Option<Placed>, RepositoryError> {
+        let Placement {
+            user_id,
+            key,
+            fingerprint,
+            order: new,
+            key_ttl,
+            render,
+        } = placement;
+        // The order is complete before it is written (PostgreSQL keeps microseconds), so its
+        // response can be stored by the same statement that writes it.
+        let now = Utc::now().trunc_subsecs(6);
+        let order = Order {
+            id: Uuid::now_v7(),
+            user_id,
+            status: OrderStatus::Pending,
+            currency: new.currency(),
+            items: new.items().to_vec(),
+            total: new.total(),
+            version: FIRST_VERSION,
+            created_at: now,
+            updated_at: now,
+        };
+        let body = render(&order)?;
+        let items = &order.items;
+        let positions: Vec<i16> = (0..).take(items.len()).collect();
+        let skus: Vec<&str> = items.iter().map(|item| item.sku.as_str()).collect();
+        let quantities: Vec<i32> = items
+            .iter()
+            .map(|item| i32::try_from(item.quantity.get()).unwrap_or(i32::MAX))
+            .collect();
+        let prices: Vec<i64> = items.iter().map(|item| item.unit_price.cents()).collect();
+        let totals: Vec<i64> = items.iter().map(|item| item.line_total.cents()).collect();
+        let ttl_ms = i64::try_from(key_ttl.as_millis()).unwrap_or(i64::MAX);
+
+        let mut tx = self.db.begin().await?;
+        // Waits for a sweep of this user's orders in progress; the tombstone check below,
+        // a statement of its own so that its snapshot is taken after the wait, sees its result.
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(user_lock(user_id))
+            .execute(&mut *tx)
+            .await?;
+        // The key is claimed first and the order written only if it was: a live key of
+        // another request claims nothing, an expired one is taken over, and a racing
+        // request's uncommitted key makes this wait for its outcome.
+        let written = sqlx::query!(
+            r#"WITH claimed AS (
+                 INSERT INTO idempotency_keys
+                   (user_id, key, fingerprint, order_id, response_status, response_body, expires_at)
+                 VALUES ($2, $10, $11, $1, 201, $12, now() + make_interval(secs => $13::bigint / 1000.0))
+                 ON CONFLICT (user_id, key) DO UPDATE SET
+                   fingerprint = EXCLUDED.fingerprint, order_id = EXCLUDED.order_id,
+                   response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body,
+                   created_at = now(), expires_at = EXCLUDED.expires_at
+                 WHERE idempotency_keys.expires_at <= now()
+                 RETURNING order_id
+               ), inserted AS (
+                 INSERT INTO orders (id, user_id, status, currency, total_cents, version, created_at, updated_at)
+                 SELECT $1, $2, 'pending', $3, $4, $14, $15, $15
+                 FROM claimed
+                 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $2)
+                 RETURNING id
+               ), lines AS (
+                 INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents, line_total_cents)
+                 SELECT $1, line.*
+                 FROM inserted, unnest($5::smallint[], $6::text[], $7::integer[], $8::bigint[], $9::bigint[]) AS line
+               )
+               SELECT EXISTS (SELECT 1 FROM claimed) AS "claimed!",
+                      EXISTS (SELECT 1 FROM inserted) AS "inserted!""#,
+            order.id,
+            user_id,
+            order.currency.code(),
+            order.total.cents(),
+            &positions,
+            &skus as &[&str],
+            &quantities,
+            &prices,
+            &totals,
+            key.as_str(),
+            &fingerprint.0[..],
+            &body,
+            ttl_ms,
+            order.version,
+            now
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if !written.claimed {
+            tx.rollback().await?;
+            return Ok(self
+                .stored_response(user_id, key)
+                .await?
+                .map(Placed::KeyTaken));
+        }
+        if !written.inserted {
+            // The user was deleted; the claim of the key goes with the rollback.
+            tx.rollback().await?;
+            return Ok(Some(Placed::UserGone));
+        }
+        self.outbox
+            .enqueue(&mut tx, &OrderCreated::from(&order))
+            .await?;
+        tx.commit().await?;
+        Ok(Some(Placed::Created { order, body }))
     }
 }
 
@@ -115,6 +223,9 @@ impl OrderRow {
     }
 }
 
+/// The version of a new order; every change adds one.
+const FIRST_VERSION: i32 = 1;
+
 /// The advisory lock that orders a user's new orders against the sweep of their orders when
 /// they are deleted: placing takes it shared, the sweep exclusive.
 fn user_lock(user_id: Uuid) -> i64 {
@@ -147,105 +258,15 @@ impl OrderRepository for Postgres {
     }
 
     async fn place(&self, placement: Placement<'_>) -> Result<Placed, RepositoryError> {
-        let Placement {
-            user_id,
-            key,
-            fingerprint,
-            order: new,
-            key_ttl,
-            render,
-        } = placement;
-        let id = Uuid::now_v7();
-        let mut tx = self.db.begin().await?;
-        // Waits for a sweep of this user's orders in progress; the tombstone check below
-        // then sees its result.
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(user_lock(user_id))
-            .execute(&mut *tx)
-            .await?;
-        let items = new.items();
-        let positions: Vec<i16> = (0..).take(items.len()).collect();
-        let skus: Vec<&str> = items.iter().map(|item| item.sku.as_str()).collect();
-        let quantities: Vec<i32> = items
-            .iter()
-            .map(|item| i32::try_from(item.quantity.get()).unwrap_or(i32::MAX))
-            .collect();
-        let prices: Vec<i64> = items.iter().map(|item| item.unit_price.cents()).collect();
-        let totals: Vec<i64> = items.iter().map(|item| item.line_total.cents()).collect();
-        let inserted = sqlx::query!(
-            r#"WITH inserted AS (
-                 INSERT INTO orders (id, user_id, status, currency, total_cents)
-                 SELECT $1, $2, 'pending', $3, $4
-                 WHERE NOT EXISTS (SELECT 1 FROM deleted_users WHERE user_id = $2)
-                 RETURNING version, created_at, updated_at
-               ), lines AS (
-                 INSERT INTO order_items (order_id, position, sku, quantity, unit_price_cents, line_total_cents)
-                 SELECT $1, line.*
-                 FROM inserted, unnest($5::smallint[], $6::text[], $7::integer[], $8::bigint[], $9::bigint[]) AS line
-               )
-               SELECT version, created_at, updated_at FROM inserted"#,
-            id,
-            user_id,
-            new.currency().code(),
-            new.total().cents(),
-            &positions,
-            &skus as &[&str],
-            &quantities,
-            &prices,
-            &totals
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(inserted) = inserted else {
-            return Ok(Placed::UserGone);
-        };
-        let order = Order {
-            id,
-            user_id,
-            status: OrderStatus::Pending,
-            currency: new.currency(),
-            items: items.to_vec(),
-            total: new.total(),
-            version: inserted.version,
-            created_at: inserted.created_at,
-            updated_at: inserted.updated_at,
-        };
-        self.outbox
-            .enqueue(&mut tx, &OrderCreated::from(&order))
-            .await?;
-        let body = render(&order)?;
-        let ttl_ms = i64::try_from(key_ttl.as_millis()).unwrap_or(i64::MAX);
-        // A live key of another request makes this return nothing; an expired one is taken
-        // over. A racing request's uncommitted key makes this wait for its outcome.
-        let claimed = sqlx::query_scalar!(
-            "INSERT INTO idempotency_keys \
-               (user_id, key, fingerprint, order_id, response_status, response_body, expires_at) \
-             VALUES ($1, $2, $3, $4, 201, $5, now() + make_interval(secs => $6::bigint / 1000.0)) \
-             ON CONFLICT (user_id, key) DO UPDATE SET \
-               fingerprint = EXCLUDED.fingerprint, order_id = EXCLUDED.order_id, \
-               response_status = EXCLUDED.response_status, response_body = EXCLUDED.response_body, \
-               created_at = now(), expires_at = EXCLUDED.expires_at \
-             WHERE idempotency_keys.expires_at <= now() \
-             RETURNING order_id",
-            user_id,
-            key.as_str(),
-            &fingerprint.0[..],
-            id,
-            &body,
-            ttl_ms
-        )
-        .fetch_optional(&mut *tx)
-        .await?;
-        if claimed.is_none() {
-            tx.rollback().await?;
-            return match self.stored_response(user_id, key).await? {
-                Some(stored) => Ok(Placed::KeyTaken(stored)),
-                // It expired in the instant between the two statements; as good as taken.
-                None => Err(RepositoryError::Database(sqlx::Error::RowNotFound)),
-            };
+        // A key can expire between the insert that found it live and the read of its
+        // record; the next attempt takes it over. A third would need a new record under the
+        // key to be written and to expire within those same instants.
+        for _ in 0..3 {
+            if let Some(placed) = self.try_place(placement).await? {
+                return Ok(placed);
+            }
         }
-        tx.commit().await?;
-        Ok(Placed::Created { order, body })
+        Err(RepositoryError::Database(sqlx::Error::RowNotFound))
     }
 
     async fn find(&self, id: Uuid) -> Result<Option<Order>, RepositoryError> {
