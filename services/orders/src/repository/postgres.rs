@@ -69,7 +69,8 @@ impl Postgres {
             render,
         } = placement;
         // The order is complete before it is written (PostgreSQL keeps microseconds), so its
-        // response can be stored by the same statement that writes it.
+        // response can be stored by the same statement that writes it. Its timestamps come
+        // from this clock; changes stamp the database's, never earlier than the last stamp.
         let now = Utc::now().trunc_subsecs(6);
         let order = Order {
             id: Uuid::now_v7(),
@@ -316,7 +317,8 @@ impl OrderRepository for Postgres {
     ) -> Result<Option<Order>, RepositoryError> {
         let mut tx = self.db.begin().await?;
         let updated = sqlx::query!(
-            "UPDATE orders SET status = $2, version = version + 1, updated_at = now() \
+            "UPDATE orders SET status = $2, version = version + 1, \
+               updated_at = greatest(now(), updated_at) \
              WHERE id = $1 AND version = $3 RETURNING version, updated_at",
             order.id,
             status.as_str(),
@@ -373,7 +375,8 @@ impl OrderRepository for Postgres {
         .await?;
         let rows = sqlx::query_as!(
             OrderRow,
-            "UPDATE orders SET status = 'cancelled', version = version + 1, updated_at = now() \
+            "UPDATE orders SET status = 'cancelled', version = version + 1, \
+               updated_at = greatest(now(), updated_at) \
              WHERE user_id = $1 AND status IN ('pending', 'confirmed') \
              RETURNING id, user_id, status, currency, total_cents, version, created_at, updated_at",
             user_id

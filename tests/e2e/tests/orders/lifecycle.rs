@@ -26,6 +26,14 @@ async fn an_admin_confirms_and_the_owner_cancels() {
     assert_eq!(confirmed["status"], "confirmed");
     assert_eq!(confirmed["total_cents"], order["total_cents"]);
     assert_ne!(confirmed["updated_at"], order["updated_at"]);
+    let stamp = |order: &Value, field: &str| {
+        order[field]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap()
+    };
+    assert!(stamp(&confirmed, "updated_at") > stamp(&order, "created_at"));
 
     let cancelled: Value = app
         .post(&path(&order, "cancel"), &owner.token)
