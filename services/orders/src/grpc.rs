@@ -48,11 +48,11 @@ impl proto::order_service_server::OrderService for OrderGrpc {
     ) -> Result<Response<proto::ListOrdersByUserResponse>, Status> {
         let request = request.into_inner();
         let user_id = convert::uuid("user_id", &request.user_id)?;
-        let page = PageRequest::from_grpc(request.page_size, &request.page_token)
+        let wanted = PageRequest::from_grpc(request.page_size, &request.page_token)
             .map_err(|e| Error::invalid_field(e.field, e.invalid.0))?;
         let page = self
             .book
-            .list_by_user(user_id, page.size, page.after)
+            .list_by_user(user_id, wanted.size, wanted.after)
             .await?;
         Ok(Response::new(proto::ListOrdersByUserResponse {
             orders: page.items.iter().map(to_proto).collect(),

@@ -253,11 +253,11 @@ pub async fn list(
     Authenticated(caller): Authenticated,
     Query(params): Query<ListParams>,
 ) -> Result<Json<OrderPage>, Error> {
-    let page = PageRequest::<Uuid>::from_query(params.limit, params.cursor.as_deref())
+    let wanted = PageRequest::<Uuid>::from_query(params.limit, params.cursor.as_deref())
         .map_err(|e| Error::invalid_field(e.field, e.invalid.0))?;
     let page = state
         .book
-        .list(&caller, params.status, page.size, page.after)
+        .list(&caller, params.status, wanted.size, wanted.after)
         .await?;
     Ok(Json(OrderPage {
         items: page.items.iter().map(OrderBody::from).collect(),

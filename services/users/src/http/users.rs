@@ -185,9 +185,12 @@ pub async fn list(
     Authenticated(caller): Authenticated,
     Query(params): Query<ListParams>,
 ) -> Result<Json<UserPage>, Error> {
-    let page = PageRequest::<Uuid>::from_query(params.limit, params.cursor.as_deref())
+    let wanted = PageRequest::<Uuid>::from_query(params.limit, params.cursor.as_deref())
         .map_err(|e| Error::invalid_field(e.field, e.invalid.0))?;
-    let page = state.profiles.list(&caller, page.size, page.after).await?;
+    let page = state
+        .profiles
+        .list(&caller, wanted.size, wanted.after)
+        .await?;
     Ok(Json(UserPage {
         items: page.items.into_iter().map(UserBody::from).collect(),
         next_cursor: page.next_cursor.map(String::from),
