@@ -190,16 +190,23 @@ posted=$(awk -F'\t' '$1 ~ /^POST \/api\/v1\/orders/ { n += $2 } END { print n + 
 orders_written=$(orders_sql "SELECT count(*) FROM orders WHERE user_id = '$user_id'")
 pending=$(orders_sql "SELECT count(*) FROM messaging_outbox WHERE sent_at IS NULL")
 started=$(date +%s.%N)
-until [[ $(orders_sql "SELECT count(*) FROM messaging_outbox WHERE sent_at IS NULL") == 0 ]]; do sleep 0.1; done
+for _ in $(seq 1 600); do
+  [[ $(orders_sql "SELECT count(*) FROM messaging_outbox WHERE sent_at IS NULL") == 0 ]] && break
+  sleep 0.1
+done
+[[ $(orders_sql "SELECT count(*) FROM messaging_outbox WHERE sent_at IS NULL") == 0 ]] ||
+  { say "the orders outbox did not drain within 60 s"; exit 1; }
 drained=$(bc -l <<<"$(date +%s.%N) - $started")
-# Where an order's CPU goes: each program's CPU time over the first order run, per request.
-order_cpu=$(join -t $'\t' "$work/cpu-before" "$work/cpu-after" |
-  awk -F'\t' -v requests="$(cat "$work/cpu-requests")" -v hz="$(getconf CLK_TCK)" '
-    { ms = 1000 * ($3 - $2) / hz / requests; if (ms >= 0.05) printf "%s %.2f ms, ", $1, ms }' |
+# Where an order's CPU goes: each program's CPU seconds over the first order run, per order,
+# and the rate of orders at which all of them together would fill every core.
+join -t $'\t' "$work/cpu-before" "$work/cpu-after" |
+  awk -F'\t' -v hz="$(getconf CLK_TCK)" '{ print $1 "\t" ($3 - $2) / hz }' > "$work/cpu"
+order_requests=$(cat "$work/cpu-requests")
+order_cpu=$(awk -F'\t' -v requests="$order_requests" '
+    { ms = 1000 * $2 / requests; if (ms >= 0.05) printf "%s %.2f ms, ", $1, ms }' "$work/cpu" |
   sed 's/, $//')
-order_ceiling=$(join -t $'\t' "$work/cpu-before" "$work/cpu-after" |
-  awk -F'\t' -v requests="$(cat "$work/cpu-requests")" -v hz="$(getconf CLK_TCK)" -v cores="$(nproc)" '
-    { seconds += ($3 - $2) / hz } END { if (seconds > 0) printf "%.0f", cores * requests / seconds }')
+order_ceiling=$(awk -F'\t' -v requests="$order_requests" -v cores="$(nproc)" '
+    { seconds += $2 } END { if (seconds > 0) printf "%.0f", cores * requests / seconds }' "$work/cpu")
 users_metrics=$(curl -s "http://127.0.0.1:$users_http/metrics")
 hits=$(awk '/^cache_lookups_total/ && /result="hit"/ { print $2 }' <<<"$users_metrics")
 misses=$(awk '/^cache_lookups_total/ && /result="miss"/ { print $2 }' <<<"$users_metrics")
