@@ -2,6 +2,8 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_redis::redis;
+use tessera_observability::trace_context;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// Revoked access-token ids in Redis, each kept until the token would have expired anyway
@@ -47,25 +49,33 @@ impl Denylist {
         }
         // Round up: a key that expires a fraction early would let the token back in.
         let seconds = (left + 999) / 1000;
-        let mut connection = self.pool.get().await?;
-        redis::cmd("SET")
-            .arg(key(jti))
-            .arg(1)
-            .arg("EX")
-            .arg(seconds)
-            .query_async::<()>(&mut connection)
-            .await?;
-        Ok(())
+        async {
+            let mut connection = self.pool.get().await?;
+            redis::cmd("SET")
+                .arg(key(jti))
+                .arg(1)
+                .arg("EX")
+                .arg(seconds)
+                .query_async::<()>(&mut connection)
+                .await?;
+            Ok(())
+        }
+        .instrument(trace_context::redis_span("SET"))
+        .await
     }
 
     /// Whether `jti` was revoked.
     pub async fn is_revoked(&self, jti: Uuid) -> Result<bool, DenylistError> {
-        let mut connection = self.pool.get().await?;
-        let revoked = redis::cmd("EXISTS")
-            .arg(key(jti))
-            .query_async::<bool>(&mut connection)
-            .await?;
-        Ok(revoked)
+        async {
+            let mut connection = self.pool.get().await?;
+            let revoked = redis::cmd("EXISTS")
+                .arg(key(jti))
+                .query_async::<bool>(&mut connection)
+                .await?;
+            Ok(revoked)
+        }
+        .instrument(trace_context::redis_span("EXISTS"))
+        .await
     }
 }
 

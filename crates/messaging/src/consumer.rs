@@ -296,17 +296,28 @@ impl Consumer {
                 Some(handler) => {
                     let span = tracing::info_span!(
                         "consume_event",
-                        event_id = %envelope.id,
+                        otel.name = format_args!("process {}", envelope.event_type),
+                        otel.kind = "consumer",
+                        otel.status_code = tracing::field::Empty,
+                        messaging.system = "rabbitmq",
+                        messaging.operation.type = "process",
+                        messaging.destination.name = %self.settings.queue,
+                        messaging.consumer.group.name = %self.settings.name,
+                        messaging.message.id = %envelope.id,
                         event_type = %envelope.event_type,
-                        consumer = %self.settings.name,
                     );
                     if let Some(AMQPValue::LongString(traceparent)) = header(&delivery, TRACEPARENT)
                     {
                         set_remote_parent(&span, &traceparent.to_string());
                     }
-                    self.apply(handler.as_ref(), &envelope)
-                        .instrument(span)
-                        .await
+                    let applied = self
+                        .apply(handler.as_ref(), &envelope)
+                        .instrument(span.clone())
+                        .await;
+                    if applied.is_err() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    applied
                 }
             },
         };

@@ -14,8 +14,9 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
-use tessera_observability::trace_context::TRACEPARENT;
+use tessera_observability::trace_context::{TRACEPARENT, current_traceparent, set_remote_parent};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::metrics::MessagingMetrics;
@@ -230,8 +231,14 @@ impl Relay {
             let event_type: String = row.try_get("event_type")?;
             let envelope: String = row.try_get("envelope")?;
             let traceparent: Option<String> = row.try_get("traceparent")?;
+            let span = publish_span(&self.settings.exchange, &event_type, event_id);
+            if let Some(traceparent) = &traceparent {
+                set_remote_parent(&span, traceparent);
+            }
+            // The consumer continues from this span, which continues the writer's trace
+            // (or from the writer's span, when this process traces nothing).
             let mut headers = FieldTable::default();
-            if let Some(traceparent) = traceparent {
+            if let Some(traceparent) = span.in_scope(current_traceparent).or(traceparent) {
                 headers.insert(
                     short(TRACEPARENT),
                     AMQPValue::LongString(traceparent.into()),
@@ -251,6 +258,7 @@ impl Relay {
                     envelope.as_bytes(),
                     properties,
                 )
+                .instrument(span)
                 .await
                 .inspect_err(|_| self.metrics.publish_failures.inc())?;
             self.metrics.published.inc();
@@ -322,6 +330,20 @@ impl Relay {
             Err(error) => tracing::warn!(%error, "cannot delete sent outbox events"),
         }
     }
+}
+
+/// The PRODUCER span of one event's publication.
+fn publish_span(exchange: &str, event_type: &str, event_id: uuid::Uuid) -> tracing::Span {
+    tracing::info_span!(
+        "publish_event",
+        otel.name = format_args!("publish {event_type}"),
+        otel.kind = "producer",
+        messaging.system = "rabbitmq",
+        messaging.operation.type = "send",
+        messaging.destination.name = exchange,
+        messaging.rabbitmq.destination.routing_key = event_type,
+        messaging.message.id = %event_id,
+    )
 }
 
 /// Closes a channel we are done with, so closing the connection later finds none open.

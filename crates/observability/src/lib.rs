@@ -4,12 +4,14 @@
 //! - [`request_id`]: accept an incoming `x-request-id` or make one, and echo it back.
 //! - [`metrics`]: Prometheus RED metrics for HTTP (by route template) and gRPC (by method),
 //!   and the `/metrics` handler.
-//! - [`trace_context`]: W3C `traceparent` of the current span, and remote parents.
+//! - [`trace_context`]: spans as OpenTelemetry spans, W3C `traceparent` across every hop.
+//! - [`otlp`]: span export over OTLP when a collector is configured.
 //! - [`health`]: liveness, readiness and startup endpoints built from dependency checks.
 
 pub mod health;
 pub mod logging;
 pub mod metrics;
+pub mod otlp;
 pub mod request_id;
 pub mod trace_context;
 

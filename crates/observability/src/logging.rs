@@ -1,9 +1,15 @@
 //! Process-wide `tracing` set-up.
 
+use std::sync::{Arc, OnceLock};
+
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
-use tracing_subscriber::EnvFilter;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing::dispatcher::WeakDispatch;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// How log lines are written to stdout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -33,29 +39,160 @@ pub enum LoggingError {
 }
 
 /// Installs the global subscriber: `format` output filtered by `filter` directives
-/// (`info,sqlx=warn`, the `RUST_LOG` syntax).
+/// (`info,sqlx=warn`, the `RUST_LOG` syntax), and spans for `traces` (see
+/// [`crate::trace_context::layer`]).
 ///
 /// JSON lines carry the fields of the enclosing spans, so the request id recorded on the
-/// request span appears on every line logged while handling that request.
-pub fn init(format: LogFormat, filter: &str) -> Result<(), LoggingError> {
+/// request span appears on every line logged while handling that request, and the
+/// `trace_id` and `span_id` of that span, so a log line leads to its trace.
+pub fn init(
+    format: LogFormat,
+    filter: &str,
+    traces: &SdkTracerProvider,
+) -> Result<(), LoggingError> {
     let env_filter = EnvFilter::try_new(filter).map_err(|source| LoggingError::Filter {
         filter: filter.to_owned(),
         source,
     })?;
+    let dispatch = DispatchSlot::default();
     let registry = tracing_subscriber::registry()
-        .with(env_filter)
-        .with(crate::trace_context::layer());
+        .with(crate::trace_context::layer(traces))
+        .with(dispatch.clone());
     match format {
         LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_span_list(true),
-            )
+            .with(json_layer(&dispatch).with_filter(env_filter))
             .try_init()?,
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer()).try_init()?,
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_filter(env_filter))
+            .try_init()?,
     }
     Ok(())
+}
+
+/// One JSON object per event: its fields flattened, the current span and the span list, and
+/// the OpenTelemetry ids of the span it happened in.
+///
+/// The ids come from the OpenTelemetry layer through the dispatcher, which cannot be looked
+/// up while an event is being dispatched; [`DispatchSlot`], registered beside this layer,
+/// hands it over.
+fn json_layer<S>(dispatch: &DispatchSlot) -> json_subscriber::fmt::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    let mut layer = json_subscriber::fmt::layer()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_span_list(true);
+    let dispatch = dispatch.clone();
+    layer
+        .inner_layer_mut()
+        .add_multiple_dynamic_fields(move |event, context, writer| {
+            if let Some((trace_id, span_id)) = trace_ids(&dispatch, event, context) {
+                let _ = writer.write_field("trace_id", trace_id);
+                let _ = writer.write_field("span_id", span_id);
+            }
+        });
+    layer
+}
+
+/// The trace and span id (hex) of the span `event` happened in, if it has one.
+fn trace_ids<S>(
+    dispatch: &DispatchSlot,
+    event: &tracing::Event<'_>,
+    context: &Context<'_, S>,
+) -> Option<(String, String)>
+where
+    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
+{
+    let span = context.event_span(event)?;
+    let dispatch = dispatch.0.get()?.upgrade()?;
+    let otel = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+    let span_context = otel.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        (
+            span_context.trace_id().to_string(),
+            span_context.span_id().to_string(),
+        )
+    })
+}
+
+/// A layer that only remembers the dispatcher it is part of.
+#[derive(Clone, Default)]
+struct DispatchSlot(Arc<OnceLock<WeakDispatch>>);
+
+impl<S: tracing::Subscriber> Layer<S> for DispatchSlot {
+    fn on_register_dispatch(&self, dispatch: &tracing::Dispatch) {
+        let _ = self.0.set(dispatch.downgrade());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Log output collected in memory.
+    #[derive(Clone, Default)]
+    struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buffer {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Buffer {
+        fn lines(&self) -> Vec<serde_json::Value> {
+            let bytes = self.0.lock().unwrap().clone();
+            String::from_utf8(bytes)
+                .unwrap()
+                .lines()
+                .map(|line| serde_json::from_str(line).unwrap())
+                .collect()
+        }
+    }
+
+    #[test]
+    fn a_json_line_inside_a_span_names_its_trace_and_span() {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let dispatch = DispatchSlot::default();
+        let subscriber = tracing_subscriber::registry()
+            .with(crate::trace_context::layer(&provider))
+            .with(dispatch.clone())
+            .with(
+                json_layer(&dispatch)
+                    .with_writer(move || writer.clone())
+                    .with_filter(EnvFilter::new("info")),
+            );
+        let traceparent = tracing::subscriber::with_default(subscriber, || {
+            tracing::info!("outside");
+            let span = tracing::info_span!("request", request_id = "r-1");
+            let _entered = span.enter();
+            tracing::info!(answer = 42, "inside");
+            crate::trace_context::current_traceparent().unwrap()
+        });
+
+        let lines = buffer.lines();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(lines[0].get("trace_id").is_none(), "{}", lines[0]);
+        let inside = &lines[1];
+        assert_eq!(inside["message"], "inside");
+        assert_eq!(inside["answer"], 42);
+        assert_eq!(inside["span"]["request_id"], "r-1", "{inside}");
+        let trace_id = traceparent.split('-').nth(1).unwrap();
+        let span_id = traceparent.split('-').nth(2).unwrap();
+        assert_eq!(inside["trace_id"], trace_id, "{inside}");
+        assert_eq!(inside["span_id"], span_id, "{inside}");
+    }
 }

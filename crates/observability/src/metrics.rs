@@ -252,6 +252,8 @@ struct GrpcCall {
 
 impl GrpcCall {
     fn record(self, code: tonic::Code) {
+        // Polled inside the call's span (the server's `trace_fn`), which takes the code too.
+        crate::trace_context::record_grpc_code(&tracing::Span::current(), code);
         // Unknown methods are answered UNIMPLEMENTED: fold their names into one series.
         let (service, method) = if code == tonic::Code::Unimplemented {
             ("unknown", "unknown")

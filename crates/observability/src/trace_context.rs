@@ -1,30 +1,51 @@
-//! W3C trace context: the `traceparent` of the current span, and a parent from one.
+//! W3C trace context: spans that carry OpenTelemetry contexts, and `traceparent` across hops.
 //!
-//! [`layer`] gives every `tracing` span an OpenTelemetry span context, so a trace id follows
-//! a request across HTTP, gRPC and the broker. Exporting spans over OTLP is separate; without
-//! an exporter the ids are still made and propagated.
+//! [`layer`] gives every `tracing` span at INFO or above an OpenTelemetry span, so a trace id
+//! follows a request across HTTP, gRPC and the broker, and the spans reach the exporter of the
+//! provider it is given ([`crate::otlp`]). Span names and attributes follow the OpenTelemetry
+//! semantic conventions, set through the `otel.name`, `otel.kind` and dotted fields.
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::registry::LookupSpan;
 
 /// The header (and map key) carrying the trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// The layer that attaches OpenTelemetry span contexts to `tracing` spans.
-pub fn layer<S>() -> impl tracing_subscriber::Layer<S>
+/// The layer that makes `tracing` spans OpenTelemetry spans of `provider`.
+///
+/// It sees spans at INFO and above and events at WARN and above (recorded on their span),
+/// whatever the log filter says: how much is logged must not decide what is traced.
+pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
 {
-    static PROVIDER: OnceLock<SdkTracerProvider> = OnceLock::new();
-    let provider = PROVIDER.get_or_init(|| SdkTracerProvider::builder().build());
-    tracing_opentelemetry::layer().with_tracer(provider.tracer("tessera"))
+    tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("tessera"))
+        // Built lazily (when a context is asked for, or at close) rather than on first
+        // entry, so a request span can still be named after its route once routing is done.
+        .with_context_activation(false)
+        // Source locations, thread names and busy/idle timings on every span cost time on
+        // the hot path and tell a trace reader nothing the span name does not.
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
+        .with_filter(filter_fn(|metadata| {
+            let least = if metadata.is_span() {
+                Level::INFO
+            } else {
+                Level::WARN
+            };
+            *metadata.level() <= least
+        }))
 }
 
 /// The `traceparent` of the current span, if it is being traced.
@@ -45,15 +66,121 @@ pub fn set_remote_parent(span: &tracing::Span, traceparent: &str) {
     }
 }
 
+/// Continues the caller's trace on `span` when the request `headers` (HTTP, or gRPC
+/// metadata) carry a `traceparent`.
+pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
+    if let Some(traceparent) = headers
+        .get(TRACEPARENT)
+        .and_then(|value| value.to_str().ok())
+    {
+        set_remote_parent(span, traceparent);
+    }
+}
+
+/// axum middleware naming the request's span after its route template (`GET /users/{id}`),
+/// as the semantic conventions ask; never after the raw path, which would make every span
+/// name unique. Add it with `Router::layer`, so it runs after routing.
+pub async fn name_http_span(
+    route: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if let Some(route) = route {
+        let span = tracing::Span::current();
+        span.record("http.route", route.as_str());
+        span.record(
+            "otel.name",
+            format_args!("{} {}", request.method(), route.as_str()),
+        );
+    }
+    next.run(request).await
+}
+
+/// Records the response status on a request's span; a 5xx marks it failed (a 4xx is the
+/// client's error, not the server's).
+pub fn record_http_status(span: &tracing::Span, status: http::StatusCode) {
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// A CLIENT span for a Redis command (or pipeline) `operation` (`"GET"`, `"MULTI"`).
+pub fn redis_span(operation: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "redis",
+        otel.name = format_args!("redis {operation}"),
+        otel.kind = "client",
+        db.system.name = "redis",
+        db.operation.name = operation,
+    )
+}
+
+/// A CLIENT span for a call to gRPC method `method` (`"GetUser"`) of `service`
+/// (`"tessera.users.v1.UserService"`); instrument the call with it and send through
+/// [`propagate`] so the server continues the trace.
+pub fn grpc_client_span(service: &'static str, method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "grpc_client",
+        otel.name = format_args!("{service}/{method}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+    )
+}
+
+/// Records the outcome of a gRPC call on its span (client or server): the status code, and
+/// an error status for the codes that mean the call failed rather than answered.
+pub fn record_grpc_code(span: &tracing::Span, code: tonic::Code) {
+    span.record("rpc.grpc.status_code", code as i32);
+    if matches!(
+        code,
+        tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unimplemented
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss
+    ) {
+        span.record("otel.status_code", "ERROR");
+    }
+}
+
+/// A tonic interceptor that sends the current span's `traceparent` with each call.
+pub fn propagate(mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    if let Some(value) = current_traceparent().and_then(|value| value.parse().ok()) {
+        request.metadata_mut().insert(TRACEPARENT, value);
+    }
+    Ok(request)
+}
+
+/// A gRPC channel whose calls carry the trace context ([`propagate`]).
+pub type TracedChannel = tonic::service::interceptor::InterceptedService<
+    tonic::transport::Channel,
+    fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>,
+>;
+
+/// `channel`, sending the trace context with every call.
+pub fn traced(channel: tonic::transport::Channel) -> TracedChannel {
+    tonic::service::interceptor::InterceptedService::new(channel, propagate)
+}
+
 #[cfg(test)]
 mod tests {
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
 
+    fn provider() -> SdkTracerProvider {
+        SdkTracerProvider::builder().build()
+    }
+
     #[test]
     fn a_child_of_a_remote_parent_continues_its_trace() {
-        let subscriber = tracing_subscriber::registry().with(layer());
+        let subscriber = tracing_subscriber::registry().with(layer(&provider()));
         tracing::subscriber::with_default(subscriber, || {
             let root = tracing::info_span!("request");
             let parent = root.in_scope(current_traceparent).unwrap();
@@ -70,7 +197,7 @@ mod tests {
 
     #[test]
     fn no_traceparent_outside_a_span() {
-        let subscriber = tracing_subscriber::registry().with(layer());
+        let subscriber = tracing_subscriber::registry().with(layer(&provider()));
         tracing::subscriber::with_default(subscriber, || assert_eq!(current_traceparent(), None));
     }
 }

@@ -10,7 +10,9 @@ use futures::future::BoxFuture;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tessera_observability::trace_context;
 use tessera_observability::{Criticality, HealthCheck};
+use tracing::Instrument;
 
 use crate::config::RuntimeConfig;
 
@@ -114,6 +116,15 @@ enum Operation {
 }
 
 impl Operation {
+    /// The Redis command it sends, for its span.
+    fn command(self) -> &'static str {
+        match self {
+            Self::Get => "GET",
+            Self::Put => "SET",
+            Self::Invalidate => "DEL",
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Get => "get",
@@ -239,6 +250,7 @@ impl JsonCache {
                 .await
                 .map_err(|error| error.to_string())
         };
+        let attempt = attempt.instrument(trace_context::redis_span(operation.command()));
         let outcome = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(outcome) => outcome,
             Err(_) => Err(format!("no answer within {:?}", self.timeout)),

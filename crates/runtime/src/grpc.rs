@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_observability::health::Status;
-use tessera_observability::{Health, Metrics, request_id};
+use tessera_observability::{Health, Metrics, request_id, trace_context};
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -99,13 +99,7 @@ pub async fn serve(
         .timeout(settings.request_timeout)
         .concurrency_limit_per_connection(settings.concurrency)
         .load_shed(true)
-        .trace_fn(|request| {
-            tracing::info_span!(
-                "grpc_request",
-                path = %request.uri().path(),
-                request_id = %request_id::of(request),
-            )
-        })
+        .trace_fn(call_span)
         .layer(layers)
         .add_routes(services.routes)
         .add_service(health_service)
@@ -116,6 +110,26 @@ pub async fn serve(
             shutdown.cancelled_owned(),
         )
         .await
+}
+
+/// The SERVER span of one call, named `package.Service/Method`, continuing the caller's
+/// trace. Its status code is recorded by the metrics layer, which sees the answer.
+fn call_span(request: &http::Request<()>) -> tracing::Span {
+    let path = request.uri().path().trim_start_matches('/');
+    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let span = tracing::info_span!(
+        "grpc_request",
+        otel.name = path,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        request_id = %request_id::of(request),
+    );
+    trace_context::continue_from(&span, request.headers());
+    span
 }
 
 /// A reflection builder that advertises exactly the services served: the service's own,

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tessera_errors::BoxError;
 use tessera_errors::Error;
-use tessera_observability::{Health, Metrics, metrics, request_id};
+use tessera_observability::{Health, Metrics, metrics, request_id, trace_context};
 use tower::ServiceBuilder;
 use tower::ServiceExt;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
 use tracing::Level;
 
 /// Limits applied to every API request.
@@ -42,6 +42,7 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
             Arc::clone(metrics),
             metrics::track_http,
         ))
+        .layer(axum::middleware::from_fn(trace_context::name_http_span))
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes));
 
     let rejected = Arc::clone(metrics);
@@ -50,15 +51,13 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
         .layer(request_id::set_layer())
         .layer(
             TraceLayer::new_for_http()
-                .make_span_with(|request: &http::Request<_>| {
-                    tracing::info_span!(
-                        "http_request",
-                        method = %request.method(),
-                        path = %request.uri().path(),
-                        request_id = %request_id::of(request),
-                    )
-                })
-                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+                .make_span_with(request_span)
+                .on_response(|response: &Response, latency, span: &tracing::Span| {
+                    trace_context::record_http_status(span, response.status());
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .on_response(response, latency, span);
+                }),
         )
         .layer(request_id::propagate_layer())
         .layer(HandleErrorLayer::new(move |error: BoxError| {
@@ -79,6 +78,24 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
         )
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .fallback_service(api)
+}
+
+/// The SERVER span of one API request, continuing the caller's trace. It is named by method
+/// until routing names the route ([`trace_context::name_http_span`]).
+fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http_request",
+        otel.name = %request.method(),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %request.method(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        url.path = %request.uri().path(),
+        request_id = %request_id::of(request),
+    );
+    trace_context::continue_from(&span, request.headers());
+    span
 }
 
 /// Answers a request the limit layers refused.

@@ -76,12 +76,14 @@ pub use cli::Command;
 pub use config::RuntimeConfig;
 pub use error::RunError;
 pub use grpc::GrpcServices;
+use opentelemetry_sdk::trace::SdkTracerProvider;
 pub use serve::{Listeners, serve};
 pub use service::{Context, Detacher, Endpoints, NoSettings, Service, ServiceSpec};
 pub use shutdown::signal as shutdown_signal;
 pub use tasks::{Task, TaskFailure};
 use tessera_config::ConfigError;
 pub use tessera_errors::BoxError;
+use tessera_observability::otlp::{self, ExportError, ExportSettings};
 
 /// The whole life of a service binary: parse the command, configure, run, report.
 ///
@@ -113,6 +115,10 @@ pub fn main<S: Service>() -> ExitCode {
         Ok(vars) => vars,
         Err(error) => return config_failure(spec, &error),
     };
+    let export: ExportSettings = match tessera_config::from_vars("OTEL_", vars.clone()) {
+        Ok(export) => export,
+        Err(error) => return config_failure(spec, &error),
+    };
     let configured = match command {
         Command::Migrate => tessera_config::from_vars(spec.env_prefix, vars).map(|c| (c, None)),
         _ => configure::<S>(vars).map(|(config, settings)| (config, Some(settings))),
@@ -121,11 +127,6 @@ pub fn main<S: Service>() -> ExitCode {
         Ok(configured) => configured,
         Err(error) => return config_failure(spec, &error),
     };
-    if let Err(error) = tessera_observability::logging::init(config.log_format, &config.log_filter)
-    {
-        eprintln!("{}: {error}", spec.name);
-        return ExitCode::from(2);
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -136,12 +137,27 @@ pub fn main<S: Service>() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The exporter's gRPC client lives on the runtime, so the provider is made inside it.
+    let traces = match runtime.block_on(async { tracer_provider(spec, export) }) {
+        Ok(traces) => traces,
+        Err(error) => return config_failure(spec, &error),
+    };
+    if let Err(error) =
+        tessera_observability::logging::init(config.log_format, &config.log_filter, &traces)
+    {
+        eprintln!("{}: {error}", spec.name);
+        return ExitCode::from(2);
+    }
     let outcome = runtime.block_on(async {
         match settings {
             None => migrate(spec, &config).await,
             Some(settings) => serve::<S>(config, settings, None, shutdown::signal()).await,
         }
     });
+    // Spans still queued go out before the runtime (and the exporter's client) ends.
+    if let Err(error) = traces.shutdown() {
+        eprintln!("{}: cannot flush traces: {error}", spec.name);
+    }
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -155,6 +171,20 @@ pub fn main<S: Service>() -> ExitCode {
             ExitCode::from(code)
         }
     }
+}
+
+/// Spans of `spec`'s service, exported as `export` says.
+fn tracer_provider(
+    spec: &ServiceSpec,
+    export: ExportSettings,
+) -> Result<SdkTracerProvider, ConfigError> {
+    otlp::provider(spec.name, env!("CARGO_PKG_VERSION"), &export).map_err(|error| {
+        let variable = match error {
+            ExportError::Ratio(_) => "traces_sampler_arg",
+            ExportError::Exporter(_) => "exporter_otlp_endpoint",
+        };
+        ConfigError::setting(variable, error.to_string()).in_scope("OTEL_")
+    })
 }
 
 fn config_failure(spec: &ServiceSpec, error: &ConfigError) -> ExitCode {

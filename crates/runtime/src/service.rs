@@ -13,6 +13,7 @@ use tessera_observability::Metrics;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::cache::{CacheMetrics, JsonCache};
 use crate::config::RuntimeConfig;
@@ -124,12 +125,13 @@ impl Context {
 pub struct Detacher(TaskTracker);
 
 impl Detacher {
-    /// Runs `work` on its own; the runtime waits for it at shutdown.
+    /// Runs `work` on its own, in the caller's span (its trace goes on); the runtime waits
+    /// for it at shutdown.
     pub fn spawn<T: Send + 'static>(
         &self,
         work: impl Future<Output = T> + Send + 'static,
     ) -> JoinHandle<T> {
-        self.0.spawn(work)
+        self.0.spawn(work.instrument(tracing::Span::current()))
     }
 }
 

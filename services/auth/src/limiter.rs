@@ -19,6 +19,8 @@ use std::time::Duration;
 
 use deadpool_redis::redis;
 use sha2::{Digest, Sha256};
+use tessera_observability::trace_context;
+use tracing::Instrument;
 
 /// How many attempts are allowed, and over how long.
 #[derive(Debug, Clone, Copy)]
@@ -170,6 +172,7 @@ impl Limiter {
                 .await
                 .map_err(|e| e.to_string())
         })
+        .instrument(trace_context::redis_span("MULTI"))
         .await;
         match outcome {
             Ok(Ok(value)) => Some(value),

@@ -3,10 +3,12 @@
 use std::time::Duration;
 
 use tessera_domain::{DisplayName, Email, Role};
+use tessera_observability::trace_context::{self, TracedChannel};
 use tessera_proto::convert;
 use tessera_proto::users::v1 as proto;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// A profile as the users service returned it.
@@ -33,7 +35,7 @@ pub enum UsersError {
 /// A client of `tessera.users.v1.UserService`.
 #[derive(Debug, Clone)]
 pub struct UsersClient {
-    client: UserServiceClient<Channel>,
+    client: UserServiceClient<TracedChannel>,
     deadline: Duration,
 }
 
@@ -49,7 +51,7 @@ impl UsersClient {
         })?;
         let channel = endpoint.connect_timeout(deadline).connect_lazy();
         Ok(Self {
-            client: UserServiceClient::new(channel),
+            client: UserServiceClient::new(trace_context::traced(channel)),
             deadline,
         })
     }
@@ -71,8 +73,17 @@ impl UsersClient {
         // The deadline travels with the call (grpc-timeout) and bounds our wait for it.
         request.set_timeout(self.deadline);
         let mut client = self.client.clone();
-        let response = tokio::time::timeout(self.deadline, client.create_user(request))
-            .await
+        let span = trace_context::grpc_client_span("tessera.users.v1.UserService", "CreateUser");
+        let answer = tokio::time::timeout(self.deadline, client.create_user(request))
+            .instrument(span.clone())
+            .await;
+        let code = match &answer {
+            Ok(Ok(_)) => tonic::Code::Ok,
+            Ok(Err(status)) => status.code(),
+            Err(_) => tonic::Code::DeadlineExceeded,
+        };
+        trace_context::record_grpc_code(&span, code);
+        let response = answer
             .map_err(|_| UsersError::Unavailable(format!("no answer within {:?}", self.deadline)))?
             .map_err(|status| match status.code() {
                 tonic::Code::InvalidArgument

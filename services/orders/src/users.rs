@@ -1,10 +1,15 @@
 //! The users service, as placing an order needs it: is the caller a live user?
 
+use tessera_observability::trace_context::{self, TracedChannel};
 use tessera_proto::users::v1 as proto;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
 use tessera_resilience::{CallError, CallPolicy, ClientMetrics, Guarded};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Endpoint;
+use tracing::Instrument;
 use uuid::Uuid;
+
+/// The gRPC service called, as trace spans name it.
+const USER_SERVICE: &str = "tessera.users.v1.UserService";
 
 /// What users says of a caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +27,7 @@ pub struct UsersUnavailable(CallError);
 
 /// A client of `tessera.users.v1.UserService` that fails fast (see [`tessera_resilience`]).
 pub struct UsersClient {
-    client: UserServiceClient<Channel>,
+    client: UserServiceClient<TracedChannel>,
     get_user: Guarded<proto::GetUserResponse>,
 }
 
@@ -46,7 +51,7 @@ impl UsersClient {
         let get_user = Guarded::new("users", policy, metrics)
             .map_err(|error| tessera_config::ConfigError::setting("users_breaker", error))?;
         Ok(Self {
-            client: UserServiceClient::new(channel),
+            client: UserServiceClient::new(trace_context::traced(channel)),
             get_user,
         })
     }
@@ -54,6 +59,7 @@ impl UsersClient {
     /// Whether `user_id` has a profile. `GetUser` is a read, so it is safe to retry.
     pub async fn liveness(&self, user_id: Uuid) -> Result<Liveness, UsersUnavailable> {
         let id = user_id.to_string();
+        let span = trace_context::grpc_client_span(USER_SERVICE, "GetUser");
         let outcome = self
             .get_user
             .call(|limit| {
@@ -68,7 +74,9 @@ impl UsersClient {
                         .map(tonic::Response::into_inner)
                 }
             })
+            .instrument(span.clone())
             .await;
+        trace_context::record_grpc_code(&span, outcome_code(&outcome));
         match outcome {
             Ok(_) => Ok(Liveness::Live),
             Err(CallError::Answered { status, .. }) if status.code() == tonic::Code::NotFound => {
@@ -76,5 +84,15 @@ impl UsersClient {
             }
             Err(other) => Err(UsersUnavailable(other)),
         }
+    }
+}
+
+/// The status a guarded call ended with, for its span: the answer's, or UNAVAILABLE when
+/// none came (transport failure, deadline, open circuit).
+fn outcome_code<T>(outcome: &Result<T, CallError>) -> tonic::Code {
+    match outcome {
+        Ok(_) => tonic::Code::Ok,
+        Err(CallError::Answered { status, .. }) => status.code(),
+        Err(_) => tonic::Code::Unavailable,
     }
 }

@@ -25,6 +25,11 @@ impl Postgres {
 }
 
 impl AccountRepository for Postgres {
+    #[tracing::instrument(
+        name = "accounts.reserve",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn reserve(
         &self,
         email: &Email,
@@ -51,6 +56,11 @@ impl AccountRepository for Postgres {
         Ok(reserved)
     }
 
+    #[tracing::instrument(
+        name = "accounts.activate",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn activate(
         &self,
         pending: Uuid,
@@ -69,6 +79,11 @@ impl AccountRepository for Postgres {
         Ok(updated.rows_affected() == 1)
     }
 
+    #[tracing::instrument(
+        name = "accounts.discard",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn discard(&self, pending: Uuid) -> Result<(), RepositoryError> {
         sqlx::query!(
             "DELETE FROM credentials WHERE user_id = $1 AND status = 'pending'",
@@ -79,6 +94,11 @@ impl AccountRepository for Postgres {
         Ok(())
     }
 
+    #[tracing::instrument(
+        name = "accounts.find_active",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn find_active(&self, email: &Email) -> Result<Option<Credential>, RepositoryError> {
         let Some(row) = sqlx::query!(
             "SELECT user_id, password_hash, role FROM credentials \
@@ -97,6 +117,11 @@ impl AccountRepository for Postgres {
         }))
     }
 
+    #[tracing::instrument(
+        name = "accounts.role_of",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn role_of(&self, email: &Email) -> Result<Option<Role>, RepositoryError> {
         let Some(row) = sqlx::query!(
             "SELECT user_id, role FROM credentials WHERE email = $1 AND status = 'active'",
@@ -110,6 +135,11 @@ impl AccountRepository for Postgres {
         parse_role(row.user_id, row.role).map(Some)
     }
 
+    #[tracing::instrument(
+        name = "accounts.replace_hash",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn replace_hash(
         &self,
         user_id: Uuid,
@@ -125,6 +155,11 @@ impl AccountRepository for Postgres {
         Ok(())
     }
 
+    #[tracing::instrument(
+        name = "accounts.open_session",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn open_session(
         &self,
         user_id: Uuid,
@@ -161,6 +196,11 @@ impl AccountRepository for Postgres {
         Ok(true)
     }
 
+    #[tracing::instrument(
+        name = "accounts.rotate",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn rotate<E: From<RepositoryError> + Send>(
         &self,
         presented: &RefreshToken,
@@ -230,6 +270,11 @@ impl AccountRepository for Postgres {
         Ok(Rotation::Rotated(access))
     }
 
+    #[tracing::instrument(
+        name = "accounts.revoke_session",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn revoke_session(
         &self,
         presented: &RefreshToken,
@@ -255,6 +300,11 @@ impl AccountRepository for Postgres {
         Ok(live)
     }
 
+    #[tracing::instrument(
+        name = "accounts.sweep",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn sweep(&self, abandoned_after: Duration) -> Result<u64, RepositoryError> {
         const BATCH: i64 = 1_000;
         let mut removed = 0;
@@ -314,6 +364,11 @@ impl AccountRepository for Postgres {
         }
     }
 
+    #[tracing::instrument(
+        name = "accounts.forget_user",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn forget_user(
         &self,
         connection: &mut PgConnection,
@@ -350,6 +405,11 @@ impl AccountRepository for Postgres {
         Ok(live)
     }
 
+    #[tracing::instrument(
+        name = "accounts.apply_role",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn apply_role(
         &self,
         connection: &mut PgConnection,

@@ -235,6 +235,11 @@ fn user_lock(user_id: Uuid) -> i64 {
 }
 
 impl OrderRepository for Postgres {
+    #[tracing::instrument(
+        name = "orders.stored_response",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn stored_response(
         &self,
         user_id: Uuid,
@@ -258,6 +263,11 @@ impl OrderRepository for Postgres {
         }))
     }
 
+    #[tracing::instrument(
+        name = "orders.place",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn place(&self, placement: Placement<'_>) -> Result<Placed, RepositoryError> {
         // A key can expire between the insert that found it live and the read of its
         // record; the next attempt takes it over. A third would need a new record under the
@@ -270,6 +280,11 @@ impl OrderRepository for Postgres {
         Err(RepositoryError::Database(sqlx::Error::RowNotFound))
     }
 
+    #[tracing::instrument(
+        name = "orders.find",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn find(&self, id: Uuid) -> Result<Option<Order>, RepositoryError> {
         let mut connection = self.db.acquire().await?;
         let row = sqlx::query_as!(
@@ -286,6 +301,11 @@ impl OrderRepository for Postgres {
         Ok(Self::with_items(&mut connection, vec![row]).await?.pop())
     }
 
+    #[tracing::instrument(
+        name = "orders.list",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn list(
         &self,
         filter: Filter,
@@ -310,6 +330,11 @@ impl OrderRepository for Postgres {
         Self::with_items(&mut connection, rows).await
     }
 
+    #[tracing::instrument(
+        name = "orders.set_status",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn set_status(
         &self,
         order: &Order,
@@ -357,6 +382,11 @@ impl OrderRepository for Postgres {
         Ok(Some(order))
     }
 
+    #[tracing::instrument(
+        name = "orders.cancel_orders_of_deleted_user",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn cancel_orders_of_deleted_user(
         &self,
         connection: &mut PgConnection,
@@ -392,6 +422,11 @@ impl OrderRepository for Postgres {
         Ok(cancelled_orders)
     }
 
+    #[tracing::instrument(
+        name = "orders.sweep",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn sweep(&self, batch: u32) -> Result<u64, RepositoryError> {
         let keys = sqlx::query!(
             "DELETE FROM idempotency_keys WHERE (user_id, key) IN \

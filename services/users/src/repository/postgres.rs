@@ -64,6 +64,11 @@ impl TryFrom<Row> for User {
 }
 
 impl UserRepository for Postgres {
+    #[tracing::instrument(
+        name = "users.create",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn create(&self, user: NewUser) -> Result<Creation, RepositoryError> {
         let mut tx = self.db.begin().await?;
         // No conflict target: a clash on the email or on the id both leave the row alone,
@@ -95,6 +100,11 @@ impl UserRepository for Postgres {
         }
     }
 
+    #[tracing::instrument(
+        name = "users.find",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn find(&self, id: Uuid) -> Result<Option<User>, RepositoryError> {
         sqlx::query_as!(
             Row,
@@ -107,6 +117,11 @@ impl UserRepository for Postgres {
         .transpose()
     }
 
+    #[tracing::instrument(
+        name = "users.find_many",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn find_many(&self, ids: &[Uuid]) -> Result<Vec<User>, RepositoryError> {
         sqlx::query_as!(
             Row,
@@ -121,6 +136,11 @@ impl UserRepository for Postgres {
         .collect()
     }
 
+    #[tracing::instrument(
+        name = "users.list",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, RepositoryError> {
         sqlx::query_as!(
             Row,
@@ -136,6 +156,11 @@ impl UserRepository for Postgres {
         .collect()
     }
 
+    #[tracing::instrument(
+        name = "users.update",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn update(
         &self,
         id: Uuid,
@@ -165,6 +190,11 @@ impl UserRepository for Postgres {
         Ok(Some(user))
     }
 
+    #[tracing::instrument(
+        name = "users.delete",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
     async fn delete(&self, id: Uuid) -> Result<bool, RepositoryError> {
         let mut tx = self.db.begin().await?;
         let deleted = sqlx::query_scalar!("DELETE FROM users WHERE id = $1 RETURNING id", id)

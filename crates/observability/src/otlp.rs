@@ -1,0 +1,90 @@
+//! Span export over OTLP/gRPC, when a collector is configured.
+//!
+//! Trace context exists either way ([`crate::trace_context`]): log lines name their trace and
+//! `traceparent` crosses every hop. Only exporting depends on `OTEL_EXPORTER_OTLP_ENDPOINT`.
+
+use opentelemetry::KeyValue;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use serde::Deserialize;
+
+/// The standard `OTEL_*` variables this process honours (read with the prefix `OTEL_`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ExportSettings {
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: an OTLP/gRPC collector, `http://collector:4317`.
+    /// Nothing is exported when unset.
+    pub exporter_otlp_endpoint: Option<String>,
+    /// `OTEL_TRACES_SAMPLER_ARG`: the share of traces started here that are sampled, 0 to 1
+    /// (default 1). A trace started by a caller follows the caller's decision.
+    pub traces_sampler_arg: Option<f64>,
+}
+
+/// Export could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// The sampling ratio (`OTEL_TRACES_SAMPLER_ARG`) is outside 0..=1.
+    #[error("must be between 0 and 1, not {0}")]
+    Ratio(f64),
+    /// The exporter rejected its endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT`).
+    #[error("not a usable OTLP endpoint: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// The tracer provider of service `name` at `version`: batch-exporting to the configured
+/// endpoint, or exporting nothing. Call within a Tokio runtime (the gRPC client lives there),
+/// and [`SdkTracerProvider::shutdown`] it before the runtime ends, to flush.
+pub fn provider(
+    name: &'static str,
+    version: &'static str,
+    settings: &ExportSettings,
+) -> Result<SdkTracerProvider, ExportError> {
+    let ratio = settings.traces_sampler_arg.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&ratio) {
+        return Err(ExportError::Ratio(ratio));
+    }
+    let resource = Resource::builder()
+        .with_service_name(name)
+        .with_attribute(KeyValue::new("service.version", version))
+        .build();
+    let builder = SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            ratio,
+        ))));
+    let Some(endpoint) = &settings.exporter_otlp_endpoint else {
+        return Ok(builder.build());
+    };
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .build()?;
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_ratio_outside_zero_to_one_is_refused() {
+        let settings = ExportSettings {
+            traces_sampler_arg: Some(1.5),
+            ..ExportSettings::default()
+        };
+        let error = provider("svc", "0", &settings).unwrap_err();
+        assert!(matches!(error, ExportError::Ratio(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_malformed_endpoint_is_refused() {
+        let settings = ExportSettings {
+            exporter_otlp_endpoint: Some("not a url".to_owned()),
+            ..ExportSettings::default()
+        };
+        let error = provider("svc", "0", &settings).unwrap_err();
+        assert!(matches!(error, ExportError::Exporter(_)), "{error}");
+    }
+}
