@@ -4,6 +4,7 @@
 //! - [`database`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`events`]: a private queue on the event exchange, to see what was published.
 //! - [`jwks`]: a token issuer with a JWKS endpoint, to test token verification end to end.
+//! - [`otlp`]: an OTLP trace receiver, to see the spans services export.
 //! - [`process`]: a service binary started as a real process on free ports.
 //! - [`proxy`]: a TCP proxy that can cut a dependency off and bring it back.
 //! - [`prometheus`]: reading `/metrics` (a counter's value) and checking its exposition text.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod database;
 pub mod events;
 pub mod jwks;
+pub mod otlp;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;
