@@ -195,6 +195,46 @@ mod tests {
         });
     }
 
+    const REMOTE: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+
+    #[test]
+    fn a_request_with_a_traceparent_continues_the_callers_trace() {
+        let subscriber = tracing_subscriber::registry().with(layer(&provider()));
+        tracing::subscriber::with_default(subscriber, || {
+            let mut headers = http::HeaderMap::new();
+            headers.insert(TRACEPARENT, REMOTE.parse().unwrap());
+            let span = tracing::info_span!("http_request");
+            continue_from(&span, &headers);
+            let ours = span.in_scope(current_traceparent).unwrap();
+            assert_eq!(ours.split('-').nth(1), REMOTE.split('-').nth(1));
+            assert_ne!(ours.split('-').nth(2), REMOTE.split('-').nth(2));
+
+            let fresh = tracing::info_span!("http_request");
+            continue_from(&fresh, &http::HeaderMap::new());
+            let unrelated = fresh.in_scope(current_traceparent).unwrap();
+            assert_ne!(unrelated.split('-').nth(1), REMOTE.split('-').nth(1));
+        });
+    }
+
+    #[test]
+    fn a_grpc_call_carries_the_current_span_as_its_parent() {
+        let subscriber = tracing_subscriber::registry().with(layer(&provider()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = grpc_client_span("tessera.users.v1.UserService", "GetUser");
+            let _entered = span.enter();
+            let request = propagate(tonic::Request::new(())).unwrap();
+            let sent = request
+                .metadata()
+                .get(TRACEPARENT)
+                .unwrap()
+                .to_str()
+                .unwrap();
+            assert_eq!(Some(sent.to_owned()), current_traceparent());
+        });
+        let untraced = propagate(tonic::Request::new(())).unwrap();
+        assert!(untraced.metadata().get(TRACEPARENT).is_none());
+    }
+
     #[test]
     fn no_traceparent_outside_a_span() {
         let subscriber = tracing_subscriber::registry().with(layer(&provider()));

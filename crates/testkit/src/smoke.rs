@@ -120,6 +120,19 @@ pub async fn bad_environment_variable_stops_startup_naming_it(binary: &str, pref
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(&secret), "{stderr}");
+
+    // So is a standard OpenTelemetry variable out of its range (`migrate`: no service
+    // settings needed to get there).
+    let output = Command::new(binary)
+        .arg("migrate")
+        .envs(crate::service_env(prefix, "postgres://unused/unused"))
+        .env("OTEL_TRACES_SAMPLER_ARG", "1.5")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("OTEL_TRACES_SAMPLER_ARG"), "{stderr}");
 }
 
 /// `migrate` creates the service's database when it is missing, applies the migrations and
