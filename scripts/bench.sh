@@ -40,7 +40,7 @@ fi
 scripts/infra.sh
 
 cargo build --release -p users --bin users -p auth --bin auth -p orders --bin orders \
-  -p tessera-runtime --example hello
+  -p tessera-runtime --example hello -p tessera-testkit --example otlp_sink
 release=$(scripts/target-dir.sh)/release
 work=$(mktemp -d)
 
@@ -114,11 +114,15 @@ start_auth() {
   wait_for "http://127.0.0.1:$auth_http/health/ready"
 }
 start_auth bench-1
-( shared_env USERS users
-  USERS_HTTP_PORT=$users_http USERS_GRPC_PORT=$users_grpc \
-  USERS_JWKS_URL="http://127.0.0.1:$auth_http/.well-known/jwks.json" \
+# start_users [VAR=VALUE...]: users, with any extra variables given.
+start_users() {
+  ( shared_env USERS users
+    export USERS_HTTP_PORT=$users_http USERS_GRPC_PORT=$users_grpc \
+      USERS_JWKS_URL="http://127.0.0.1:$auth_http/.well-known/jwks.json" "$@"
     exec "$release/users" serve >/dev/null 2>&1 ) &
-users_pid=$!; pids+=("$users_pid")
+  users_pid=$!; pids+=("$users_pid")
+}
+start_users
 ( shared_env ORDERS orders
   ORDERS_HTTP_PORT=$orders_http ORDERS_GRPC_PORT=$orders_grpc \
   ORDERS_JWKS_URL="http://127.0.0.1:$auth_http/.well-known/jwks.json" \
@@ -215,6 +219,25 @@ hash_ms=$(curl -s "http://127.0.0.1:$auth_http/metrics" | awk '
   /^auth_password_hash_seconds_count\{operation="verify"\}/ { count = $2 }
   END { if (count > 0) printf "%.1f ms over %d verifications", 1000 * sum / count, count }')
 
+# The cost of exporting: users again, every span sampled and sent over OTLP to a collector
+# (a sink that only counts them), under the same cache-hit load. Without an endpoint, as in
+# the rows above, nothing is exported.
+sink_port=$(free_port)
+"$release/examples/otlp_sink" "127.0.0.1:$sink_port" > "$work/spans" &
+sink_pid=$!; pids+=("$sink_pid")
+kill -TERM "$users_pid"; wait "$users_pid" 2>/dev/null || true
+start_users OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$sink_port" OTEL_TRACES_SAMPLER_ARG=1
+wait_for "http://127.0.0.1:$users_http/health/ready"
+[[ $(status "$token") == 200 ]] || { say "GET $profile did not answer 200 with export on"; exit 1; }
+sleep 1
+rows+=$'\n'$(load "GET /api/v1/users/{id}, cache hit, every span exported over OTLP" "$profile" "$users_pid" "$connections" "Authorization: Bearer $token")
+kill -TERM "$users_pid"; wait "$users_pid" 2>/dev/null || true
+kill -TERM "$sink_pid"; wait "$sink_pid" 2>/dev/null || true
+exported_spans=$(cat "$work/spans")
+exported_requests=$(awk -F'\t' '/every span exported/ { print $2 }' "$work/requests")
+start_users
+wait_for "http://127.0.0.1:$users_http/health/ready"
+
 # Key rotation: users has just fetched the JWKS (the reads above). Switch auth to a new key
 # and time how long until users accepts a token signed with it.
 openssl genpkey -algorithm ed25519 -out "$work/keys/bench-2.pem"
@@ -251,6 +274,11 @@ the outbox row, COMMIT, then the relay's read, publish and mark).
 | target | req/s | p50 | p99 | idle RSS | peak RSS |
 | --- | --- | --- | --- | --- | --- |
 $rows
+
+The last row is the cache-hit read again with users exporting every span (sampling 1) over
+OTLP/gRPC to a collector on this machine (\`otlp_sink\`, which counts what arrives): it
+received ${exported_spans:-0} spans for ${exported_requests:-0} requests. The rows above it
+export nothing (\`OTEL_EXPORTER_OTLP_ENDPOINT\` unset).
 
 Key rotation: after auth restarted signing with a new key (the old one still published), users
 accepted the first token signed with it $(printf '%.1f' "$propagation") s after it was issued, and a token signed with
