@@ -1,4 +1,5 @@
-//! The command line every service binary shares: `serve` (default) or `migrate`.
+//! The command line every service binary shares: `serve` (default), `migrate`, or
+//! `healthcheck`.
 
 /// What the binary was asked to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -7,6 +8,9 @@ pub enum Command {
     Serve,
     /// Apply the service's migrations (creating its database if needed) and exit.
     Migrate,
+    /// Ask the service running beside it whether it is ready: for container health checks
+    /// in images that have no shell or HTTP client.
+    Healthcheck,
     /// Print usage and exit.
     Help,
 }
@@ -17,6 +21,7 @@ impl Command {
         let command = match args.next().as_deref() {
             None | Some("serve") => Self::Serve,
             Some("migrate") => Self::Migrate,
+            Some("healthcheck") => Self::Healthcheck,
             Some("help" | "-h" | "--help") => Self::Help,
             Some(other) => return Err(format!("unknown command {other:?}")),
         };
@@ -29,7 +34,8 @@ impl Command {
     /// Usage text for `name`.
     pub fn usage(name: &str, prefix: &str) -> String {
         format!(
-            "usage: {name} [serve|migrate]\n\n  serve    run the service (default)\n  migrate  apply database migrations and exit\n\n\
+            "usage: {name} [serve|migrate|healthcheck]\n\n  serve        run the service (default)\n  migrate      apply database migrations and exit\n  \
+             healthcheck  exit 0 if the service on this host's {prefix}HTTP_PORT is ready\n\n\
              Configuration comes from {prefix}* environment variables (and .env); see README.md.\n"
         )
     }
@@ -48,6 +54,7 @@ mod tests {
         assert_eq!(parse(&[]), Ok(Command::Serve));
         assert_eq!(parse(&["serve"]), Ok(Command::Serve));
         assert_eq!(parse(&["migrate"]), Ok(Command::Migrate));
+        assert_eq!(parse(&["healthcheck"]), Ok(Command::Healthcheck));
         assert_eq!(parse(&["--help"]), Ok(Command::Help));
     }
 

@@ -38,7 +38,7 @@
 //! }
 //! ```
 //!
-//! [`main`] parses the command line (`serve` or `migrate`), loads [`RuntimeConfig`] and the
+//! [`main`] parses the command line (`serve`, `migrate` or `healthcheck`), loads [`RuntimeConfig`] and the
 //! service's settings from its `<PREFIX>*` variables, sets up logging, and then, for `serve`:
 //!
 //! 1. opens the pools: PostgreSQL (lazy, with acquire and statement timeouts), Redis
@@ -62,6 +62,7 @@ mod config;
 mod database;
 mod error;
 mod grpc;
+mod healthcheck;
 mod http;
 pub mod openapi;
 mod serve;
@@ -115,6 +116,9 @@ pub fn main<S: Service>() -> ExitCode {
         Ok(vars) => vars,
         Err(error) => return config_failure(spec, &error),
     };
+    if command == Command::Healthcheck {
+        return healthcheck(spec, &vars);
+    }
     let export: ExportSettings = match tessera_config::from_vars("OTEL_", vars.clone()) {
         Ok(export) => export,
         Err(error) => return config_failure(spec, &error),
@@ -169,6 +173,22 @@ pub fn main<S: Service>() -> ExitCode {
             tracing::error!(error = %tessera_errors::error_chain(&error), "{} stopped with an error", spec.name);
             eprintln!("{}: {}", spec.name, tessera_errors::error_chain(&error));
             ExitCode::from(code)
+        }
+    }
+}
+
+/// The `healthcheck` command: exit 0 when the service on this host is ready, 1 (with the
+/// reason on stderr) when it is not.
+fn healthcheck(spec: &ServiceSpec, vars: &[(String, String)]) -> ExitCode {
+    let port = match healthcheck::port(spec.env_prefix, spec.default_http_port, vars) {
+        Ok(port) => port,
+        Err(error) => return config_failure(spec, &error),
+    };
+    match healthcheck::check(port) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(reason) => {
+            eprintln!("{}: not ready: {reason}", spec.name);
+            ExitCode::FAILURE
         }
     }
 }

@@ -51,6 +51,21 @@ pub async fn serves_health_metrics_and_grpc_health_with(
         assert_eq!(response.status(), 200, "/health/{probe}");
     }
 
+    // `healthcheck`, for images without a shell, asks the same readiness on the same port;
+    // on a port where nothing listens it fails.
+    let healthcheck = |port: u16| {
+        Command::new(binary)
+            .arg("healthcheck")
+            .env(format!("{prefix}HTTP_PORT"), port.to_string())
+            .output()
+            .unwrap()
+    };
+    let healthy = healthcheck(service.ports().0);
+    assert!(healthy.status.success(), "{healthy:?}");
+    let nobody = healthcheck(crate::free_port());
+    assert_eq!(nobody.status.code(), Some(1), "{nobody:?}");
+    assert!(String::from_utf8_lossy(&nobody.stderr).contains("not ready"));
+
     // An unknown route is a problem+json 404, and shows up in the metrics below.
     let missing = client
         .get(format!("{}/api/v1/nothing-here", service.http_url()))
