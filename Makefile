@@ -3,11 +3,11 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help build test lint fmt run infra bench
+.PHONY: help build test test-browser lint fmt run infra bench
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  make %-7s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  make %-13s %s\n", $$1, $$2 }'
 
 build: ## compile every crate and service (debug)
 	$(CARGO) build --workspace --all-targets
@@ -24,6 +24,9 @@ test: infra ## run the whole workspace's tests against the local infrastructure
 	  $(CARGO) test --workspace --no-fail-fast; \
 	fi
 
+test-browser: infra ## the storefront (web/) in headless Chromium against the real services
+	scripts/test-browser.sh
+
 lint: ## formatting check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -31,7 +34,7 @@ lint: ## formatting check and clippy with warnings as errors
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-run: infra ## run auth, users and orders natively (Ctrl-C stops them)
+run: infra ## run auth, users, orders and the storefront natively (Ctrl-C stops them)
 	scripts/run.sh
 
 bench: ## load-test a release build and print throughput, latency and memory
