@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Runs auth, users and orders natively against the local PostgreSQL, Redis and RabbitMQ.
+# Runs auth, users and orders natively against the local PostgreSQL, Redis and RabbitMQ, and
+# the storefront (web/) on http://127.0.0.1:8080/ with `vite preview` proxying /api/v1 to them.
 # Each service creates its database (tessera_<service>) and applies its migrations on start.
-# Ctrl-C stops all three gracefully.
+# Ctrl-C stops them all gracefully.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -54,5 +55,19 @@ fi
 start auth AUTH
 start users USERS
 start orders ORDERS
+services=("${pids[@]}")
 echo "run: auth http://127.0.0.1:8081 (gRPC 50051), users http://127.0.0.1:8082 (gRPC 50052), orders http://127.0.0.1:8083 (gRPC 50053); Ctrl-C stops them" >&2
-wait -n "${pids[@]}" || true
+
+# The storefront: built, then served with the API proxied to the services above (the
+# STOREFRONT_{AUTH,USERS,ORDERS}_URL variables point it elsewhere). Without Node.js the
+# services run on alone.
+if ! command -v npm >/dev/null 2>&1; then
+  echo "run: Node.js and npm not found, so the storefront is not served; install Node.js 20.19 or newer with npm (https://nodejs.org/en/download) and run make run again" >&2
+elif (cd web && { [[ -d node_modules ]] || npm ci --no-audit --no-fund --loglevel=error; } && npm run build --silent >/dev/null); then
+  (cd web && exec node_modules/.bin/vite preview > >(sed -u "s/^/web | /") 2>&1) &
+  pids+=($!)
+  echo "run: the storefront is at http://127.0.0.1:8080/" >&2
+else
+  echo "run: the storefront did not build (see above); the services run on without it" >&2
+fi
+wait -n "${services[@]}" || true

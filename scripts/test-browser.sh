@@ -20,7 +20,7 @@ if [[ ! -x $CHROMIUM ]]; then
   fi
 fi
 if ! command -v npm >/dev/null 2>&1; then
-  say "Node.js 20.19+ and npm are needed: 'sudo apt-get install nodejs npm', or https://nodejs.org"
+  say "Node.js 20.19 or newer with npm is needed: https://nodejs.org/en/download"
   exit 1
 fi
 
