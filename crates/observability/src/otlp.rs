@@ -13,7 +13,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ExportSettings {
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: an OTLP/gRPC collector, `http://collector:4317`.
-    /// Nothing is exported when unset.
+    /// Nothing is exported when unset or empty (OpenTelemetry reads an empty variable as
+    /// unset, which lets compose files pass `${VAR:-}` through).
     pub exporter_otlp_endpoint: Option<String>,
     /// `OTEL_TRACES_SAMPLER_ARG`: the share of traces started here that are sampled, 0 to 1
     /// (default 1). A trace started by a caller follows the caller's decision.
@@ -52,7 +53,11 @@ pub fn provider(
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             ratio,
         ))));
-    let Some(endpoint) = &settings.exporter_otlp_endpoint else {
+    let Some(endpoint) = settings
+        .exporter_otlp_endpoint
+        .as_deref()
+        .filter(|endpoint| !endpoint.trim().is_empty())
+    else {
         return Ok(builder.build());
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -76,6 +81,15 @@ mod tests {
         };
         let error = provider("svc", "0", &settings).unwrap_err();
         assert!(matches!(error, ExportError::Ratio(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_empty_endpoint_exports_nothing() {
+        let settings = ExportSettings {
+            exporter_otlp_endpoint: Some(String::new()),
+            ..ExportSettings::default()
+        };
+        assert!(provider("svc", "0", &settings).is_ok());
     }
 
     #[tokio::test]
