@@ -112,10 +112,11 @@ debian_base() {
 }
 
 # standin NAME: builds deploy/standins/NAME.Containerfile unless an image of the same
-# definition exists (the tag is a hash of the stand-ins' files); prints the image name.
+# definition exists (the tag is a hash of its files); prints the image name.
 standin() {
   local name=$1 tag image
-  tag=$( (cat deploy/standins/*; echo "$base") | sha256sum | cut -c1-12)
+  tag=$( (cat deploy/standins/"$name".* deploy/standins/"$name"-*.sh 2>/dev/null; echo "$base") |
+    sha256sum | cut -c1-12)
   image=localhost/tessera-standin/$name:$tag
   if ! podman image exists "$image"; then
     log "building stand-in $image"
@@ -184,7 +185,7 @@ build_images() {
 
 # The override: image names only.
 write_override() {
-  local postgres=$1 redis=$2 rabbitmq=$3
+  local postgres=$1 redis=$2 rabbitmq=$3 prometheus=$4
   cat >"$work/compose.override.yml" <<YAML
 services:
   postgres: { image: $postgres }
@@ -198,6 +199,7 @@ services:
   orders-migrate: { image: localhost/tessera/orders:smoke }
   orders: { image: localhost/tessera/orders:smoke }
   gateway: { image: localhost/tessera/gateway:smoke }
+  prometheus: { image: $prometheus }
 YAML
 }
 
@@ -347,9 +349,10 @@ else
   redis=$(standin redis)
   rabbitmq=$(standin rabbitmq)
   nginx=$(standin nginx)
+  prometheus=$(standin prometheus)
   stage_context
   build_images "$distroless" "$nginx"
-  write_override "$postgres" "$redis" "$rabbitmq"
+  write_override "$postgres" "$redis" "$rabbitmq" "$prometheus"
   log "images ready after $((SECONDS - started)) s"
   podman images --format '{{.Repository}}:{{.Tag}} {{.Size}}' | grep -E '^localhost/tessera/' | sed 's/^/  /' >&2
   start_api
