@@ -107,7 +107,7 @@ debian_base() {
   rm -rf "$root"
   debootstrap --variant=minbase bookworm "$root" >"$work/debootstrap.log" 2>&1 ||
     fail "debootstrap (see $work/debootstrap.log)"
-  tar -C "$root" -c . | podman import - "$base" >/dev/null
+  tar -C "$root" -c . | podman import - "$base" >/dev/null 2>&1
   rm -rf "$root"
 }
 
@@ -274,13 +274,21 @@ wait_for_stack() {
 
 # --- the story ------------------------------------------------------------------------------
 
-# call METHOD PATH [BODY] [curl args...]: prints "STATUS BODY".
+# call METHOD PATH [BODY] [curl args...]: prints "STATUS BODY". A 503 is retried for up to
+# 20 s, as a client would: every call here is safe to repeat (orders carry their
+# Idempotency-Key), and a stack that just turned healthy may still be settling (here,
+# podman's DNS answers slowly while it reloads for new containers).
 call() {
-  local method=$1 path=$2 body=${3:-} out data=()
+  local method=$1 path=$2 body=${3:-} out data=() deadline=$((SECONDS + 20))
   shift $(($# < 3 ? $# : 3))
   [[ -n $body ]] && data=(-H 'content-type: application/json' --data "$body")
-  out=$(curl -sS -m 10 -X "$method" "${data[@]}" -w '\n%{http_code}' "$@" "$gateway$path") ||
-    fail "$method $path: no answer"
+  while :; do
+    out=$(curl -sS -m 10 -X "$method" "${data[@]}" -w '\n%{http_code}' "$@" "$gateway$path") ||
+      fail "$method $path: no answer"
+    [[ ${out##*$'\n'} == 503 && $SECONDS -lt $deadline ]] || break
+    log "$method $path answered 503, retrying: ${out%$'\n'*}"
+    sleep 1
+  done
   printf '%s %s' "${out##*$'\n'}" "${out%$'\n'*}"
 }
 # expect STATUS "STATUS BODY" WHAT: the body, or failure naming WHAT.
