@@ -265,6 +265,10 @@ wait_for_stack() {
       [[ $state == healthy ]] || pending+=("$service:$state")
     done
     if ((${#pending[@]} == 0)); then return 0; fi
+    if [[ -n ${up_pid:-} ]] && ! kill -0 "$up_pid" 2>/dev/null; then
+      wait "$up_pid" || fail "docker-compose up failed: $(tail -n 3 "$work/up.log")"
+      up_pid=
+    fi
     [[ ${pending[*]} != "${last_pending:-}" ]] && log "waiting for ${pending[*]}"
     last_pending=${pending[*]}
     sleep 1
