@@ -281,7 +281,7 @@ wait_for_stack() {
 # call METHOD PATH [BODY] [curl args...]: prints "STATUS BODY". A 503 is retried for up to
 # 20 s, as a client would: every call here is safe to repeat (orders carry their
 # Idempotency-Key), and a stack that just turned healthy may still be settling (here,
-# podman's DNS answers slowly while it reloads for new containers).
+# a container podman just started sometimes cannot reach another for a while).
 call() {
   local method=$1 path=$2 body=${3:-} out data=() deadline=$((SECONDS + 20))
   shift $(($# < 3 ? $# : 3))
