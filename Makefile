@@ -3,11 +3,11 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help build test test-browser lint fmt run infra bench
+.PHONY: help build test test-browser lint check-deploy fmt run infra bench compose-smoke
 .DEFAULT_GOAL := help
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  make %-13s %s\n", $$1, $$2 }'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{ printf "  make %-14s %s\n", $$1, $$2 }'
 
 build: ## compile every crate and service (debug)
 	$(CARGO) build --workspace --all-targets
@@ -27,15 +27,21 @@ test: infra ## run the whole workspace's tests against the local infrastructure
 test-browser: infra ## the storefront (web/) in headless Chromium against the real services
 	scripts/test-browser.sh
 
-lint: ## formatting check and clippy with warnings as errors
+lint: check-deploy ## formatting check, clippy with warnings as errors, deployment checks
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+check-deploy: ## render and validate the Kubernetes overlays, parse compose, lint Dockerfiles
+	scripts/check-deploy.sh
 
 fmt: ## format the code
 	$(CARGO) fmt --all
 
 run: infra ## run auth, users, orders and the storefront natively (Ctrl-C stops them)
 	scripts/run.sh
+
+compose-smoke: ## bring docker-compose.yml up for real and drive the story through the gateway
+	scripts/compose-smoke.sh
 
 bench: ## load-test a release build and print throughput, latency and memory
 	scripts/bench.sh
