@@ -543,7 +543,10 @@ async fn the_writers_trace_context_travels_with_the_event() {
 
     let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
     let subscriber =
-        tracing_subscriber::registry().with(tessera_observability::trace_context::layer(&provider));
+        tracing_subscriber::registry().with(tessera_observability::trace_context::layer(
+            &provider,
+            tessera_observability::trace_context::Detail::Full,
+        ));
     let traceparent = {
         let _default = tracing::subscriber::set_default(subscriber);
         async {

@@ -5,11 +5,16 @@ use std::sync::{Arc, OnceLock};
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
+use tracing::Dispatch;
 use tracing::dispatcher::WeakDispatch;
+use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::trace_context::{Detail, is_data_store_call};
 
 /// How log lines are written to stdout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -39,8 +44,9 @@ pub enum LoggingError {
 }
 
 /// Installs the global subscriber: `format` output filtered by `filter` directives
-/// (`info,sqlx=warn`, the `RUST_LOG` syntax), and spans for `traces` (see
-/// [`crate::trace_context::layer`]).
+/// (`info,sqlx=warn`, the `RUST_LOG` syntax), and spans at `detail` for `traces` (see
+/// [`crate::trace_context::layer`]). Spans of data store calls are traced, not logged: a
+/// line logged inside one names the enclosing request's span.
 ///
 /// JSON lines carry the fields of the enclosing spans, so the request id recorded on the
 /// request span appears on every line logged while handling that request, and the
@@ -49,24 +55,54 @@ pub fn init(
     format: LogFormat,
     filter: &str,
     traces: &SdkTracerProvider,
+    detail: Detail,
 ) -> Result<(), LoggingError> {
     let env_filter = EnvFilter::try_new(filter).map_err(|source| LoggingError::Filter {
         filter: filter.to_owned(),
         source,
     })?;
+    subscriber(
+        format,
+        env_filter,
+        traces,
+        detail,
+        BoxMakeWriter::new(std::io::stdout),
+    )
+    .try_init()?;
+    Ok(())
+}
+
+/// The subscriber [`init`] installs, writing to `writer`. A `Dispatch` rather than a boxed
+/// subscriber: only a concrete one hears which dispatcher it became ([`DispatchSlot`]).
+fn subscriber(
+    format: LogFormat,
+    env_filter: EnvFilter,
+    traces: &SdkTracerProvider,
+    detail: Detail,
+    writer: BoxMakeWriter,
+) -> Dispatch {
+    // A span no layer wants is never made: so a store call's span costs nothing unless traced.
+    let env_filter = env_filter.and(filter_fn(|metadata| !is_data_store_call(metadata)));
     let dispatch = DispatchSlot::default();
     let registry = tracing_subscriber::registry()
-        .with(crate::trace_context::layer(traces))
-        .with(dispatch.clone());
+        .with(crate::trace_context::layer(traces, detail))
+        .with(dispatch.clone().with_filter(filter_fn(|_| false)));
     match format {
-        LogFormat::Json => registry
-            .with(json_layer(&dispatch).with_filter(env_filter))
-            .try_init()?,
-        LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_filter(env_filter))
-            .try_init()?,
+        LogFormat::Json => Dispatch::new(
+            registry.with(
+                json_layer(&dispatch)
+                    .with_writer(writer)
+                    .with_filter(env_filter),
+            ),
+        ),
+        LogFormat::Pretty => Dispatch::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_filter(env_filter),
+            ),
+        ),
     }
-    Ok(())
 }
 
 /// One JSON object per event: its fields flattened, the current span and the span list, and
@@ -116,7 +152,8 @@ where
     })
 }
 
-/// A layer that only remembers the dispatcher it is part of.
+/// A layer that only remembers the dispatcher it is part of. Give it a filter that lets
+/// nothing through: unfiltered, it would make every span wanted.
 #[derive(Clone, Default)]
 struct DispatchSlot(Arc<OnceLock<WeakDispatch>>);
 
@@ -166,16 +203,14 @@ mod tests {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let provider = SdkTracerProvider::builder().build();
-        let dispatch = DispatchSlot::default();
-        let subscriber = tracing_subscriber::registry()
-            .with(crate::trace_context::layer(&provider))
-            .with(dispatch.clone())
-            .with(
-                json_layer(&dispatch)
-                    .with_writer(move || writer.clone())
-                    .with_filter(EnvFilter::new("info")),
-            );
-        let traceparent = tracing::subscriber::with_default(subscriber, || {
+        let subscriber = subscriber(
+            LogFormat::Json,
+            EnvFilter::new("info"),
+            &provider,
+            Detail::Full,
+            BoxMakeWriter::new(move || writer.clone()),
+        );
+        let traceparent = tracing::dispatcher::with_default(&subscriber, || {
             tracing::info!("outside");
             let span = tracing::info_span!("request", request_id = "r-1");
             let _entered = span.enter();
@@ -194,5 +229,25 @@ mod tests {
         let span_id = traceparent.split('-').nth(2).unwrap();
         assert_eq!(inside["trace_id"], trace_id, "{inside}");
         assert_eq!(inside["span_id"], span_id, "{inside}");
+    }
+
+    #[test]
+    fn a_store_call_is_no_span_at_all_unless_traced() {
+        let provider = SdkTracerProvider::builder().build();
+        for (detail, made) in [(Detail::Full, true), (Detail::ContextOnly, false)] {
+            let subscriber = subscriber(
+                LogFormat::Json,
+                EnvFilter::new("info"),
+                &provider,
+                detail,
+                BoxMakeWriter::new(std::io::sink),
+            );
+            tracing::dispatcher::with_default(&subscriber, || {
+                let request = tracing::info_span!("request");
+                let call = crate::trace_context::redis_span("GET");
+                assert!(!request.is_disabled(), "{detail:?}");
+                assert_eq!(!call.is_disabled(), made, "{detail:?}");
+            });
+        }
     }
 }

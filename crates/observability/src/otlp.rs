@@ -9,6 +9,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde::Deserialize;
 
+use crate::trace_context::Detail;
+
 /// The standard `OTEL_*` variables this process honours (read with the prefix `OTEL_`).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ExportSettings {
@@ -19,6 +21,25 @@ pub struct ExportSettings {
     /// `OTEL_TRACES_SAMPLER_ARG`: the share of traces started here that are sampled, 0 to 1
     /// (default 1). A trace started by a caller follows the caller's decision.
     pub traces_sampler_arg: Option<f64>,
+}
+
+impl ExportSettings {
+    /// The collector spans go to, if any.
+    fn endpoint(&self) -> Option<&str> {
+        self.exporter_otlp_endpoint
+            .as_deref()
+            .filter(|endpoint| !endpoint.trim().is_empty())
+    }
+
+    /// The spans worth making: all of them when they are exported, else only those that carry
+    /// trace context.
+    pub fn detail(&self) -> Detail {
+        if self.endpoint().is_some() {
+            Detail::Full
+        } else {
+            Detail::ContextOnly
+        }
+    }
 }
 
 /// Export could not be set up.
@@ -53,11 +74,7 @@ pub fn provider(
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
             ratio,
         ))));
-    let Some(endpoint) = settings
-        .exporter_otlp_endpoint
-        .as_deref()
-        .filter(|endpoint| !endpoint.trim().is_empty())
-    else {
+    let Some(endpoint) = settings.endpoint() else {
         return Ok(builder.build());
     };
     let exporter = opentelemetry_otlp::SpanExporter::builder()
@@ -90,6 +107,17 @@ mod tests {
             ..ExportSettings::default()
         };
         assert!(provider("svc", "0", &settings).is_ok());
+        assert_eq!(settings.detail(), Detail::ContextOnly);
+    }
+
+    #[test]
+    fn spans_are_made_in_full_only_when_exported() {
+        assert_eq!(ExportSettings::default().detail(), Detail::ContextOnly);
+        let settings = ExportSettings {
+            exporter_otlp_endpoint: Some("http://collector:4317".to_owned()),
+            ..ExportSettings::default()
+        };
+        assert_eq!(settings.detail(), Detail::Full);
     }
 
     #[tokio::test]

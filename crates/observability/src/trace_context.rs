@@ -1,8 +1,9 @@
 //! W3C trace context: spans that carry OpenTelemetry contexts, and `traceparent` across hops.
 //!
-//! [`layer`] gives every `tracing` span at INFO or above an OpenTelemetry span, so a trace id
+//! [`layer`] gives `tracing` spans at INFO or above an OpenTelemetry span, so a trace id
 //! follows a request across HTTP, gRPC and the broker, and the spans reach the exporter of the
-//! provider it is given ([`crate::otlp`]). Span names and attributes follow the OpenTelemetry
+//! provider it is given ([`crate::otlp`]). Calls to data stores get one only when spans are
+//! exported ([`Detail`]). Span names and attributes follow the OpenTelemetry
 //! semantic conventions, set through the `otel.name`, `otel.kind` and dotted fields.
 
 use std::collections::HashMap;
@@ -11,7 +12,7 @@ use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Level;
+use tracing::{Level, Metadata};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::filter_fn;
@@ -20,11 +21,29 @@ use tracing_subscriber::registry::LookupSpan;
 /// The header (and map key) carrying the trace context.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// The layer that makes `tracing` spans OpenTelemetry spans of `provider`.
+/// Which spans become OpenTelemetry spans.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detail {
+    /// Every span at INFO and above: for a process that exports its spans.
+    Full,
+    /// All but the calls to data stores ([`is_data_store_call`]). A process that exports
+    /// nothing needs spans only to carry trace context across hops and to name the trace of
+    /// its log lines; the two to four store calls of a request are leaves of the trace and
+    /// most of its spans, so leaving them out keeps tracing off the hot path's bill.
+    ContextOnly,
+}
+
+/// Whether `metadata` is a span of a call to a data store (PostgreSQL, Redis): one with the
+/// `db.system.name` attribute, as [`redis_span`] and the repositories' spans have.
+pub fn is_data_store_call(metadata: &Metadata<'_>) -> bool {
+    metadata.is_span() && metadata.fields().field("db.system.name").is_some()
+}
+
+/// The layer that makes `tracing` spans OpenTelemetry spans of `provider`, at `detail`.
 ///
 /// It sees spans at INFO and above and events at WARN and above (recorded on their span),
 /// whatever the log filter says: how much is logged must not decide what is traced.
-pub fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
+pub fn layer<S>(provider: &SdkTracerProvider, detail: Detail) -> impl Layer<S>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
 {
@@ -38,13 +57,17 @@ where
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
-        .with_filter(filter_fn(|metadata| {
+        .with_filter(filter_fn(move |metadata| {
             let least = if metadata.is_span() {
                 Level::INFO
             } else {
                 Level::WARN
             };
             *metadata.level() <= least
+                && (detail == Detail::Full || !is_data_store_call(metadata))
+                // The exporter's own complaints are logged, not traced: recording them on
+                // a span would feed the exporter what it reports about.
+                && !metadata.target().starts_with("opentelemetry")
         }))
 }
 
@@ -180,7 +203,7 @@ mod tests {
 
     #[test]
     fn a_child_of_a_remote_parent_continues_its_trace() {
-        let subscriber = tracing_subscriber::registry().with(layer(&provider()));
+        let subscriber = tracing_subscriber::registry().with(layer(&provider(), Detail::Full));
         tracing::subscriber::with_default(subscriber, || {
             let root = tracing::info_span!("request");
             let parent = root.in_scope(current_traceparent).unwrap();
@@ -199,7 +222,7 @@ mod tests {
 
     #[test]
     fn a_request_with_a_traceparent_continues_the_callers_trace() {
-        let subscriber = tracing_subscriber::registry().with(layer(&provider()));
+        let subscriber = tracing_subscriber::registry().with(layer(&provider(), Detail::Full));
         tracing::subscriber::with_default(subscriber, || {
             let mut headers = http::HeaderMap::new();
             headers.insert(TRACEPARENT, REMOTE.parse().unwrap());
@@ -218,7 +241,7 @@ mod tests {
 
     #[test]
     fn a_grpc_call_carries_the_current_span_as_its_parent() {
-        let subscriber = tracing_subscriber::registry().with(layer(&provider()));
+        let subscriber = tracing_subscriber::registry().with(layer(&provider(), Detail::Full));
         tracing::subscriber::with_default(subscriber, || {
             let span = grpc_client_span("tessera.users.v1.UserService", "GetUser");
             let _entered = span.enter();
@@ -236,8 +259,23 @@ mod tests {
     }
 
     #[test]
+    fn data_store_calls_are_spans_of_their_own_only_in_full_detail() {
+        for (detail, own_span) in [(Detail::Full, true), (Detail::ContextOnly, false)] {
+            let subscriber = tracing_subscriber::registry().with(layer(&provider(), detail));
+            tracing::subscriber::with_default(subscriber, || {
+                let request = tracing::info_span!("request");
+                let _entered = request.enter();
+                let outer = current_traceparent().unwrap();
+                let inner = redis_span("GET").in_scope(current_traceparent).unwrap();
+                assert_eq!(inner != outer, own_span, "{detail:?}");
+                assert_eq!(inner.split('-').nth(1), outer.split('-').nth(1));
+            });
+        }
+    }
+
+    #[test]
     fn no_traceparent_outside_a_span() {
-        let subscriber = tracing_subscriber::registry().with(layer(&provider()));
+        let subscriber = tracing_subscriber::registry().with(layer(&provider(), Detail::Full));
         tracing::subscriber::with_default(subscriber, || assert_eq!(current_traceparent(), None));
     }
 }

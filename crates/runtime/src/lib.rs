@@ -141,13 +141,14 @@ pub fn main<S: Service>() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let detail = export.detail();
     // The exporter's gRPC client lives on the runtime, so the provider is made inside it.
     let traces = match runtime.block_on(async { tracer_provider(spec, export) }) {
         Ok(traces) => traces,
         Err(error) => return config_failure(spec, &error),
     };
     if let Err(error) =
-        tessera_observability::logging::init(config.log_format, &config.log_filter, &traces)
+        tessera_observability::logging::init(config.log_format, &config.log_filter, &traces, detail)
     {
         eprintln!("{}: {error}", spec.name);
         return ExitCode::from(2);

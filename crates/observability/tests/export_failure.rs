@@ -1,0 +1,80 @@
+//! A collector that cannot be reached is reported in the log, not silently dropped.
+//!
+//! Its own binary: the exporter reports from its background thread, which sees only the
+//! global subscriber, and a process has one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::{Arc, Mutex};
+
+use tessera_observability::otlp::{self, ExportSettings};
+use tessera_observability::trace_context::{self, Detail};
+use tracing::field::{Field, Visit};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::{Context, SubscriberExt};
+
+/// Every event's level, target and `name` field.
+#[derive(Clone, Default)]
+struct Events(Arc<Mutex<Vec<(tracing::Level, String, String)>>>);
+
+impl<S: tracing::Subscriber> Layer<S> for Events {
+    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+        struct Name(String);
+        impl Visit for Name {
+            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+                if field.name() == "name" {
+                    self.0 = format!("{value:?}");
+                }
+            }
+            fn record_str(&mut self, field: &Field, value: &str) {
+                if field.name() == "name" {
+                    self.0 = value.to_owned();
+                }
+            }
+        }
+        let mut name = Name(String::new());
+        event.record(&mut name);
+        let metadata = event.metadata();
+        self.0
+            .lock()
+            .unwrap()
+            .push((*metadata.level(), metadata.target().to_owned(), name.0));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_export_is_logged_as_an_error() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let settings = ExportSettings {
+        exporter_otlp_endpoint: Some(format!("http://127.0.0.1:{port}")),
+        ..ExportSettings::default()
+    };
+    let provider = otlp::provider("svc", "0", &settings).unwrap();
+    let events = Events::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(trace_context::layer(&provider, Detail::Full))
+        .with(events.clone());
+    tracing::subscriber::set_global_default(subscriber).unwrap();
+
+    drop(tracing::info_span!("request").entered());
+    let flushed = {
+        let provider = provider.clone();
+        tokio::task::spawn_blocking(move || provider.force_flush())
+            .await
+            .unwrap()
+    };
+
+    assert!(flushed.is_err(), "nothing listens on port {port}");
+    let events = events.0.lock().unwrap().clone();
+    assert!(
+        events
+            .iter()
+            .any(|(level, target, name)| *level == tracing::Level::ERROR
+                && target == "opentelemetry_sdk"
+                && name == "BatchSpanProcessor.ExportError"),
+        "{events:?}"
+    );
+    let _ = provider.shutdown();
+}
