@@ -7,9 +7,9 @@ use futures::StreamExt;
 use futures::future::BoxFuture;
 use lapin::uri::AMQPUri;
 use lapin::{Connection, ConnectionProperties};
-use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 use tessera_observability::{Criticality, HealthCheck};
+use tessera_resilience::backoff;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -228,33 +228,9 @@ async fn supervise(
     connection_up.set(0);
 }
 
-/// Exponential backoff with full jitter: a random delay up to `min * 2^failures`, capped at
-/// `max`, so replicas that lost the broker together do not reconnect in lockstep.
-fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    let ceiling = min
-        .saturating_mul(2u32.saturating_pow(failures.min(16)))
-        .min(max);
-    let floor = min.min(ceiling);
-    rand::rng().random_range(floor..=ceiling)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let min = Duration::from_millis(100);
-        let max = Duration::from_secs(5);
-        for failures in 0..40 {
-            let delay = backoff(failures, min, max);
-            assert!(delay >= min && delay <= max, "{failures}: {delay:?}");
-            assert!(
-                delay <= min * 2u32.pow(failures.min(6)),
-                "{failures}: {delay:?}"
-            );
-        }
-    }
 
     fn settings(url: &str) -> BrokerSettings {
         BrokerSettings {

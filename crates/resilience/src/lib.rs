@@ -16,7 +16,11 @@
 //! racing, permits leaked by cancelled calls), and these are maintained, tested building
 //! blocks rather than a hand-rolled copy. State, transitions, retries and outcomes are
 //! Prometheus metrics ([`ClientMetrics`]).
+//!
+//! [`backoff`] spaces the attempts of anything that waits for a dependency to come back
+//! (the broker connection, the database at start-up).
 
+mod backoff;
 mod metrics;
 
 use std::future::Future;
@@ -35,6 +39,7 @@ use tower_resilience_circuitbreaker::{
     CircuitBreaker, CircuitBreakerError, CircuitBreakerLayer, FnClassifier, SlidingWindowType,
 };
 
+pub use backoff::backoff;
 pub use metrics::ClientMetrics;
 
 /// How a guarded call behaves. [`CallPolicy::default`] suits a fast internal read.
