@@ -4,10 +4,13 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use secrecy::ExposeSecret;
-use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::migrate::{MigrateDatabase, MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgPool, Postgres};
+use tessera_errors::storage::is_unreachable;
 use tessera_observability::{Criticality, HealthCheck};
+use tessera_resilience::backoff;
+use tokio::time::Instant;
 
 use crate::config::RuntimeConfig;
 
@@ -59,8 +62,39 @@ const UNCHECKED_IDLE: Duration = Duration::from_millis(500);
 /// Creates the service's database if it does not exist, then applies pending migrations:
 /// the service's own and the messaging tables.
 ///
+/// A database that cannot be reached (refused, timed out, still starting up) is waited for,
+/// with backoff, for up to [`AVAILABILITY_WAIT`]: a deploy step started beside its database
+/// (compose, an init container) must not fail because the server answered a moment later.
 /// sqlx takes an advisory lock while migrating, so replicas starting together are safe.
 pub async fn migrate(
+    config: &RuntimeConfig,
+    pool: &PgPool,
+    migrator: &Migrator,
+) -> Result<(), DatabaseError> {
+    let deadline = Instant::now() + AVAILABILITY_WAIT;
+    let mut failures = 0;
+    loop {
+        match prepare(config, pool, migrator).await {
+            Err(error) if error.is_unreachable() && Instant::now() < deadline => {
+                failures += 1;
+                tracing::warn!(
+                    error = %tessera_errors::error_chain(&error),
+                    attempt = failures,
+                    "cannot reach the database; retrying"
+                );
+                tokio::time::sleep(backoff(failures, RETRY_MIN, RETRY_MAX)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// How long [`migrate`] waits for the database to be reachable.
+pub const AVAILABILITY_WAIT: Duration = Duration::from_secs(60);
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+async fn prepare(
     config: &RuntimeConfig,
     pool: &PgPool,
     migrator: &Migrator,
@@ -86,6 +120,19 @@ pub async fn migrate(
         "database schema is up to date"
     );
     Ok(())
+}
+
+impl DatabaseError {
+    /// Whether the database could not be reached, as opposed to refusing what was asked.
+    fn is_unreachable(&self) -> bool {
+        match self {
+            Self::Url(_) => false,
+            Self::Create(error)
+            | Self::Migrate(MigrateError::Execute(error))
+            | Self::Migrate(MigrateError::ExecuteMigration(error, _)) => is_unreachable(error),
+            Self::Migrate(_) => false,
+        }
+    }
 }
 
 /// Readiness check: the service cannot work without its database.

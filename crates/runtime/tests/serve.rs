@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use sqlx::Connection;
 use sqlx::migrate::Migrator;
 use tessera_runtime::{BoxError, Context, Endpoints, RunError, Service, ServiceSpec, Task};
 use tessera_testkit::app::InProcess;
@@ -219,6 +220,47 @@ async fn readiness_turns_503_while_postgres_is_unreachable_and_recovers() {
     proxy.restore();
     service.wait_for_ready(200).await;
     service.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrate_waits_for_a_database_that_cannot_be_reached_yet() {
+    let database = TestDatabase::not_yet_created();
+    // An address where nothing listens yet: connections are refused, as by a server that
+    // is still starting.
+    let address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = database
+        .url()
+        .replace("127.0.0.1:5432", &address.to_string());
+    let (config, _) = tessera_runtime::configure::<TestService>(env_with(
+        &url,
+        &[("DB_ACQUIRE_TIMEOUT_MS", "300")],
+    ))
+    .unwrap();
+    let migrating =
+        tokio::spawn(async move { tessera_runtime::migrate(TestService::SPEC, &config).await });
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    if migrating.is_finished() {
+        let outcome = migrating.await.unwrap();
+        panic!("gave up on an unreachable database: {outcome:?}");
+    }
+    let _proxy = TcpProxy::start_at(address, SocketAddr::from(([127, 0, 0, 1], 5432))).await;
+    tokio::time::timeout(Duration::from_secs(30), migrating)
+        .await
+        .expect("migrate did not finish once the database was reachable")
+        .unwrap()
+        .unwrap();
+    let mut connection = sqlx::PgConnection::connect(database.url()).await.unwrap();
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'messaging_outbox'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(tables, 1, "the database was created and migrated");
 }
 
 #[tokio::test]

@@ -18,7 +18,13 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Starts forwarding from a free local port to `target`.
     pub async fn start(target: SocketAddr) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at(SocketAddr::from(([127, 0, 0, 1], 0)), target).await
+    }
+
+    /// Starts forwarding from `listen` to `target`: for a client that was given the address
+    /// before anything listened there (and saw its connections refused).
+    pub async fn start_at(listen: SocketAddr, target: SocketAddr) -> Self {
+        let listener = TcpListener::bind(listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let open = Arc::new(watch::channel(true).0);
         let task = tokio::spawn(accept(listener, target, Arc::clone(&open)));
