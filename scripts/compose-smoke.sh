@@ -375,8 +375,11 @@ else
   "${compose[@]}" up -d --no-build >"$work/up.log" 2>&1 &
   up_pid=$!
   wait_for_stack
-  wait "$up_pid" || fail "docker-compose up (see $work/up.log)"
-  up_pid=
+  # wait_for_stack reaps `up` itself when it ends first.
+  if [[ -n $up_pid ]]; then
+    wait "$up_pid" || fail "docker-compose up (see $work/up.log)"
+    up_pid=
+  fi
 fi
 log "stack healthy after $((SECONDS - started)) s"
 story
