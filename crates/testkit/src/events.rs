@@ -21,7 +21,13 @@ pub struct EventTap {
 impl EventTap {
     /// Binds an exclusive, auto-deleted queue to `tessera.events` for `pattern` (`user.*`).
     pub async fn bind(pattern: &str) -> Self {
-        let connection = Connection::connect(&crate::amqp_url(), ConnectionProperties::default())
+        Self::bind_at(&crate::amqp_url(), pattern).await
+    }
+
+    /// [`EventTap::bind`] on the broker (and virtual host) at `amqp_url`, such as a
+    /// [`TestBroker`](crate::broker::TestBroker)'s.
+    pub async fn bind_at(amqp_url: &str, pattern: &str) -> Self {
+        let connection = Connection::connect(amqp_url, ConnectionProperties::default())
             .await
             .unwrap();
         let channel = connection.create_channel().await.unwrap();
@@ -146,7 +152,12 @@ pub async fn publish(envelope: &Value) {
 /// Waits until `queue` exists (a service declares its queue as its consumer starts), so an
 /// event published next reaches it.
 pub async fn wait_for_queue(queue: &str) {
-    let connection = Connection::connect(&crate::amqp_url(), ConnectionProperties::default())
+    wait_for_queue_at(&crate::amqp_url(), queue).await;
+}
+
+/// [`wait_for_queue`] on the broker (and virtual host) at `amqp_url`.
+pub async fn wait_for_queue_at(amqp_url: &str, queue: &str) {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
         .await
         .unwrap();
     for _ in 0..100 {

@@ -1,9 +1,12 @@
 //! Test support shared by every tessera crate and service.
 //!
 //! - [`app`]: a service served in the test process on free ports.
+//! - [`broker`]: a RabbitMQ virtual host per test, deleted afterwards.
 //! - [`database`]: a fresh PostgreSQL database per test, dropped afterwards.
 //! - [`events`]: a private queue on the event exchange, to see what was published.
+//! - [`forge`]: forged, tampered and stale access tokens, which every verifier must refuse.
 //! - [`jwks`]: a token issuer with a JWKS endpoint, to test token verification end to end.
+//! - [`openapi`]: a service's operations read from its `/openapi.json`, to sweep every route.
 //! - [`otlp`]: an OTLP trace receiver, to see the spans services export.
 //! - [`process`]: a service binary started as a real process on free ports.
 //! - [`proxy`]: a TCP proxy that can cut a dependency off and bring it back.
@@ -17,9 +20,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
 
 pub mod app;
+pub mod broker;
 pub mod database;
 pub mod events;
+pub mod forge;
 pub mod jwks;
+pub mod openapi;
 pub mod otlp;
 pub mod process;
 pub mod prometheus;

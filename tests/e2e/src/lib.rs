@@ -1,7 +1,12 @@
 //! Tests across tessera services, each started as its real binary as in production: no
 //! service needs another's crate to be tested with it.
 //!
-//! [`binary`] finds a service binary of this workspace, built up to date.
+//! [`binary`] finds a service binary of this workspace, built up to date; [`stack`] starts
+//! the three of them wired together.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: failing loudly is the point
+
+pub mod stack;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

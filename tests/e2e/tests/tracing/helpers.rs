@@ -4,13 +4,9 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
-use tessera_e2e::binary;
-use tessera_jwt::SigningKey;
-use tessera_testkit::database::TestDatabase;
+use tessera_e2e::stack::{self, PASSWORD};
 use tessera_testkit::otlp::{OtlpReceiver, ReceivedSpan, SpanKind, dump};
-use tessera_testkit::process::ServiceProcess;
 use uuid::Uuid;
 
 /// auth's `service.name`.
@@ -24,19 +20,13 @@ pub const CREATE_USER: &str = "tessera.users.v1.UserService/CreateUser";
 /// The span name of users' gRPC `GetUser`, on the client and the server.
 pub const GET_USER: &str = "tessera.users.v1.UserService/GetUser";
 
-const PASSWORD: &str = "correct horse battery staple";
-const KID: &str = "test-1";
 /// How long a story's spans may take to be exported and arrive.
 const ARRIVAL: Duration = Duration::from_secs(20);
 
-/// The three services, their databases, and the receiver their spans go to.
+/// The three services and the receiver their spans go to.
 pub struct Stack {
     pub receiver: OtlpReceiver,
-    pub auth: ServiceProcess,
-    pub users: ServiceProcess,
-    pub orders: ServiceProcess,
-    _databases: [TestDatabase; 3],
-    _keys: tempfile::TempDir,
+    pub services: stack::Stack,
     client: reqwest::Client,
 }
 
@@ -69,136 +59,20 @@ impl RemoteParent {
     }
 }
 
-/// Starts auth, users and orders against fresh databases, each with its own queue and all
-/// exporting to a new receiver.
+/// Starts auth, users and orders, all exporting to a new receiver every 100 ms rather than
+/// the SDK's 5 s, so a test waits for its spans no longer than it must.
 pub async fn spawn_stack() -> Stack {
     let receiver = OtlpReceiver::start().await;
-    let keys = tempfile::tempdir().unwrap();
-    let pem = SigningKey::generate(KID).to_pem();
-    std::fs::write(keys.path().join(format!("{KID}.pem")), pem.expose_secret()).unwrap();
-    // Empty: each binary applies its own migrations as it starts.
-    let databases = [
-        TestDatabase::empty().await,
-        TestDatabase::empty().await,
-        TestDatabase::empty().await,
-    ];
-    let [auth_db, users_db, orders_db] = &databases;
-    let (auth, users) = start_auth_and_users(&receiver, &keys, auth_db, users_db).await;
-    let jwks_url = format!("{}/.well-known/jwks.json", auth.http_url());
-    let orders = start_orders(&receiver, orders_db, &jwks_url, users.grpc_url()).await;
+    let services = stack::Stack::builder()
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .start()
+        .await;
     Stack {
         receiver,
-        auth,
-        users,
-        orders,
-        _databases: databases,
-        _keys: keys,
+        services,
         client: reqwest::Client::new(),
     }
-}
-
-/// users, told where auth's JWKS will be, then auth on those ports. Another process can
-/// take the ports meanwhile; then auth exits, and the pair starts again.
-async fn start_auth_and_users(
-    receiver: &OtlpReceiver,
-    keys: &tempfile::TempDir,
-    auth_db: &TestDatabase,
-    users_db: &TestDatabase,
-) -> (ServiceProcess, ServiceProcess) {
-    let queue = queue("auth");
-    for attempt in 1..=3 {
-        let auth_ports = (tessera_testkit::free_port(), tessera_testkit::free_port());
-        let users = start_users(receiver, users_db, auth_ports.0).await;
-        let env = auth_env(receiver, keys, auth_db, users.grpc_url(), &queue);
-        match ServiceProcess::start_on(binary("auth"), &[], "AUTH_", &env, auth_ports).await {
-            Ok(auth) => {
-                tessera_testkit::events::wait_for_queue(&queue).await;
-                return (auth, users);
-            }
-            Err(status) if attempt < 3 => {
-                eprintln!("auth exited before it was ready ({status}); starting both again");
-            }
-            Err(status) => panic!("auth exited before it was ready: {status}"),
-        }
-    }
-    unreachable!("the last attempt returns or panics")
-}
-
-/// users, trusting the JWKS auth will serve on `auth_http_port`.
-async fn start_users(
-    receiver: &OtlpReceiver,
-    database: &TestDatabase,
-    auth_http_port: u16,
-) -> ServiceProcess {
-    let jwks_url = format!("http://127.0.0.1:{auth_http_port}/.well-known/jwks.json");
-    let mut env = traced_env("USERS_", database, receiver);
-    tessera_testkit::set_var(&mut env, "USERS_", "JWKS_URL", jwks_url);
-    ServiceProcess::start(binary("users"), &[], "USERS_", &env).await
-}
-
-fn auth_env(
-    receiver: &OtlpReceiver,
-    keys: &tempfile::TempDir,
-    database: &TestDatabase,
-    users_grpc_url: &str,
-    queue: &str,
-) -> Vec<(String, String)> {
-    let mut env = traced_env("AUTH_", database, receiver);
-    for (name, value) in [
-        ("SIGNING_KEYS_DIR", keys.path().display().to_string()),
-        ("USERS_GRPC_URL", users_grpc_url.to_owned()),
-        // Small but real costs: the defaults would make registering slow.
-        ("ARGON2_MEMORY_KIB", "4096".to_owned()),
-        ("ARGON2_ITERATIONS", "1".to_owned()),
-        // Every test logs in from 127.0.0.1: its own counters, or they would add up.
-        ("LOGIN_LIMITS_KEY_PREFIX", format!("test:{queue}")),
-    ] {
-        tessera_testkit::set_var(&mut env, "AUTH_", name, value);
-    }
-    with_queue(&mut env, "AUTH_", queue);
-    env
-}
-
-async fn start_orders(
-    receiver: &OtlpReceiver,
-    database: &TestDatabase,
-    jwks_url: &str,
-    users_grpc_url: &str,
-) -> ServiceProcess {
-    let queue = queue("orders");
-    let mut env = traced_env("ORDERS_", database, receiver);
-    tessera_testkit::set_var(&mut env, "ORDERS_", "JWKS_URL", jwks_url);
-    tessera_testkit::set_var(&mut env, "ORDERS_", "USERS_GRPC_URL", users_grpc_url);
-    with_queue(&mut env, "ORDERS_", &queue);
-    let orders = ServiceProcess::start(binary("orders"), &[], "ORDERS_", &env).await;
-    tessera_testkit::events::wait_for_queue(&queue).await;
-    orders
-}
-
-/// A service's test settings, exporting its spans to `receiver` every 100 ms rather than
-/// the SDK's 5 s, so a test waits for its spans no longer than it must.
-fn traced_env(
-    prefix: &str,
-    database: &TestDatabase,
-    receiver: &OtlpReceiver,
-) -> Vec<(String, String)> {
-    let mut env = tessera_testkit::service_env(prefix, database.url());
-    env.push((
-        "OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(),
-        receiver.endpoint(),
-    ));
-    env.push(("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "100".to_owned()));
-    env
-}
-
-/// A consumer queue of the test's own, deleted by the broker once the test is over.
-fn queue(service: &str) -> String {
-    format!("{service}-tracing-test-{}", Uuid::now_v7().simple())
-}
-
-fn with_queue(env: &mut Vec<(String, String)>, prefix: &str, queue: &str) {
-    tessera_testkit::set_var(env, prefix, "EVENTS_QUEUE", queue);
-    tessera_testkit::set_var(env, prefix, "EVENTS_QUEUE_EXPIRES_SECS", "120");
 }
 
 impl Stack {
@@ -208,12 +82,18 @@ impl Stack {
         let body = json!({ "email": email, "password": PASSWORD, "display_name": "Ada" });
         let request = self
             .client
-            .post(format!("{}/api/v1/auth/register", self.auth.http_url()))
+            .post(
+                self.services
+                    .url(stack::Service::Auth, "/api/v1/auth/register"),
+            )
             .json(&body);
         let registered = send(request, parent, StatusCode::CREATED).await;
         let login = self
             .client
-            .post(format!("{}/api/v1/auth/login", self.auth.http_url()))
+            .post(
+                self.services
+                    .url(stack::Service::Auth, "/api/v1/auth/login"),
+            )
             .json(&json!({ "email": email, "password": PASSWORD }));
         let response = login.send().await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
@@ -232,7 +112,7 @@ impl Stack {
         });
         let request = self
             .client
-            .post(format!("{}/api/v1/orders", self.orders.http_url()))
+            .post(self.services.url(stack::Service::Orders, "/api/v1/orders"))
             .bearer_auth(&user.token)
             .header("idempotency-key", Uuid::now_v7().to_string())
             .json(&body);
@@ -244,11 +124,10 @@ impl Stack {
     pub async fn delete_user(&self, user: &User, parent: &RemoteParent) {
         let request = self
             .client
-            .delete(format!(
-                "{}/api/v1/users/{}",
-                self.users.http_url(),
-                user.id
-            ))
+            .delete(
+                self.services
+                    .url(stack::Service::Users, &format!("/api/v1/users/{}", user.id)),
+            )
             .bearer_auth(&user.token);
         send(request, parent, StatusCode::NO_CONTENT).await;
     }
