@@ -13,6 +13,7 @@ use http::{HeaderMap, header};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::as_schema::AsSchema;
 use crate::{Error, FieldError};
 
 /// A JSON request body (which must be `application/json` or `*+json`) or a JSON response.
@@ -60,9 +61,13 @@ impl<T: Serialize> IntoResponse for Json<T> {
 }
 
 /// Deserializes a JSON document, naming the offending field on failure.
+///
+/// Structs are read from JSON objects only, never from arrays of their fields; a number with
+/// no fractional part is an integer (`2.0` is `2`); nothing but whitespace may follow the
+/// document.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(AsSchema(&mut deserializer)).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         match inner.classify() {
@@ -70,9 +75,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
                 let message = strip_position(&inner.to_string());
                 Error::InvalidInput(vec![FieldError::new(field_name(&path, &message), message)])
             }
-            _ => Error::BadRequest(format!("the body is not valid JSON: {inner}")),
+            _ => not_json(&inner),
         }
-    })
+    })?;
+    deserializer.end().map_err(|error| not_json(&error))?;
+    Ok(value)
+}
+
+fn not_json(error: &serde_json::Error) -> Error {
+    Error::BadRequest(format!("the body is not valid JSON: {error}"))
 }
 
 /// The field a serde data error is about. A missing field is reported at its parent's path,
@@ -303,6 +314,134 @@ mod tests {
             problem.errors[0].message.contains("unknown field"),
             "{problem:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_array_is_not_a_struct_at_any_depth() {
+        let (status, problem) = send(post_json(r#"["a",3]"#)).await;
+        assert_eq!(status, 422);
+        assert!(problem.unwrap().errors[0].message.contains("sequence"));
+
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Outer {
+            inner: Input,
+            many: Vec<Input>,
+            maybe: Option<Input>,
+        }
+        let parsed = |body: &str| parse_json::<Outer>(body.as_bytes());
+        let object = r#"{"name":"a","count":1}"#;
+        assert!(
+            parsed(&format!(
+                r#"{{"inner":{object},"many":[{object}],"maybe":{object}}}"#
+            ))
+            .is_ok()
+        );
+        for (body, field) in [
+            (
+                format!(r#"{{"inner":["a",1],"many":[],"maybe":null}}"#),
+                "inner",
+            ),
+            (
+                format!(r#"{{"inner":{object},"many":[["a",1]],"maybe":null}}"#),
+                "many[0]",
+            ),
+            (
+                format!(r#"{{"inner":{object},"many":[],"maybe":["a",1]}}"#),
+                "maybe",
+            ),
+        ] {
+            let Err(Error::InvalidInput(errors)) = parsed(&body) else {
+                panic!("{body} was not refused as invalid input");
+            };
+            assert_eq!(errors[0].field, field, "{body}");
+        }
+    }
+
+    #[test]
+    fn struct_variants_are_objects_only_too() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        enum Shape {
+            Circle { radius: u8 },
+            Square(u8),
+            Empty,
+        }
+        let parsed = |body: &str| parse_json::<Shape>(body.as_bytes());
+        assert_eq!(
+            parsed(r#"{"Circle":{"radius":2}}"#).unwrap(),
+            Shape::Circle { radius: 2 }
+        );
+        assert_eq!(parsed(r#"{"Square":3}"#).unwrap(), Shape::Square(3));
+        assert_eq!(parsed(r#""Empty""#).unwrap(), Shape::Empty);
+        assert!(matches!(
+            parsed(r#"{"Circle":[2]}"#),
+            Err(Error::InvalidInput(_))
+        ));
+        for wrong_type in [
+            "12345",
+            "true",
+            "null",
+            "[]",
+            r#"["Empty"]"#,
+            r#""Triangle""#,
+        ] {
+            assert!(
+                matches!(parsed(wrong_type), Err(Error::InvalidInput(_))),
+                "{wrong_type}"
+            );
+        }
+
+        #[derive(Debug, Deserialize)]
+        #[allow(dead_code)]
+        struct Holder {
+            shape: Shape,
+        }
+        let Err(Error::InvalidInput(errors)) = parse_json::<Holder>(br#"{"shape": 12345}"#) else {
+            panic!("a number was taken for an enum");
+        };
+        assert_eq!(errors[0].field, "shape");
+    }
+
+    #[test]
+    fn integral_numbers_are_integers_whatever_their_notation() {
+        #[derive(Debug, Deserialize, PartialEq)]
+        struct Numbers {
+            small: u8,
+            signed: i64,
+            big: u64,
+            real: f64,
+        }
+        let parsed = |body: &str| parse_json::<Numbers>(body.as_bytes());
+        assert_eq!(
+            parsed(r#"{"small":7.0,"signed":-3.0,"big":1e19,"real":2}"#).unwrap(),
+            Numbers {
+                small: 7,
+                signed: -3,
+                big: 10_000_000_000_000_000_000,
+                real: 2.0
+            }
+        );
+        for (body, field) in [
+            (r#"{"small":7.5,"signed":0,"big":0,"real":0}"#, "small"),
+            (r#"{"small":256.0,"signed":0,"big":0,"real":0}"#, "small"),
+            (r#"{"small":1,"signed":1e19,"big":0,"real":0}"#, "signed"),
+            (r#"{"small":1,"signed":0,"big":-1.0,"real":0}"#, "big"),
+            (r#"{"small":1,"signed":0,"big":1e20,"real":0}"#, "big"),
+        ] {
+            let Err(Error::InvalidInput(errors)) = parsed(body) else {
+                panic!("{body} was not refused as invalid input");
+            };
+            assert_eq!(errors[0].field, field, "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn trailing_characters_are_a_bad_request() {
+        let (status, problem) = send(post_json(r#"{"name":"a","count":3} {}"#)).await;
+        assert_eq!(status, 400);
+        assert!(problem.unwrap().detail.contains("trailing"));
+        let (status, _) = send(post_json("{\"name\":\"a\",\"count\":3}\n ")).await;
+        assert_eq!(status, 200);
     }
 
     #[tokio::test]

@@ -8,6 +8,7 @@
 //! The [`extract`] module has `Json`, `Path` and `Query` extractors whose rejections are
 //! [`Error`]s too, so malformed input gets the same problem shape, naming the field.
 
+mod as_schema;
 pub mod extract;
 mod problem;
 #[cfg(feature = "storage")]
