@@ -2,8 +2,9 @@ use std::fmt;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use uuid::Uuid;
 
 use crate::Invalid;
 
@@ -57,13 +58,13 @@ impl From<PageSize> for u32 {
     }
 }
 
-/// What a listing request asked for: how many items, and after which position.
+/// What a listing request asked for: how many items, and after which id.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PageRequest<P> {
+pub struct PageRequest {
     /// The page size; the default when the client named none.
     pub size: PageSize,
-    /// The position the page resumes after; `None` for the first page.
-    pub after: Option<P>,
+    /// The id the page resumes after; `None` for the first page.
+    pub after: Option<Uuid>,
 }
 
 /// The part of a page request that was refused, named as the client sent it.
@@ -76,7 +77,7 @@ pub struct PageRequestError {
     pub invalid: Invalid,
 }
 
-impl<P: DeserializeOwned> PageRequest<P> {
+impl PageRequest {
     /// From the REST query parameters `limit` and `cursor`, either of them absent.
     pub fn from_query(limit: Option<u32>, cursor: Option<&str>) -> Result<Self, PageRequestError> {
         Self::parse(("limit", limit), ("cursor", cursor))
@@ -119,17 +120,13 @@ pub struct Page<T> {
 }
 
 impl<T> Page<T> {
-    /// The page of `size` in `rows` (fetched with [`PageSize::fetch_limit`]); the cursor resumes
-    /// after the last item kept, at its `position`.
-    pub fn from_rows<P: Serialize>(
-        mut rows: Vec<T>,
-        size: PageSize,
-        position: impl Fn(&T) -> P,
-    ) -> Self {
+    /// The page of `size` in `rows` (fetched with [`PageSize::fetch_limit`], in `id` order);
+    /// the cursor resumes after the last item kept, whose id `id` gives.
+    pub fn from_rows(mut rows: Vec<T>, size: PageSize, id: impl Fn(&T) -> Uuid) -> Self {
         let size = size.get() as usize;
         let next_cursor = if rows.len() > size {
             rows.truncate(size);
-            rows.last().map(|last| Cursor::after(&position(last)))
+            rows.last().map(|last| Cursor::after(id(last)))
         } else {
             None
         };
@@ -140,32 +137,45 @@ impl<T> Page<T> {
     }
 }
 
-/// An opaque position in a listing: where the next page starts.
+/// An opaque position in a listing ordered by id: where the next page starts.
 ///
-/// Clients pass it back unchanged; inside, it is the last item's sort key, serialized as
-/// JSON and base64url-encoded so that nobody builds one by hand and the encoding can change.
+/// Clients pass it back unchanged; inside, it is the last item's id in unpadded base64url.
+/// Every string of that shape is a position (listings page by id, and any id is a place to
+/// resume after), so a cursor is refused for its shape only, as [`Cursor::PATTERN`] says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor(String);
 
 impl Cursor {
-    /// Longest cursor accepted; a real one is far shorter.
-    const MAX_LEN: usize = 512;
+    /// The shape of every cursor: 16 bytes in 22 base64url characters, the last of which
+    /// carries no stray bits. For the API documents.
+    pub const PATTERN: &'static str = "^[A-Za-z0-9_-]{21}[AQgw]$";
 
-    /// The cursor that resumes after `position`.
-    pub fn after<P: Serialize>(position: &P) -> Self {
-        // Serializing a plain key (ids, timestamps) to JSON cannot fail.
-        let json = serde_json::to_vec(position).unwrap_or_default();
-        Self(URL_SAFE_NO_PAD.encode(json))
+    /// The cursor that resumes after `id`.
+    pub fn after(id: Uuid) -> Self {
+        Self(URL_SAFE_NO_PAD.encode(id.as_bytes()))
     }
 
-    /// Reads back the position, refusing anything this code did not produce.
-    pub fn position<P: DeserializeOwned>(encoded: &str) -> Result<P, Invalid> {
-        let refused = || Invalid::new("is not a cursor this service issued");
-        if encoded.len() > Self::MAX_LEN {
+    /// Reads back the id, refusing anything not shaped like a cursor.
+    pub fn position(encoded: &str) -> Result<Uuid, Invalid> {
+        let refused =
+            || Invalid::new("is not a cursor: 22 base64url characters, as sent in next_cursor");
+        // A long string is refused before it is decoded.
+        if encoded.len() != 22 {
             return Err(refused());
         }
-        let json = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| refused())?;
-        serde_json::from_slice(&json).map_err(|_| refused())
+        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| refused())?;
+        Uuid::from_slice(&bytes).map_err(|_| refused())
+    }
+
+    /// Its schema in the API documents: `#[param(schema_with = Cursor::schema)]`.
+    pub fn schema() -> Object {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(22))
+            .max_length(Some(22))
+            .pattern(Some(Self::PATTERN))
+            .description(Some("The `next_cursor` of the previous page."))
+            .build()
     }
 
     /// The encoded form, as sent to clients.
@@ -188,8 +198,6 @@ impl From<Cursor> for String {
 
 #[cfg(test)]
 mod tests {
-    use uuid::Uuid;
-
     use super::*;
 
     #[test]
@@ -204,28 +212,30 @@ mod tests {
     fn a_page_keeps_its_size_and_resumes_after_its_last_item_only_if_more_follow() {
         let size = PageSize::new(2).unwrap();
         assert_eq!(size.fetch_limit(), 3);
-        let full = Page::from_rows(vec![1u32, 2, 3], size, |n| *n);
-        assert_eq!(full.items, [1, 2]);
+        let ids = [Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+        let full = Page::from_rows(ids.to_vec(), size, |id| *id);
+        assert_eq!(full.items, ids[..2]);
         let cursor = full.next_cursor.unwrap();
-        assert_eq!(Cursor::position::<u32>(cursor.as_str()).unwrap(), 2);
-        let last = Page::from_rows(vec![1u32, 2], size, |n| *n);
-        assert_eq!((last.items, last.next_cursor), (vec![1, 2], None));
+        assert_eq!(Cursor::position(cursor.as_str()).unwrap(), ids[1]);
+        let last = Page::from_rows(ids[..2].to_vec(), size, |id| *id);
+        assert_eq!((last.items, last.next_cursor), (ids[..2].to_vec(), None));
     }
 
     #[test]
     fn a_page_request_defaults_what_is_absent_and_names_what_is_refused() {
-        let first = PageRequest::<Uuid>::from_query(None, None).unwrap();
+        let first = PageRequest::from_query(None, None).unwrap();
         assert_eq!((first.size, first.after), (PageSize::default(), None));
-        assert_eq!(first, PageRequest::<Uuid>::from_grpc(0, "").unwrap());
+        assert_eq!(first, PageRequest::from_grpc(0, "").unwrap());
 
         let id = Uuid::now_v7();
-        let cursor = Cursor::after(&id);
-        let next = PageRequest::<Uuid>::from_grpc(5, cursor.as_str()).unwrap();
+        let cursor = Cursor::after(id);
+        let next = PageRequest::from_grpc(5, cursor.as_str()).unwrap();
         assert_eq!((next.size.get(), next.after), (5, Some(id)));
 
-        let field = |result: Result<PageRequest<Uuid>, PageRequestError>| result.unwrap_err().field;
+        let field = |result: Result<PageRequest, PageRequestError>| result.unwrap_err().field;
         assert_eq!(field(PageRequest::from_query(Some(0), None)), "limit");
         assert_eq!(field(PageRequest::from_query(None, Some("!!"))), "cursor");
+        assert_eq!(field(PageRequest::from_query(None, Some(""))), "cursor");
         assert_eq!(field(PageRequest::from_grpc(101, "")), "page_size");
         assert_eq!(field(PageRequest::from_grpc(1, "!!")), "page_token");
     }
@@ -233,18 +243,42 @@ mod tests {
     #[test]
     fn a_cursor_round_trips_its_position() {
         let id = Uuid::now_v7();
-        let cursor = Cursor::after(&id);
-        assert_eq!(Cursor::position::<Uuid>(cursor.as_str()).unwrap(), id);
+        let cursor = Cursor::after(id);
+        assert_eq!(Cursor::position(cursor.as_str()).unwrap(), id);
+        assert_eq!(
+            Cursor::position(Cursor::after(Uuid::max()).as_str()).unwrap(),
+            Uuid::max()
+        );
     }
 
     #[test]
-    fn garbage_and_foreign_cursors_are_refused() {
-        let not_a_uuid = Cursor::after(&"hello");
-        for raw in ["", "!!!", "bm9wZQ", not_a_uuid.as_str(), &"A".repeat(600)] {
-            assert!(
-                Cursor::position::<Uuid>(raw).is_err(),
-                "{raw:?} was accepted"
-            );
+    fn garbage_is_refused() {
+        for raw in [
+            "",
+            "!!!",
+            "bm9wZQ",
+            &"A".repeat(21),
+            &"A".repeat(23),
+            &format!("{}B", "A".repeat(21)),
+            &format!("{}==", "A".repeat(22)),
+            &"A".repeat(600),
+        ] {
+            assert!(Cursor::position(raw).is_err(), "{raw:?} was accepted");
+        }
+    }
+
+    proptest::proptest! {
+        /// The documented shape is exactly what is accepted (checked for the last character,
+        /// the only one the shape restricts beyond the alphabet).
+        #[test]
+        fn every_string_of_the_documented_shape_is_a_cursor(
+            body in "[A-Za-z0-9_-]{21}",
+            last in proptest::char::range('+', 'z'),
+        ) {
+            let raw = format!("{body}{last}");
+            let shaped = last.is_ascii_alphanumeric() || last == '-' || last == '_';
+            let documented = shaped && "AQgw".contains(last);
+            proptest::prop_assert_eq!(Cursor::position(&raw).is_ok(), documented, "{}", raw);
         }
     }
 }

@@ -65,14 +65,57 @@ impl Password {
                 "must use at least {MIN_DISTINCT} different characters"
             )));
         }
-        let lower = raw.to_lowercase();
-        if COMMON.contains(&lower.as_str()) {
+        if COMMON.contains(&raw.to_ascii_lowercase().as_str()) {
             return Err(Invalid("is one of the most common passwords".to_owned()));
         }
-        if lower.contains(email.as_str()) {
+        if raw.to_lowercase().contains(email.as_str()) {
             return Err(Invalid("must not contain the email address".to_owned()));
         }
         Ok(offered)
+    }
+
+    /// The rules of [`Password::new_for`] that concern the password alone, as an ECMA-262
+    /// regular expression for the API document: at least [`MIN_DISTINCT`] different
+    /// characters, and none of the common passwords in any case. Its length limits are
+    /// [`MIN_CHARS`] and [`MAX_CHARS`].
+    ///
+    /// Each group takes the first character not seen before it, and no repetition can back
+    /// up into a seen one, so matching is linear: a validator never stalls on it.
+    pub fn pattern() -> String {
+        let common = COMMON
+            .iter()
+            .map(|word| {
+                word.chars()
+                    .map(|c| match c {
+                        c if c.is_ascii_alphabetic() => {
+                            format!("[{}{}]", c.to_ascii_lowercase(), c.to_ascii_uppercase())
+                        }
+                        c => c.to_string(),
+                    })
+                    .collect::<String>()
+            })
+            .collect::<Vec<_>>()
+            .join("|");
+        let mut distinct = String::new();
+        for group in 1..=MIN_DISTINCT {
+            let seen = (1..group)
+                .map(|earlier| format!("\\{earlier}"))
+                .collect::<Vec<_>>()
+                .join("|");
+            if group > 1 {
+                distinct.push_str(&format!("(?!{seen})"));
+            }
+            if group < MIN_DISTINCT {
+                let seen_with_this = (1..=group)
+                    .map(|earlier| format!("\\{earlier}"))
+                    .collect::<Vec<_>>()
+                    .join("|");
+                distinct.push_str(&format!("([\\s\\S])(?:{seen_with_this})*"));
+            } else {
+                distinct.push_str("[\\s\\S]");
+            }
+        }
+        format!("^(?!(?:{common})$){distinct}")
     }
 
     /// A password offered at login: only the length cap applies.
@@ -106,6 +149,41 @@ mod tests {
         assert!(refused("abababababababab").contains("different characters"));
         assert!(refused("Password1234").contains("common"));
         assert!(refused("my ADA@example.com pw").contains("email"));
+    }
+
+    #[test]
+    fn common_passwords_need_no_escaping_in_the_pattern() {
+        assert!(COMMON.iter().all(|word| {
+            word.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        }));
+    }
+
+    #[test]
+    fn the_documented_pattern_states_the_same_rules() {
+        let pattern = fancy_regex::Regex::new(&Password::pattern()).unwrap();
+        let email = Email::parse("someone@example.org").unwrap();
+        for raw in [
+            "correct horse battery",
+            "abababababababab",
+            "aaaabbbbccccdddd",
+            "aaaabbbbccccddddE",
+            "abcdabcdabcdabcd",
+            "Password1234",
+            "PASSWORD1234",
+            "password12345x",
+            "1q2w3e4r5t6y",
+            "administrator",
+            "ÄÖÜäöüßéèêëî",
+            "ÄÄÄÄÖÖÖÖüüüüßßßß",
+            "12345678901234",
+        ] {
+            assert_eq!(
+                pattern.is_match(raw).unwrap(),
+                Password::new_for(raw, &email).is_ok(),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use tessera_errors::extract::Json;
 use tessera_errors::{Error, Problem};
 use tessera_jwt::Authenticated;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, SchemaFormat, Type};
 use uuid::Uuid;
 
 use super::{AppState, ClientAddr};
@@ -29,11 +30,27 @@ pub struct Register {
     pub email: Email,
     /// 12 to 128 characters, at least 5 different ones, not a common password, not
     /// containing the email.
-    #[schema(value_type = String, min_length = 12, max_length = 128, format = Password)]
+    #[schema(schema_with = new_password_schema)]
     pub password: SecretString,
-    /// The name shown to others: 1 to 64 printable characters.
-    #[schema(value_type = String, min_length = 1, max_length = 64)]
+    /// The name shown to others.
+    #[schema(schema_with = DisplayName::schema)]
     pub display_name: DisplayName,
+}
+
+/// A new password's schema: every rule but "not containing the email" is in its pattern
+/// and lengths, made from the policy itself.
+fn new_password_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Password)))
+        .min_length(Some(domain::MIN_CHARS))
+        .max_length(Some(domain::MAX_CHARS))
+        .pattern(Some(Password::pattern()))
+        .description(Some(
+            "12 to 128 characters, at least 5 different ones, not a common password, not \
+             containing the email.",
+        ))
+        .build()
 }
 
 /// The account that was created.
@@ -60,8 +77,11 @@ pub struct Login {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
-    /// The refresh token from the last login or refresh.
-    #[schema(value_type = String)]
+    /// The refresh token from the last login or refresh: 32 bytes in unpadded base64url.
+    #[schema(
+        value_type = String, min_length = 43, max_length = 43,
+        pattern = "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$"
+    )]
     pub refresh_token: SecretString,
 }
 
@@ -200,5 +220,50 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-// The limits the schema advertises are the ones enforced.
+// The limits the schema's description states are the ones enforced.
 const _: () = assert!(domain::MIN_CHARS == 12 && domain::MAX_CHARS == 128);
+
+#[cfg(test)]
+mod tests {
+    use fancy_regex::Regex;
+    use utoipa::PartialSchema;
+
+    use super::*;
+
+    /// The `pattern` the document gives `T`'s `field`.
+    fn documented_pattern<T: PartialSchema>(field: &str) -> Regex {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        let pattern = schema["properties"][field]["pattern"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no pattern for {field} in {schema}"));
+        Regex::new(pattern).unwrap()
+    }
+
+    #[test]
+    fn the_documented_refresh_token_shape_is_the_one_parsed() {
+        let pattern = documented_pattern::<RefreshRequest>("refresh_token");
+        for _ in 0..200 {
+            assert!(pattern.is_match(RefreshToken::generate().expose()).unwrap());
+        }
+        // Every last character: only 16 of 64 leave no stray bits in 32 bytes.
+        let alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        for last in alphabet.chars() {
+            let token = format!("{}{last}", "A".repeat(42));
+            assert_eq!(
+                pattern.is_match(&token).unwrap(),
+                RefreshToken::parse(&token).is_some(),
+                "{token}"
+            );
+        }
+        for other in ["", "A", &"A".repeat(44), &format!("{}=", "A".repeat(42))] {
+            assert!(!pattern.is_match(other).unwrap());
+            assert!(RefreshToken::parse(other).is_none());
+        }
+    }
+
+    #[test]
+    fn the_documented_password_pattern_is_the_policy() {
+        let pattern = documented_pattern::<Register>("password");
+        assert_eq!(pattern.as_str(), Password::pattern());
+    }
+}

@@ -5,5 +5,8 @@ mod order;
 mod values;
 
 pub use idempotency::{Fingerprint, IdempotencyKey};
-pub use order::{MAX_ITEMS, NewOrder, Order, OrderError, OrderItem, OrderStatus, Transition};
+pub use order::{
+    MAX_ITEMS, MAX_UNIT_PRICE_CENTS, NewOrder, Order, OrderError, OrderItem, OrderStatus,
+    Transition,
+};
 pub use values::{Currency, Money, Quantity, Sku};

@@ -11,6 +11,14 @@ use super::values::{Currency, Money, Quantity, Sku};
 
 /// Most lines one order may have.
 pub const MAX_ITEMS: usize = 100;
+/// The highest price of one article, in minor units: 10 billion in major units. With at most
+/// [`MAX_ITEMS`] lines of [`Quantity::MAX`] each, no total can pass `i64::MAX`.
+pub const MAX_UNIT_PRICE_CENTS: i64 = 1_000_000_000_000;
+
+const _: () = assert!(
+    (MAX_ITEMS as i128) * (Quantity::MAX as i128) * (MAX_UNIT_PRICE_CENTS as i128)
+        <= i64::MAX as i128
+);
 
 /// Where an order is in its life.
 ///
@@ -145,8 +153,8 @@ pub struct NewOrder {
 }
 
 impl NewOrder {
-    /// Checks the lines (1 to 100) and computes the line totals and the total, refusing any
-    /// that would not fit in an `i64` of minor units.
+    /// Checks the lines (1 to [`MAX_ITEMS`], each priced at most [`MAX_UNIT_PRICE_CENTS`])
+    /// and computes the line totals and the total, which those limits keep within `i64`.
     pub fn new(currency: Currency, lines: Vec<(Sku, Quantity, Money)>) -> Result<Self, OrderError> {
         if lines.is_empty() || lines.len() > MAX_ITEMS {
             return Err(OrderError::Invalid {
@@ -157,6 +165,12 @@ impl NewOrder {
         let mut total = Money::ZERO;
         let mut items = Vec::with_capacity(lines.len());
         for (index, (sku, quantity, unit_price)) in lines.into_iter().enumerate() {
+            if unit_price.cents() > MAX_UNIT_PRICE_CENTS {
+                return Err(OrderError::Invalid {
+                    field: format!("items[{index}].unit_price_cents"),
+                    message: format!("must be at most {MAX_UNIT_PRICE_CENTS}"),
+                });
+            }
             let line_total = unit_price
                 .times(quantity)
                 .ok_or_else(|| too_large(format!("items[{index}].line_total_cents")))?;
@@ -259,13 +273,26 @@ mod tests {
     }
 
     #[test]
-    fn overflow_names_the_field_that_overflowed() {
-        let error = NewOrder::new(eur(), vec![line(1, 1), line(i64::MAX, 2)]).unwrap_err();
+    fn a_price_above_the_highest_names_its_line() {
+        let error =
+            NewOrder::new(eur(), vec![line(1, 1), line(MAX_UNIT_PRICE_CENTS + 1, 2)]).unwrap_err();
         assert!(
-            matches!(error, OrderError::Invalid { ref field, .. } if field == "items[1].line_total_cents")
+            matches!(error, OrderError::Invalid { ref field, .. } if field == "items[1].unit_price_cents")
         );
-        let error = NewOrder::new(eur(), vec![line(i64::MAX, 1), line(1, 1)]).unwrap_err();
-        assert!(matches!(error, OrderError::Invalid { ref field, .. } if field == "total_cents"));
+        let error = NewOrder::new(eur(), vec![line(i64::MAX, 1)]).unwrap_err();
+        assert!(
+            matches!(error, OrderError::Invalid { ref field, .. } if field == "items[0].unit_price_cents")
+        );
+    }
+
+    #[test]
+    fn the_largest_order_allowed_has_an_exact_total() {
+        let lines = vec![line(MAX_UNIT_PRICE_CENTS, Quantity::MAX.into()); MAX_ITEMS];
+        let order = NewOrder::new(eur(), lines).unwrap();
+        assert_eq!(
+            i128::from(order.total().cents()),
+            MAX_ITEMS as i128 * i128::from(Quantity::MAX) * i128::from(MAX_UNIT_PRICE_CENTS)
+        );
     }
 
     #[test]

@@ -149,11 +149,24 @@ impl Currency {
     /// Parses an alphabetic code; it must be upper case, as ISO 4217 writes it.
     pub fn parse(code: &str) -> Result<Self, Invalid> {
         match iso_currency::Currency::from_code(code) {
-            Some(currency) if !matches!(code, "XXX" | "XTS") => Ok(Self(currency)),
+            Some(currency) if !Self::is_no_currency(code) => Ok(Self(currency)),
             _ => Err(Invalid(
                 "must be an ISO 4217 currency code in upper case, such as EUR".to_owned(),
             )),
         }
+    }
+
+    /// Every currency an order can be in, in the list's order.
+    pub fn all() -> impl Iterator<Item = Self> {
+        use iso_currency::IntoEnumIterator;
+        iso_currency::Currency::iter()
+            .filter(|currency| !Self::is_no_currency(currency.code()))
+            .map(Self)
+    }
+
+    /// `XXX` and `XTS`: codes on the list that name no currency.
+    fn is_no_currency(code: &str) -> bool {
+        matches!(code, "XXX" | "XTS")
     }
 
     /// The three-letter code.
@@ -221,6 +234,28 @@ mod tests {
         }
         for bad in ["eur", "Eur", "XXY", "EU", "EURO", "", "XXX", "XTS", " EUR"] {
             assert!(Currency::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn the_list_of_all_is_exactly_what_parses() {
+        let all: Vec<_> = Currency::all().map(Currency::code).collect();
+        assert!(all.len() > 150, "{all:?}");
+        assert!(all.contains(&"EUR") && !all.contains(&"XXX") && !all.contains(&"XTS"));
+        for code in &all {
+            assert_eq!(Currency::parse(code).unwrap().code(), *code);
+        }
+        for first in 'A'..='Z' {
+            for second in 'A'..='Z' {
+                for third in 'A'..='Z' {
+                    let code = format!("{first}{second}{third}");
+                    assert_eq!(
+                        Currency::parse(&code).is_ok(),
+                        all.contains(&code.as_str()),
+                        "{code}"
+                    );
+                }
+            }
         }
     }
 

@@ -8,16 +8,18 @@ use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tessera_domain::PageRequest;
+use tessera_domain::{Cursor, PageRequest};
 use tessera_errors::extract::{Json, Path, Query};
 use tessera_errors::{Error, Problem};
 use tessera_jwt::Authenticated;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use super::AppState;
 use crate::domain::{
-    Currency, IdempotencyKey, Money, NewOrder, Order, OrderItem, OrderStatus, Quantity, Sku,
+    Currency, IdempotencyKey, MAX_ITEMS, MAX_UNIT_PRICE_CENTS, Money, NewOrder, Order, OrderItem,
+    OrderStatus, Quantity, Sku,
 };
 
 /// The header a client names its order with, so that a retry cannot place it twice.
@@ -93,7 +95,7 @@ impl From<&OrderItem> for ItemBody {
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
     /// ISO 4217 code, upper case.
-    #[schema(value_type = String, pattern = "^[A-Z]{3}$", example = "EUR")]
+    #[schema(schema_with = currency_schema)]
     pub currency: Currency,
     /// 1 to 100 lines.
     #[schema(min_items = 1, max_items = 100)]
@@ -110,9 +112,24 @@ pub struct PlaceItem {
     /// 1 to 10,000.
     #[schema(value_type = u32, minimum = 1, maximum = 10000)]
     pub quantity: Quantity,
-    /// Price of one in minor units (cents), 0 or more.
-    #[schema(value_type = i64, minimum = 0)]
+    /// Price of one in minor units (cents), 0 to 10^12.
+    #[schema(value_type = i64, minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub unit_price_cents: Money,
+}
+
+// The limits the schemas state are the ones enforced.
+const _: () = assert!(
+    MAX_ITEMS == 100 && Quantity::MAX == 10_000 && MAX_UNIT_PRICE_CENTS == 1_000_000_000_000
+);
+
+/// The currencies an order may be in, listed, so that the document allows no other code.
+fn currency_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(Currency::all().map(Currency::code)))
+        .description(Some("ISO 4217 code, upper case."))
+        .examples(["EUR"])
+        .build()
 }
 
 /// Listing parameters.
@@ -126,6 +143,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(schema_with = Cursor::schema)]
     pub cursor: Option<String>,
 }
 
@@ -253,7 +271,7 @@ pub async fn list(
     Authenticated(caller): Authenticated,
     Query(params): Query<ListParams>,
 ) -> Result<Json<OrderPage>, Error> {
-    let wanted = PageRequest::<Uuid>::from_query(params.limit, params.cursor.as_deref())
+    let wanted = PageRequest::from_query(params.limit, params.cursor.as_deref())
         .map_err(|e| Error::invalid_field(e.field, e.invalid.0))?;
     let page = state
         .book

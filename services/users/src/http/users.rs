@@ -6,10 +6,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tessera_domain::{DisplayName, PageRequest, Role};
+use tessera_domain::{Cursor, DisplayName, PageRequest, Role};
 use tessera_errors::extract::{Json, Path, Query};
 use tessera_errors::{Error, Problem};
 use tessera_jwt::Authenticated;
+use utoipa::openapi::schema::{Object, SchemaType, Type};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -49,12 +50,19 @@ impl From<User> for UserBody {
     }
 }
 
+/// A display name, or `null` for no change.
+fn optional_display_name() -> Object {
+    let mut schema = DisplayName::schema();
+    schema.schema_type = SchemaType::from_iter([Type::String, Type::Null]);
+    schema
+}
+
 /// Changes to a profile; absent or `null` fields stay as they are.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
-    /// A new display name: 1 to 64 printable characters, trimmed.
-    #[schema(value_type = Option<String>, min_length = 1, max_length = 64)]
+    /// A new display name.
+    #[schema(schema_with = optional_display_name)]
     pub display_name: Option<DisplayName>,
     /// A new role; admins only.
     pub role: Option<Role>,
@@ -78,6 +86,7 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
+    #[param(schema_with = Cursor::schema)]
     pub cursor: Option<String>,
 }
 
@@ -86,7 +95,11 @@ pub struct ListParams {
     get, path = "/api/v1/users/me", tag = "users",
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "The caller's profile.", body = UserBody),
+        (status = 200, description = "The caller's profile.", body = UserBody, links(
+            ("GetUser" = (operation_id = "get", parameters(("id" = "$response.body#/id")), description = "The same profile by its id.")),
+            ("UpdateUser" = (operation_id = "update", parameters(("id" = "$response.body#/id")), description = "Change it.")),
+            ("DeleteUser" = (operation_id = "delete", parameters(("id" = "$response.body#/id")), description = "Delete it.")),
+        )),
         (status = 401, description = "No valid access token.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "The caller's profile was deleted.", body = Problem, content_type = "application/problem+json"),
     )
@@ -185,7 +198,7 @@ pub async fn list(
     Authenticated(caller): Authenticated,
     Query(params): Query<ListParams>,
 ) -> Result<Json<UserPage>, Error> {
-    let wanted = PageRequest::<Uuid>::from_query(params.limit, params.cursor.as_deref())
+    let wanted = PageRequest::from_query(params.limit, params.cursor.as_deref())
         .map_err(|e| Error::invalid_field(e.field, e.invalid.0))?;
     let page = state
         .profiles

@@ -112,21 +112,23 @@ async fn each_invalid_field_is_named() {
 }
 
 #[tokio::test]
-async fn totals_that_overflow_are_refused_never_wrapped() {
+async fn prices_are_capped_so_that_no_total_can_overflow() {
     let app = spawn_app().await;
     let user = app.create_user(Role::User).await;
     let t = &user.token;
-    let line = with(|b| {
-        b["items"][1]["unit_price_cents"] = json!(i64::MAX);
-    });
-    refused(&app, t, line, "items[1].line_total_cents").await;
-    let total = with(|b| {
-        b["items"] = json!([
-            { "sku": "A", "quantity": 1, "unit_price_cents": i64::MAX },
-            { "sku": "B", "quantity": 1, "unit_price_cents": 1 }
-        ]);
-    });
-    refused(&app, t, total, "total_cents").await;
+    const HIGHEST: i64 = 1_000_000_000_000;
+    for (price, field) in [
+        (HIGHEST + 1, "items[1].unit_price_cents"),
+        (i64::MAX, "items[1].unit_price_cents"),
+    ] {
+        refused(
+            &app,
+            t,
+            with(|b| b["items"][1]["unit_price_cents"] = json!(price)),
+            field,
+        )
+        .await;
+    }
     // Larger than any i64 at all.
     let huge = an_order()
         .to_string()
@@ -136,6 +138,18 @@ async fn totals_that_overflow_are_refused_never_wrapped() {
         .await;
     assert_problem(response, 422, Some("items[0].unit_price_cents")).await;
     assert_eq!(app.rows().await, (0, 0));
+
+    // The largest order there can be: every line at the highest price and quantity.
+    let largest = json!({
+        "currency": "EUR",
+        "items": (0..100)
+            .map(|i| json!({ "sku": format!("SKU-{i}"), "quantity": 10_000, "unit_price_cents": HIGHEST }))
+            .collect::<Vec<_>>(),
+    });
+    let response = app.place(&user, &key(), &largest).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["total_cents"], json!(100 * 10_000 * HIGHEST));
 }
 
 #[tokio::test]
