@@ -12,9 +12,14 @@ use tessera_observability::LogFormat;
 /// credentials and may come from files (`USERS_DATABASE_URL_FILE`).
 #[derive(Debug, Clone, Deserialize)]
 pub struct RuntimeConfig {
-    /// Address both servers bind to.
+    /// Address the REST server binds to: every interface unless told otherwise.
     #[serde(default = "defaults::host")]
     pub host: IpAddr,
+    /// Address the gRPC server binds to. Internal gRPC has no TLS of its own, so it is served
+    /// on the loopback interface unless deployed where the network keeps strangers away
+    /// (compose's internal network, a Kubernetes NetworkPolicy), which set `0.0.0.0`.
+    #[serde(default = "defaults::grpc_host")]
+    pub grpc_host: IpAddr,
     /// REST port; the service's default when unset.
     pub http_port: Option<u16>,
     /// gRPC port; the service's default when unset.
@@ -96,7 +101,7 @@ impl RuntimeConfig {
 
     /// The gRPC listen address.
     pub fn grpc_addr(&self, default_port: u16) -> SocketAddr {
-        SocketAddr::new(self.host, self.grpc_port.unwrap_or(default_port))
+        SocketAddr::new(self.grpc_host, self.grpc_port.unwrap_or(default_port))
     }
 
     /// The settings of `service`'s event consumer `name`, on the shared exchange.
@@ -130,6 +135,9 @@ mod defaults {
 
     pub fn host() -> IpAddr {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+    pub fn grpc_host() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
     }
     pub fn log_filter() -> String {
         "info,sqlx=warn,lapin=warn".to_owned()
