@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help build test test-browser lint check-deploy fmt run infra bench compose-smoke
+.PHONY: help build test test-browser test-contract lint check-deploy fmt run infra bench compose-smoke
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -26,6 +26,9 @@ test: infra ## run the whole workspace's tests against the local infrastructure
 
 test-browser: infra ## the storefront (web/) in headless Chromium against the real services
 	scripts/test-browser.sh
+
+test-contract: infra ## fuzz each service against its OpenAPI document (Schemathesis, every check)
+	scripts/contract.sh
 
 lint: check-deploy ## formatting check, clippy with warnings as errors, deployment checks
 	$(CARGO) fmt --all -- --check

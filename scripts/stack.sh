@@ -1,0 +1,96 @@
+# Sourced by scripts that run auth, users and orders as processes against the local
+# PostgreSQL, Redis and RabbitMQ, on free ports and on databases and queues of their own:
+#
+#   source scripts/stack.sh
+#   stack_init "$bin_dir" contract "$work"   # binaries, a name for this stack, a scratch dir
+#   start_auth; start_users; start_orders    # each takes extra VAR=VALUE settings
+#   wait_for "$users_url/health/ready"
+#
+# Every process started is in `pids`; stack_stop (also run on exit) stops them all.
+# The callers set `set -euo pipefail` and define `say`.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wait_for URL: until it answers 200, for up to 20 s.
+wait_for() {
+  for _ in $(seq 1 200); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "$1") == 200 ]] && return 0
+    sleep 0.1
+  done
+  say "$1 never answered 200"
+  return 1
+}
+
+pids=()
+stack_stop() { kill -TERM "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
+
+# stack_init BIN NAME WORK: ports for the three services, an Ed25519 signing key `NAME-1`
+# in WORK/keys, and databases tessera_<service>_NAME (each service creates its own).
+stack_init() {
+  stack_bin=$1 stack_name=$2 stack_work=$3
+  mkdir -p "$stack_work/keys"
+  openssl genpkey -algorithm ed25519 -out "$stack_work/keys/$stack_name-1.pem"
+  auth_http=$(free_port) auth_grpc=$(free_port) users_http=$(free_port) users_grpc=$(free_port)
+  orders_http=$(free_port) orders_grpc=$(free_port)
+  auth_url="http://127.0.0.1:$auth_http" users_url="http://127.0.0.1:$users_http"
+  orders_url="http://127.0.0.1:$orders_http"
+  stack_log=${STACK_LOG:-/dev/null}
+}
+
+# stack_env PREFIX SERVICE: what every service is given, logging as in production.
+stack_env() {
+  local prefix=$1 service=$2
+  export "${prefix}_HOST=127.0.0.1" "${prefix}_LOG_FORMAT=json" "${prefix}_LOG_FILTER=info" \
+    "${prefix}_DATABASE_URL=postgres://postgres@127.0.0.1:5432/tessera_${service}_$stack_name" \
+    "${prefix}_REDIS_URL=redis://127.0.0.1:6379/0" \
+    "${prefix}_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f" \
+    "${prefix}_EVENTS_QUEUE=$service.$stack_name" "${prefix}_EVENTS_QUEUE_EXPIRES_SECS=60"
+}
+
+# start_auth [VAR=VALUE...]: auth signing with `$stack_name-1` unless AUTH_SIGNING_KID is given.
+start_auth() {
+  ( stack_env AUTH auth
+    export AUTH_HTTP_PORT=$auth_http AUTH_GRPC_PORT=$auth_grpc \
+      AUTH_SIGNING_KEYS_DIR="$stack_work/keys" AUTH_SIGNING_KID="$stack_name-1" \
+      AUTH_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" \
+      AUTH_LOGIN_LIMITS_KEY_PREFIX="tessera:$stack_name:$$" "$@"
+    exec "$stack_bin/auth" serve >>"$stack_log" 2>&1 ) &
+  auth_pid=$!; pids+=("$auth_pid")
+}
+
+# start_users [VAR=VALUE...]
+start_users() {
+  ( stack_env USERS users
+    export USERS_HTTP_PORT=$users_http USERS_GRPC_PORT=$users_grpc \
+      USERS_JWKS_URL="$auth_url/.well-known/jwks.json" "$@"
+    exec "$stack_bin/users" serve >>"$stack_log" 2>&1 ) &
+  users_pid=$!; pids+=("$users_pid")
+}
+
+# start_orders [VAR=VALUE...]
+start_orders() {
+  ( stack_env ORDERS orders
+    export ORDERS_HTTP_PORT=$orders_http ORDERS_GRPC_PORT=$orders_grpc \
+      ORDERS_JWKS_URL="$auth_url/.well-known/jwks.json" \
+      ORDERS_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" "$@"
+    exec "$stack_bin/orders" serve >>"$stack_log" 2>&1 ) &
+  orders_pid=$!; pids+=("$orders_pid")
+}
+
+# stop PID: stops one process gracefully and waits for it.
+stop() { kill -TERM "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+
+# drop_databases: removes the stack's databases (after stack_stop).
+drop_databases() {
+  local service
+  for service in auth users orders; do
+    psql -qtA -h 127.0.0.1 -U postgres -d postgres \
+      -c "DROP DATABASE IF EXISTS tessera_${service}_$stack_name WITH (FORCE)" >/dev/null || true
+  done
+}
+
+# json_post URL BODY [CURL ARGS...]: the response body of a JSON POST.
+json_post() { curl -s -X POST -H 'content-type: application/json' -d "$2" "${@:3}" "$1"; }
+
+# field NAME: that field of the JSON document on stdin.
+field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
