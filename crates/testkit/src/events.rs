@@ -88,18 +88,35 @@ impl EventTap {
                 .cloned()
                 .collect()
         };
+        self.read_until(wait, |seen| matching(seen).len() >= count)
+            .await;
+        matching(&self.seen)
+    }
+
+    /// Reads events until `done` holds for all those read so far, or `wait` runs out;
+    /// whether it held. `|_| false` reads whatever arrives within `wait`.
+    pub async fn read_until(
+        &mut self,
+        wait: Duration,
+        mut done: impl FnMut(&[Value]) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + wait;
-        while matching(&self.seen).len() < count {
+        while !done(&self.seen) {
             let Ok(Some(delivery)) = tokio::time::timeout_at(deadline, self.consumer.next()).await
             else {
-                break;
+                return false;
             };
             let delivery = delivery.unwrap();
             delivery.ack(BasicAckOptions::default()).await.unwrap();
             self.seen
                 .push(serde_json::from_slice(&delivery.data).unwrap());
         }
-        matching(&self.seen)
+        true
+    }
+
+    /// Every envelope read so far, other tests' included, in order of arrival.
+    pub fn seen(&self) -> &[Value] {
+        &self.seen
     }
 
     /// Exactly one envelope of `event_type` about `id`, within 10 s.

@@ -106,6 +106,32 @@ impl ServiceProcess {
         }
     }
 
+    /// Sends SIGTERM and returns at once, for a test that keeps calling the process while it
+    /// drains; [`ServiceProcess::wait_for_exit`] then says how it ended.
+    pub fn terminate(&self) {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+    }
+
+    /// Kills the process with SIGKILL, as the OOM killer or a lost node would: nothing gets
+    /// to drain or flush. Returns once it is gone.
+    pub async fn kill(&mut self) -> ExitStatus {
+        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.wait_for_exit(Duration::from_secs(10)).await
+    }
+
+    /// Freezes the process with SIGSTOP, as a stalled host or a long pause would: its sockets
+    /// stay open and accept connections, but nothing is answered until the guard is dropped.
+    pub fn suspend(&self) -> Suspended<'_> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+        Suspended { process: self }
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
+        // Already gone is fine: whoever waits for it sees how it ended.
+        let _ = nix::sys::signal::kill(pid, signal);
+    }
+
     /// Stops the process as its orchestrator would, with SIGTERM, and returns its exit status
     /// once it has drained and exited (within `limit`, else it is killed and this panics).
     pub async fn stop(mut self, limit: Duration) -> ExitStatus {
@@ -199,6 +225,24 @@ impl ServiceProcess {
             service: service.to_owned(),
         };
         Ok(client.check(request).await?.into_inner().status)
+    }
+}
+
+/// A process frozen by [`ServiceProcess::suspend`]. Dropping it continues the process
+/// (SIGCONT), so a test that fails meanwhile leaves no stopped process behind.
+#[must_use = "the process runs again as soon as this is dropped"]
+pub struct Suspended<'a> {
+    process: &'a ServiceProcess,
+}
+
+impl Suspended<'_> {
+    /// Lets the process run again.
+    pub fn resume(self) {}
+}
+
+impl Drop for Suspended<'_> {
+    fn drop(&mut self) {
+        self.process.signal(nix::sys::signal::Signal::SIGCONT);
     }
 }
 

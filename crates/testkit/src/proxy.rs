@@ -31,6 +31,28 @@ impl TcpProxy {
         Self { addr, open, task }
     }
 
+    /// A proxy to the server `url` names (`amqp://guest:guest@127.0.0.1:5672/%2f`; the port
+    /// must be explicit), and the same URL leading through the proxy, to give a service.
+    pub async fn in_front_of(url: &str) -> (Self, String) {
+        let (head, rest) = url
+            .split_once("://")
+            .unwrap_or_else(|| panic!("{url} has no scheme"));
+        let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(authority_end);
+        let (userinfo, server) = match authority.rsplit_once('@') {
+            Some((userinfo, server)) => (format!("{userinfo}@"), server),
+            None => (String::new(), authority),
+        };
+        let target = tokio::net::lookup_host(server)
+            .await
+            .unwrap_or_else(|error| panic!("cannot resolve {server} of {url}: {error}"))
+            .next()
+            .unwrap_or_else(|| panic!("{server} of {url} resolves to nothing"));
+        let proxy = Self::start(target).await;
+        let proxied = format!("{head}://{userinfo}{}{path}", proxy.addr());
+        (proxy, proxied)
+    }
+
     /// Where clients connect.
     pub fn addr(&self) -> SocketAddr {
         self.addr
