@@ -46,5 +46,5 @@ run: infra ## run auth, users, orders and the storefront natively (Ctrl-C stops 
 compose-smoke: ## bring docker-compose.yml up for real and drive the story through the gateway
 	scripts/compose-smoke.sh
 
-bench: ## load-test a release build and print throughput, latency and memory
+bench: ## load-test a release build: peak, latency at half of peak (open loop), memory, a profile
 	scripts/bench.sh
