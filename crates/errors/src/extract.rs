@@ -339,7 +339,7 @@ mod tests {
         );
         for (body, field) in [
             (
-                format!(r#"{{"inner":["a",1],"many":[],"maybe":null}}"#),
+                r#"{"inner":["a",1],"many":[],"maybe":null}"#.to_owned(),
                 "inner",
             ),
             (

@@ -7,6 +7,7 @@ use reqwest::{Response, StatusCode};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tessera_e2e::binary;
+pub use tessera_e2e::stack::{Account, Session};
 use tessera_jwt::{Signer, SigningKey};
 use tessera_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tessera_proto::auth::v1::{ValidateTokenRequest, ValidateTokenResponse};
@@ -38,19 +39,6 @@ pub struct TestApp {
     /// auth's settings as the test started it, to start it again.
     pub auth_env: Vec<(String, String)>,
     client: reqwest::Client,
-}
-
-/// A registered account.
-pub struct Account {
-    pub id: Uuid,
-    pub email: String,
-}
-
-/// A session's tokens.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub access: String,
-    pub refresh: String,
 }
 
 pub async fn spawn_app() -> TestApp {

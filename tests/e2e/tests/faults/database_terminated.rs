@@ -8,20 +8,17 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::json;
 use sqlx::{Connection, PgConnection};
-use tessera_e2e::binary;
 use tessera_jwt::Role;
 use tessera_proto::users::v1 as users_proto;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
-use tessera_testkit::database::TestDatabase;
 use tessera_testkit::events::EventTap;
 use tessera_testkit::jwks::TestIssuer;
-use tessera_testkit::process::ServiceProcess;
 use uuid::Uuid;
 
 use crate::delivery::{
     assert_each_published_once, assert_one_event_written_per_order, committed_orders,
 };
-use crate::helpers::{an_order, spawn_app};
+use crate::helpers::{UsersApp, an_order, spawn_app};
 use crate::load::{Load, Request, customers, tally};
 
 /// How soon after its connections are gone a service must serve again.
@@ -124,34 +121,23 @@ async fn orders_rides_out_its_database_connections_being_terminated() {
     assert_one_event_written_per_order(app.database.url()).await;
 }
 
-/// The users binary on a database this test can reach into.
+/// The users binary on a database this test can reach into, and who signs its tokens.
 struct UsersService {
-    service: ServiceProcess,
-    database: TestDatabase,
+    users: UsersApp,
     issuer: TestIssuer,
 }
 
 impl UsersService {
     async fn start() -> Self {
-        const USERS: &str = "USERS_";
         let issuer = TestIssuer::start().await;
-        let database = TestDatabase::empty().await;
-        let mut env = tessera_testkit::service_env(USERS, database.url());
-        tessera_testkit::set_var(&mut env, USERS, "JWKS_URL", issuer.jwks_url());
-        tessera_testkit::set_var(&mut env, USERS, "JWT_ISSUER", TestIssuer::ISSUER);
-        tessera_testkit::set_var(&mut env, USERS, "JWT_AUDIENCE", TestIssuer::AUDIENCE);
-        let service = ServiceProcess::start(binary("users"), &[], USERS, &env).await;
-        Self {
-            service,
-            database,
-            issuer,
-        }
+        let users = UsersApp::start(&issuer).await;
+        Self { users, issuer }
     }
 
     /// A new profile, and a token to act as its owner.
     async fn profile(&self) -> (Uuid, String) {
         let id = Uuid::now_v7();
-        let mut client = UserServiceClient::new(self.service.channel().await.unwrap());
+        let mut client = UserServiceClient::new(self.users.service.channel().await.unwrap());
         client
             .create_user(users_proto::CreateUserRequest {
                 id: id.to_string(),
@@ -175,7 +161,7 @@ async fn users_rides_out_its_database_connections_being_terminated() {
 
     // Each client renames and reads in turn: a rename always reaches PostgreSQL and evicts
     // the cached profile, so the read after it does too.
-    let http = users.service.http_url().to_owned();
+    let http = users.users.service.http_url().to_owned();
     let clients = profiles
         .into_iter()
         .map(|(id, token)| (id, token, AtomicUsize::new(0)))
@@ -195,7 +181,7 @@ async fn users_rides_out_its_database_connections_being_terminated() {
         },
     );
     let renamed = |r: &Request| r.method == Method::PATCH && r.status() == Some(200);
-    terminate_twice_and_recover(&load, users.database.name(), renamed).await;
+    terminate_twice_and_recover(&load, users.users.database.name(), renamed).await;
     load.stop();
     let requests = load.finish().await;
     assert_success_or_unavailable(&requests, 200);

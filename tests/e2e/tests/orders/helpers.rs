@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use reqwest::{Response, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tessera_e2e::binary;
 use tessera_jwt::Role;
 use tessera_proto::orders::v1::order_service_client::OrderServiceClient;
@@ -17,6 +17,7 @@ use tessera_testkit::proxy::TcpProxy;
 use tonic::transport::Channel;
 use uuid::Uuid;
 
+pub use tessera_e2e::stack::an_order;
 pub use tessera_testkit::assert_problem;
 
 const ORDERS: &str = "ORDERS_";
@@ -25,7 +26,9 @@ const USERS: &str = "USERS_";
 /// The users binary with its own database.
 pub struct UsersApp {
     pub service: ServiceProcess,
-    _database: TestDatabase,
+    /// Read by the fault tests, which share this module, to cut its connections.
+    #[allow(dead_code)]
+    pub database: TestDatabase,
 }
 
 impl UsersApp {
@@ -37,10 +40,7 @@ impl UsersApp {
         tessera_testkit::set_var(&mut env, USERS, "JWT_ISSUER", TestIssuer::ISSUER);
         tessera_testkit::set_var(&mut env, USERS, "JWT_AUDIENCE", TestIssuer::AUDIENCE);
         let service = ServiceProcess::start(binary("users"), &[], USERS, &env).await;
-        Self {
-            service,
-            _database: database,
-        }
+        Self { service, database }
     }
 
     pub fn grpc_addr(&self) -> SocketAddr {
@@ -125,17 +125,6 @@ pub async fn spawn_app_with(users_at: UsersAt, overrides: &[(&str, String)]) -> 
 /// A fresh idempotency key.
 pub fn key() -> String {
     Uuid::now_v7().to_string()
-}
-
-/// A valid order body.
-pub fn an_order() -> Value {
-    json!({
-        "currency": "EUR",
-        "items": [
-            { "sku": "BOOK-42", "quantity": 2, "unit_price_cents": 1250 },
-            { "sku": "pen.blue_1", "quantity": 10, "unit_price_cents": 99 }
-        ]
-    })
 }
 
 impl TestApp {
