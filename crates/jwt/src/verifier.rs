@@ -179,6 +179,8 @@ impl Verifier {
         // jsonwebtoken checks presence only for these; `iat`, `jti` and `role` are required
         // by `Claims` itself, which has no optional field.
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        // A token not yet valid is refused like an expired one (`nbf`, when present).
+        validation.validate_nbf = true;
         Self {
             keys: Arc::new(keys),
             validation: Arc::new(validation),
@@ -233,6 +235,12 @@ impl Verifier {
         let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(rejection)?
             .claims;
+        // Issued in the future beyond the leeway: a clock far off or a forged stamp, and a
+        // stamp that would let the token outlive what its issuer meant.
+        let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+        if claims.iat > Utc::now().timestamp().saturating_add(leeway) {
+            return Err(TokenError::Invalid("issued in the future".to_owned()));
+        }
         let expires_at = DateTime::from_timestamp(claims.exp, 0)
             .ok_or_else(|| TokenError::Invalid("exp out of range".to_owned()))?;
         let principal = Principal {

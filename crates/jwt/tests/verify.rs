@@ -131,6 +131,35 @@ async fn token_expired_within_the_leeway_is_accepted() {
 }
 
 #[tokio::test]
+async fn tokens_issued_or_valid_only_in_the_future_are_rejected() {
+    let (key, verifier) = fixed();
+    let now = Utc::now().timestamp();
+    for (claim, value, reason) in [
+        ("iat", now + 31 + 5, "issued in the future"),
+        ("nbf", now + 31 + 5, "not yet valid"),
+    ] {
+        let mut claims = valid_claims();
+        claims[claim] = json!(value);
+        let error = verifier
+            .verify(&sign(&key, &eddsa_header(Some("k1")), &claims))
+            .await;
+        assert!(
+            matches!(&error, Err(TokenError::Invalid(r)) if r == reason),
+            "{claim}: {error:?}"
+        );
+    }
+    // Within the leeway, a clock a little ahead is forgiven.
+    for claim in ["iat", "nbf"] {
+        let mut claims = valid_claims();
+        claims[claim] = json!(now + 10);
+        let verified = verifier
+            .verify(&sign(&key, &eddsa_header(Some("k1")), &claims))
+            .await;
+        assert!(verified.is_ok(), "{claim}: {verified:?}");
+    }
+}
+
+#[tokio::test]
 async fn wrong_issuer_is_rejected() {
     let (key, verifier) = fixed();
     let mut claims = valid_claims();

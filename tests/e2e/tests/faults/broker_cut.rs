@@ -60,6 +60,7 @@ async fn an_event_sent_while_orders_is_cut_off_is_consumed_once_it_is_back() {
     let app = spawn_app_with(UsersAt::Proxied, &[("AMQP_URL", amqp_url)]).await;
     wait_for_broker_connection(&app, 1.0).await;
     let user = app.create_user(Role::User).await;
+    let admin = app.create_user(Role::Admin).await;
     let order = app.placed(&user).await;
 
     broker.cut();
@@ -68,11 +69,18 @@ async fn an_event_sent_while_orders_is_cut_off_is_consumed_once_it_is_back() {
     app.delete_user(&user).await;
     broker.restore();
 
+    // Consumed (the order is cancelled), then published (the event arrives): two steps, each
+    // told apart when it fails.
     let id = order["id"].as_str().unwrap();
+    app.wait_for_status(&admin.token, id, "cancelled", Duration::from_secs(30))
+        .await;
     let cancelled = tap
         .about("order.cancelled", id, 1, Duration::from_secs(30))
         .await;
-    assert!(!cancelled.is_empty(), "order {id} was never cancelled");
+    assert!(
+        !cancelled.is_empty(),
+        "order {id} was cancelled but its order.cancelled never published"
+    );
     // A second cancellation, were there one, would follow within moments.
     tap.read_until(Duration::from_secs(1), |_| false).await;
     let settled = tap.about("order.cancelled", id, 0, Duration::ZERO).await;

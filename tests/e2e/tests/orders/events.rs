@@ -21,22 +21,6 @@ fn user_deleted(user_id: Uuid) -> Value {
 }
 
 /// Waits until order `id` has `status`.
-async fn wait_for_status(app: &crate::helpers::TestApp, token: &str, id: &str, status: &str) {
-    for _ in 0..100 {
-        let order: Value = app
-            .get(&format!("/api/v1/orders/{id}"), token)
-            .await
-            .json()
-            .await
-            .unwrap();
-        if order["status"] == status {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("order {id} never became {status}");
-}
-
 #[tokio::test]
 async fn deleting_a_user_cancels_their_open_orders_once_each() {
     let mut tap = EventTap::bind("order.cancelled").await;
@@ -56,7 +40,13 @@ async fn deleting_a_user_cancels_their_open_orders_once_each() {
 
     app.delete_user(&user).await;
     for order in [&pending, &confirmed] {
-        wait_for_status(&app, &admin.token, &id(order), "cancelled").await;
+        app.wait_for_status(
+            &admin.token,
+            &id(order),
+            "cancelled",
+            Duration::from_secs(10),
+        )
+        .await;
         let events = tap
             .about("order.cancelled", &id(order), 2, Duration::from_secs(2))
             .await;

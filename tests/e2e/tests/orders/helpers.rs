@@ -2,6 +2,7 @@
 //! it, and the typed calls the tests make.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -231,6 +232,28 @@ impl TestApp {
             .send()
             .await
             .unwrap()
+    }
+
+    /// Waits until order `id`, read with `token`, is in `status`; panics after `within`.
+    pub async fn wait_for_status(&self, token: &str, id: &str, status: &str, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let order: Value = self
+                .get(&format!("/api/v1/orders/{id}"), token)
+                .await
+                .json()
+                .await
+                .unwrap();
+            if order["status"] == status {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {id} is still {} after {within:?}, never {status}",
+                order["status"]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn post(&self, path: &str, token: &str) -> Response {
