@@ -119,6 +119,15 @@ pub async fn serve<S: Service>(
     health.mark_started();
     let (http_addr, grpc_addr) = addresses;
     tracing::info!(%http_addr, %grpc_addr, "{} is serving", spec.name);
+    // Internal gRPC has no TLS here: say where that leaves it, so an exposed port is seen.
+    if grpc_addr.ip().is_loopback() {
+        tracing::info!(%grpc_addr, "gRPC without TLS, on the loopback interface only");
+    } else {
+        tracing::warn!(
+            %grpc_addr,
+            "gRPC without TLS beyond loopback: only a closed network may reach it"
+        );
+    }
 
     let failure = tokio::select! {
         () = stop => None,
