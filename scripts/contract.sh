@@ -31,7 +31,7 @@ scripts/infra.sh
 # The same build the end-to-end tests make, so neither rebuilds the other's binaries.
 cargo build --bin auth --bin orders --bin users
 work=$(mktemp -d)
-STACK_LOG=$work/services.log
+STACK_LOGS=$work/logs
 stack_init "$(scripts/target-dir.sh)/debug" "contract_$$" "$work"
 trap 'stack_stop; drop_databases; rm -rf "$work"' EXIT
 
@@ -114,9 +114,9 @@ for service in $services; do
 done
 
 if ((${#failed[@]})); then
-  say "failures: ${failed[*]} (service logs: $STACK_LOG, kept)"
-  cp "$STACK_LOG" "${TMPDIR:-/tmp}/contract-services-$$.log"
-  say "service logs copied to ${TMPDIR:-/tmp}/contract-services-$$.log"
+  kept=${TMPDIR:-/tmp}/contract-logs-$$
+  cp -r "$STACK_LOGS" "$kept"
+  say "failures: ${failed[*]}; the services' logs are in $kept"
   exit 1
 fi
 say "no failures on: $services"

@@ -2,6 +2,7 @@
 # PostgreSQL, Redis and RabbitMQ, on free ports and on databases and queues of their own:
 #
 #   source scripts/stack.sh
+#   STACK_LOGS=$dir                          # optional: each service logs to $dir/<service>.log
 #   stack_init "$bin_dir" contract "$work"   # binaries, a name for this stack, a scratch dir
 #   start_auth; start_users; start_orders    # each takes extra VAR=VALUE settings
 #   wait_for "$users_url/health/ready"
@@ -11,13 +12,13 @@
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# wait_for URL: until it answers 200, for up to 20 s.
+# wait_for URL: until it answers 200, for up to 30 s.
 wait_for() {
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 300); do
     [[ $(curl -s -o /dev/null -w '%{http_code}' "$1") == 200 ]] && return 0
     sleep 0.1
   done
-  say "$1 never answered 200"
+  say "$1 never answered 200${STACK_LOGS:+; logs in $STACK_LOGS}"
   return 1
 }
 
@@ -34,8 +35,11 @@ stack_init() {
   orders_http=$(free_port) orders_grpc=$(free_port)
   auth_url="http://127.0.0.1:$auth_http" users_url="http://127.0.0.1:$users_http"
   orders_url="http://127.0.0.1:$orders_http"
-  stack_log=${STACK_LOG:-/dev/null}
+  [[ -z ${STACK_LOGS:-} ]] || mkdir -p "$STACK_LOGS"
 }
+
+# log_of SERVICE: where that service's output goes.
+log_of() { if [[ -n ${STACK_LOGS:-} ]]; then echo "$STACK_LOGS/$1.log"; else echo /dev/null; fi; }
 
 # stack_env PREFIX SERVICE: what every service is given, logging as in production.
 stack_env() {
@@ -54,7 +58,7 @@ start_auth() {
       AUTH_SIGNING_KEYS_DIR="$stack_work/keys" AUTH_SIGNING_KID="$stack_name-1" \
       AUTH_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" \
       AUTH_LOGIN_LIMITS_KEY_PREFIX="tessera:$stack_name:$$" "$@"
-    exec "$stack_bin/auth" serve >>"$stack_log" 2>&1 ) &
+    exec "$stack_bin/auth" serve >>"$(log_of auth)" 2>&1 ) &
   auth_pid=$!; pids+=("$auth_pid")
 }
 
@@ -63,7 +67,7 @@ start_users() {
   ( stack_env USERS users
     export USERS_HTTP_PORT=$users_http USERS_GRPC_PORT=$users_grpc \
       USERS_JWKS_URL="$auth_url/.well-known/jwks.json" "$@"
-    exec "$stack_bin/users" serve >>"$stack_log" 2>&1 ) &
+    exec "$stack_bin/users" serve >>"$(log_of users)" 2>&1 ) &
   users_pid=$!; pids+=("$users_pid")
 }
 
@@ -73,7 +77,7 @@ start_orders() {
     export ORDERS_HTTP_PORT=$orders_http ORDERS_GRPC_PORT=$orders_grpc \
       ORDERS_JWKS_URL="$auth_url/.well-known/jwks.json" \
       ORDERS_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" "$@"
-    exec "$stack_bin/orders" serve >>"$stack_log" 2>&1 ) &
+    exec "$stack_bin/orders" serve >>"$(log_of orders)" 2>&1 ) &
   orders_pid=$!; pids+=("$orders_pid")
 }
 

@@ -29,82 +29,33 @@ cargo build --workspace --bins
 bin=$(scripts/target-dir.sh)/debug
 
 out=target/browser
-rm -rf "$out" && mkdir -p "$out/logs"
+rm -rf "$out" && mkdir -p "$out"
 work=$(mktemp -d)
 run=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
-databases=(tessera_auth_browser_$run tessera_users_browser_$run tessera_orders_browser_$run)
-postgres=postgres://postgres@127.0.0.1:5432
-
-pids=()
-cleanup() {
-  trap - EXIT INT TERM
-  kill -TERM "${pids[@]}" 2>/dev/null || true
-  wait "${pids[@]}" 2>/dev/null || true
-  for db in "${databases[@]}"; do
-    psql -q "$postgres/postgres" -c "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 ||
-      say "could not drop database $db"
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source scripts/stack.sh
+STACK_LOGS=$out/logs
+stack_init "$bin" "browser_$run" "$work"
+trap 'stack_stop; drop_databases; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
+web_port=$(free_port)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# wait_for URL: until it answers 200, or fail naming it.
-wait_for() {
-  for _ in $(seq 1 300); do
-    [[ $(curl -s -o /dev/null -w '%{http_code}' "$1") == 200 ]] && return 0
-    sleep 0.1
-  done
-  say "$1 never answered 200; logs in $out/logs"
-  exit 1
-}
-
-auth_http=$(free_port) auth_grpc=$(free_port) users_http=$(free_port) users_grpc=$(free_port)
-orders_http=$(free_port) orders_grpc=$(free_port) web_port=$(free_port)
-
-mkdir -p "$work/keys"
-openssl genpkey -algorithm ed25519 -out "$work/keys/browser-1.pem" 2>/dev/null
 export ADMIN_EMAIL="admin-$run@example.com" ADMIN_PASSWORD="admin password $run $RANDOM$RANDOM"
-
-# start NAME PREFIX HTTP GRPC [VAR=VALUE...]: a service with its own database, logging to a file.
-start() {
-  local name=$1 prefix=$2 http=$3 grpc=$4
-  shift 4
-  (
-    export "${prefix}_HOST=127.0.0.1" "${prefix}_HTTP_PORT=$http" "${prefix}_GRPC_PORT=$grpc" \
-      "${prefix}_DATABASE_URL=$postgres/tessera_${name}_browser_$run" \
-      "${prefix}_REDIS_URL=redis://127.0.0.1:6379/0" \
-      "${prefix}_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f" \
-      "${prefix}_LOG_FORMAT=json" "$@"
-    exec "$bin/$name" serve >"$out/logs/$name.log" 2>&1
-  ) &
-  pids+=($!)
-}
-
-jwks=http://127.0.0.1:$auth_http/.well-known/jwks.json
-start users USERS "$users_http" "$users_grpc" USERS_JWKS_URL="$jwks"
-start auth AUTH "$auth_http" "$auth_grpc" \
-  AUTH_SIGNING_KEYS_DIR="$work/keys" AUTH_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" \
-  AUTH_ARGON2_MEMORY_KIB=4096 AUTH_ARGON2_ITERATIONS=1 \
-  AUTH_EVENTS_QUEUE="auth.browser.$run" AUTH_EVENTS_QUEUE_EXPIRES_SECS=120 \
-  AUTH_LOGIN_LIMITS_KEY_PREFIX="browser:$run" \
+# users first: auth makes the admin account through it.
+start_users
+start_auth AUTH_ARGON2_MEMORY_KIB=4096 AUTH_ARGON2_ITERATIONS=1 \
   AUTH_ADMIN_EMAIL="$ADMIN_EMAIL" AUTH_ADMIN_PASSWORD="$ADMIN_PASSWORD" \
   AUTH_ACCESS_TOKEN_TTL_SECS=10 # short, so the test sees the page refresh its session
-start orders ORDERS "$orders_http" "$orders_grpc" \
-  ORDERS_JWKS_URL="$jwks" ORDERS_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" \
-  ORDERS_EVENTS_QUEUE="orders.browser.$run" ORDERS_EVENTS_QUEUE_EXPIRES_SECS=120
+start_orders
 
 (
   cd web
-  export STOREFRONT_PORT=$web_port STOREFRONT_AUTH_URL=http://127.0.0.1:$auth_http \
-    STOREFRONT_USERS_URL=http://127.0.0.1:$users_http STOREFRONT_ORDERS_URL=http://127.0.0.1:$orders_http
+  export STOREFRONT_PORT=$web_port STOREFRONT_AUTH_URL=$auth_url \
+    STOREFRONT_USERS_URL=$users_url STOREFRONT_ORDERS_URL=$orders_url
   exec node_modules/.bin/vite preview >"../$out/logs/web.log" 2>&1
 ) &
 pids+=($!)
 
-for port in "$auth_http" "$users_http" "$orders_http"; do wait_for "http://127.0.0.1:$port/health/ready"; done
+for url in "$auth_url" "$users_url" "$orders_url"; do wait_for "$url/health/ready"; done
 base=http://127.0.0.1:$web_port/
 wait_for "$base"
 # auth makes the admin account in the background, once users answers.
