@@ -1,5 +1,5 @@
 //! What auth learns from the users service's events: deleted users lose their credential and
-//! sessions; role changes reach the tokens issued from then on.
+//! sessions; a role change ends the sessions whose tokens carry the old role.
 
 use sqlx::PgConnection;
 use tessera_errors::BoxError;
@@ -9,6 +9,9 @@ use tessera_jwt::Denylist;
 use tessera_messaging::{Consumer, Handler};
 use tessera_runtime::Context;
 
+use uuid::Uuid;
+
+use crate::domain::AccessGrant;
 use crate::repository::AccountRepository;
 
 /// The consumer's name: the key of its processed-event records, so it never changes.
@@ -24,6 +27,7 @@ pub fn consumer<R: AccountRepository + Clone>(context: &Context, repository: &R)
         })
         .on::<UserUpdated, _>(FollowRole {
             repository: repository.clone(),
+            denylist: Denylist::new(context.redis.clone()),
         })
 }
 
@@ -42,21 +46,17 @@ impl<R: AccountRepository> Handler<UserDeleted> for ForgetUser<R> {
         connection: &mut PgConnection,
     ) -> Result<(), BoxError> {
         let live = self.repository.forget_user(connection, event.id).await?;
-        for grant in live {
-            // The sessions are gone for good with the credential; a token that cannot be
-            // denylisted now still dies at its `exp`, within the access-token lifetime.
-            if let Err(error) = self.denylist.revoke(grant.jti, grant.expires_at).await {
-                tracing::warn!(%error, user_id = %event.id, "cannot denylist a deleted user's access token");
-            }
-        }
+        revoke(&self.denylist, live, event.id, "who was deleted").await;
         Ok(())
     }
 }
 
 /// `user.updated`: the credential takes the profile's role, unless a later change arrived
-/// first.
+/// first; a changed role ends the user's sessions and denylists their live access tokens,
+/// whose `role` claim is now wrong.
 struct FollowRole<R> {
     repository: R,
+    denylist: Denylist,
 }
 
 impl<R: AccountRepository> Handler<UserUpdated> for FollowRole<R> {
@@ -66,9 +66,21 @@ impl<R: AccountRepository> Handler<UserUpdated> for FollowRole<R> {
         _: &Envelope,
         connection: &mut PgConnection,
     ) -> Result<(), BoxError> {
-        self.repository
+        let live = self
+            .repository
             .apply_role(connection, event.id, event.role, event.updated_at)
             .await?;
+        revoke(&self.denylist, live, event.id, "whose role changed").await;
         Ok(())
+    }
+}
+
+/// Denylists `live` until each expires. A token that cannot be denylisted now (Redis down)
+/// still dies at its `exp`, within the access-token lifetime; its session is over already.
+async fn revoke(denylist: &Denylist, live: Vec<AccessGrant>, user_id: Uuid, whose: &str) {
+    for grant in live {
+        if let Err(error) = denylist.revoke(grant.jti, grant.expires_at).await {
+            tracing::warn!(%error, %user_id, "cannot denylist the access token of a user {whose}");
+        }
     }
 }

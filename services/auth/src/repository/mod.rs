@@ -116,15 +116,16 @@ pub trait AccountRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<AccessGrant>, RepositoryError>> + Send;
 
     /// Applies a profile's role as of `changed_at` through `connection` (inside an event
-    /// consumer's transaction), unless a later change was applied already. Returns whether
-    /// the role was written.
+    /// consumer's transaction), unless a later change was applied already. When that changes
+    /// the role, every session of the user ends (their tokens carry the old role); returns
+    /// those sessions' unexpired access tokens, to denylist, and nothing otherwise.
     fn apply_role(
         &self,
         connection: &mut PgConnection,
         user_id: Uuid,
         role: Role,
         changed_at: DateTime<Utc>,
-    ) -> impl Future<Output = Result<bool, RepositoryError>> + Send;
+    ) -> impl Future<Output = Result<Vec<AccessGrant>, RepositoryError>> + Send;
 }
 
 /// Why storage failed.

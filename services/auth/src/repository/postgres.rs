@@ -374,30 +374,13 @@ impl AccountRepository for Postgres {
         connection: &mut PgConnection,
         user_id: Uuid,
     ) -> Result<Vec<AccessGrant>, RepositoryError> {
-        // Locking the credential waits for logins in flight (their new session holds a key lock
-        // on it) and keeps new ones out; locking the sessions waits for refreshes in flight. The
-        // tokens they issued are then seen by the next statement.
         sqlx::query!(
             "SELECT user_id FROM credentials WHERE user_id = $1 FOR UPDATE",
             user_id
         )
         .fetch_optional(&mut *connection)
         .await?;
-        sqlx::query!(
-            "SELECT id FROM sessions WHERE user_id = $1 FOR UPDATE",
-            user_id
-        )
-        .fetch_all(&mut *connection)
-        .await?;
-        let live = sqlx::query_as!(
-            AccessGrant,
-            "SELECT a.jti, a.expires_at FROM session_access_tokens a \
-             JOIN sessions s ON s.id = a.session_id \
-             WHERE s.user_id = $1 AND a.expires_at > now()",
-            user_id
-        )
-        .fetch_all(&mut *connection)
-        .await?;
+        let live = live_access_of_user(connection, user_id).await?;
         // Sessions, their access and refresh tokens go with it (ON DELETE CASCADE).
         sqlx::query!("DELETE FROM credentials WHERE user_id = $1", user_id)
             .execute(&mut *connection)
@@ -416,7 +399,16 @@ impl AccountRepository for Postgres {
         user_id: Uuid,
         role: Role,
         changed_at: DateTime<Utc>,
-    ) -> Result<bool, RepositoryError> {
+    ) -> Result<Vec<AccessGrant>, RepositoryError> {
+        let Some(before) = sqlx::query_scalar!(
+            "SELECT role FROM credentials WHERE user_id = $1 FOR UPDATE",
+            user_id
+        )
+        .fetch_optional(&mut *connection)
+        .await?
+        else {
+            return Ok(Vec::new());
+        };
         let updated = sqlx::query!(
             "UPDATE credentials SET role = $2, profile_updated_at = $3, updated_at = now() \
              WHERE user_id = $1 AND (profile_updated_at IS NULL OR profile_updated_at < $3)",
@@ -426,8 +418,45 @@ impl AccountRepository for Postgres {
         )
         .execute(&mut *connection)
         .await?;
-        Ok(updated.rows_affected() == 1)
+        if updated.rows_affected() == 0 || before == role.as_str() {
+            return Ok(Vec::new());
+        }
+        // A demoted admin's tokens must not outlive the demotion (nor a promoted user's
+        // carry the old role): the sessions end, their access tokens are denylisted.
+        let live = live_access_of_user(connection, user_id).await?;
+        sqlx::query!(
+            "UPDATE sessions SET revoked_at = now() WHERE user_id = $1 AND revoked_at IS NULL",
+            user_id
+        )
+        .execute(&mut *connection)
+        .await?;
+        Ok(live)
     }
+}
+
+/// The unexpired access tokens of all `user_id`'s sessions, with the credential already
+/// locked by the caller. Locking the credential waits for logins in flight (their new session
+/// holds a key lock on it) and keeps new ones out; locking the sessions here waits for
+/// refreshes in flight, so the tokens they issued are seen.
+async fn live_access_of_user(
+    connection: &mut PgConnection,
+    user_id: Uuid,
+) -> Result<Vec<AccessGrant>, RepositoryError> {
+    sqlx::query!(
+        "SELECT id FROM sessions WHERE user_id = $1 FOR UPDATE",
+        user_id
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(sqlx::query_as!(
+        AccessGrant,
+        "SELECT a.jti, a.expires_at FROM session_access_tokens a \
+         JOIN sessions s ON s.id = a.session_id \
+         WHERE s.user_id = $1 AND a.expires_at > now()",
+        user_id
+    )
+    .fetch_all(&mut *connection)
+    .await?)
 }
 
 /// Records an access token `session` issued.

@@ -3,7 +3,11 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{PASSWORD, assert_problem, eventually, session, spawn_app, spawn_app_with};
+use uuid::Uuid;
+
+use crate::helpers::{
+    PASSWORD, TestApp, assert_problem, eventually, session, spawn_app, spawn_app_with,
+};
 
 #[tokio::test]
 async fn a_refresh_token_works_once_and_its_replacement_takes_over() {
@@ -188,7 +192,16 @@ async fn the_bootstrapped_admin_can_promote_a_user_whose_next_tokens_say_admin()
         app.role_of(&account.email).await == "admin"
     })
     .await;
-    let renewed = session(app.refresh(&user.refresh).await).await;
+    // The session from before carries the old role: it is over, and its token refused.
+    assert_eq!(
+        app.refresh(&user.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    eventually("the old token is refused", || async {
+        app.me(&user.access).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    let renewed = app.login(&account).await;
     let everyone = reqwest::Client::new()
         .get(app.users_url("/api/v1/users"))
         .bearer_auth(&renewed.access)
@@ -196,6 +209,65 @@ async fn the_bootstrapped_admin_can_promote_a_user_whose_next_tokens_say_admin()
         .await
         .unwrap();
     assert_eq!(everyone.status(), StatusCode::OK, "admin-only listing");
+}
+
+/// `role` for `user` set with `token`: the status users answers.
+async fn set_role(app: &TestApp, token: &str, user: Uuid, role: &str) -> StatusCode {
+    reqwest::Client::new()
+        .patch(app.users_url(&format!("/api/v1/users/{user}")))
+        .bearer_auth(token)
+        .json(&json!({ "role": role }))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
+#[tokio::test]
+async fn a_demoted_admin_cannot_use_the_tokens_of_before_to_promote_themselves_back() {
+    let (app, admin_email) = spawn_app_with_admin().await;
+    let admin = session(app.login_with(&admin_email, PASSWORD).await).await;
+    let account = app.register().await;
+    assert_eq!(
+        set_role(&app, &admin.access, account.id, "admin").await,
+        StatusCode::OK
+    );
+    eventually("the promotion reaches auth", || async {
+        app.role_of(&account.email).await == "admin"
+    })
+    .await;
+    let promoted = app.login(&account).await;
+
+    assert_eq!(
+        set_role(&app, &admin.access, account.id, "user").await,
+        StatusCode::OK
+    );
+    eventually("the demotion reaches auth", || async {
+        app.role_of(&account.email).await == "user"
+    })
+    .await;
+
+    // Denylisted as soon as auth applied the demotion: no role can be changed with it, its
+    // own included, and its session cannot be refreshed into a new admin token.
+    assert_eq!(
+        set_role(&app, &promoted.access, account.id, "admin").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let other = app.register().await;
+    assert_eq!(
+        set_role(&app, &promoted.access, other.id, "admin").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.refresh(&promoted.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A new login is a user's.
+    let now_user = app.login(&account).await;
+    assert_eq!(
+        set_role(&app, &now_user.access, account.id, "admin").await,
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
