@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{TimeDelta, Utc};
 use tessera_domain::{Email, Role};
 use tessera_errors::Error;
 use tessera_jwt::{Denylist, IssuedToken, Principal, Signer, Verifier};
@@ -45,6 +45,8 @@ pub struct Accounts<R> {
     pub(crate) limiter: Limiter,
     /// How long refresh tokens live.
     pub(crate) refresh_ttl: TimeDelta,
+    /// How long a session lives from its login, refreshed or not.
+    pub(crate) session_lifetime: TimeDelta,
     /// Runs registrations to their end, whatever happens to the request.
     pub(crate) detacher: Detacher,
 }
@@ -226,17 +228,13 @@ impl<R: AccountRepository> Accounts<R> {
                 user_id,
                 AccessGrant::from(&access),
                 &refresh,
-                self.refresh_expiry(),
+                Utc::now() + self.refresh_ttl.min(self.session_lifetime),
             )
             .await?;
         if !opened {
             return Err(wrong_credentials());
         }
         Ok(Tokens { access, refresh })
-    }
-
-    fn refresh_expiry(&self) -> DateTime<Utc> {
-        Utc::now() + self.refresh_ttl
     }
 
     /// Exchanges a refresh token for new tokens. A token that was already exchanged revokes
@@ -246,9 +244,13 @@ impl<R: AccountRepository> Accounts<R> {
         let next = RefreshToken::generate();
         let rotation = self
             .repository
-            .rotate(&presented, &next, self.refresh_expiry(), |user, role| {
-                self.signer.issue(user, role).map_err(Error::from)
-            })
+            .rotate(
+                &presented,
+                &next,
+                Utc::now() + self.refresh_ttl,
+                self.session_lifetime,
+                |user, role| self.signer.issue(user, role).map_err(Error::from),
+            )
             .await?;
         match rotation {
             Rotation::Rotated(access) => Ok(Tokens {

@@ -30,9 +30,14 @@ pub struct Settings {
     /// Lifetime of access tokens.
     #[serde(default = "defaults::access_token_ttl_secs")]
     pub access_token_ttl_secs: u64,
-    /// Lifetime of a refresh token; each refresh issues a new one with a full lifetime.
+    /// Lifetime of a refresh token; each refresh issues a new one with a full lifetime, up
+    /// to the session's absolute end.
     #[serde(default = "defaults::refresh_token_ttl_secs")]
     pub refresh_token_ttl_secs: u64,
+    /// Longest a session lives from its login, however often it is refreshed; then the user
+    /// logs in again.
+    #[serde(default = "defaults::session_max_lifetime_secs")]
+    pub session_max_lifetime_secs: u64,
 
     /// Argon2id memory cost in KiB. The default is OWASP's 7 MiB with 5 iterations, which it
     /// rates as strong as 19 MiB with 2 at about the same CPU time: every hash in flight holds
@@ -123,6 +128,19 @@ impl Settings {
             _ => Err(invalid(
                 "refresh_token_ttl_secs",
                 "must be between 60 and 31536000 (a year)",
+            )),
+        }
+    }
+
+    /// Absolute lifetime of a session: an hour to ten years.
+    pub fn session_max_lifetime(&self) -> Result<chrono::TimeDelta, ConfigError> {
+        const TEN_YEARS: u64 = 10 * 365 * 24 * 60 * 60;
+        match self.session_max_lifetime_secs {
+            // Both bounds fit an i64 of seconds, so the conversion cannot fail.
+            secs @ 3600..=TEN_YEARS => Ok(chrono::TimeDelta::seconds(secs.cast_signed())),
+            _ => Err(invalid(
+                "session_max_lifetime_secs",
+                "must be between 3600 (an hour) and 315360000 (ten years)",
             )),
         }
     }
@@ -262,6 +280,9 @@ mod defaults {
     pub fn refresh_token_ttl_secs() -> u64 {
         14 * 24 * 60 * 60
     }
+    pub fn session_max_lifetime_secs() -> u64 {
+        30 * 24 * 60 * 60
+    }
     pub fn argon2_memory_kib() -> u32 {
         7 * 1024
     }
@@ -334,6 +355,21 @@ mod tests {
         for out_of_range in ["0", "59", "31536001", "1000000000000"] {
             let error = with(out_of_range).unwrap_err();
             assert_eq!(error.variable, "REFRESH_TOKEN_TTL_SECS");
+        }
+    }
+
+    #[test]
+    fn session_lifetimes_default_to_thirty_days_and_are_kept_in_range() {
+        let with = |vars: &[(&str, &str)]| {
+            let mut all = vec![("AUTH_SIGNING_KEYS_DIR".to_owned(), "/keys".to_owned())];
+            all.extend(vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+            let settings: Settings = tessera_config::from_vars("AUTH_", all).unwrap();
+            settings.session_max_lifetime()
+        };
+        assert_eq!(with(&[]).unwrap(), chrono::TimeDelta::days(30));
+        for out_of_range in ["0", "3599", "315360001"] {
+            let error = with(&[("AUTH_SESSION_MAX_LIFETIME_SECS", out_of_range)]).unwrap_err();
+            assert_eq!(error.variable, "SESSION_MAX_LIFETIME_SECS");
         }
     }
 

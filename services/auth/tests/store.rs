@@ -89,6 +89,7 @@ async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
             &live,
             &RefreshToken::generate(),
             refresh_expiry(),
+            chrono::TimeDelta::days(30),
             |user_id, role| Ok::<_, RepositoryError>(signer.issue(user_id, role).unwrap()),
         )
         .await

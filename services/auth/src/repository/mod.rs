@@ -5,7 +5,7 @@ mod postgres;
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::PgConnection;
 use tessera_domain::{Email, Role};
 use tessera_errors::Error;
@@ -75,9 +75,10 @@ pub trait AccountRepository: Send + Sync + 'static {
         refresh_expires_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, RepositoryError>> + Send;
 
-    /// Exchanges `presented` for `next` (valid until `next_expires_at`) in one transaction.
-    /// `issue` makes the new access token for the session's user and current role; its
-    /// error aborts the exchange.
+    /// Exchanges `presented` for `next` (valid until `next_expires_at`, or until the session
+    /// is `session_lifetime` old if that comes first) in one transaction. A session that old
+    /// already is refused. `issue` makes the new access token for the session's user and
+    /// current role; its error aborts the exchange.
     ///
     /// Concurrent exchanges of one token are serialised: the first rotates it, the others
     /// see it used and revoke the session, as a replay would.
@@ -86,6 +87,7 @@ pub trait AccountRepository: Send + Sync + 'static {
         presented: &RefreshToken,
         next: &RefreshToken,
         next_expires_at: DateTime<Utc>,
+        session_lifetime: TimeDelta,
         issue: impl FnOnce(Uuid, Role) -> Result<IssuedToken, E> + Send,
     ) -> impl Future<Output = Result<Rotation<IssuedToken>, E>> + Send;
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use sqlx::{PgConnection, PgPool};
 use tessera_domain::{Email, Role};
 use tessera_jwt::IssuedToken;
@@ -206,12 +206,14 @@ impl AccountRepository for Postgres {
         presented: &RefreshToken,
         next: &RefreshToken,
         next_expires_at: DateTime<Utc>,
+        session_lifetime: TimeDelta,
         issue: impl FnOnce(Uuid, Role) -> Result<IssuedToken, E> + Send,
     ) -> Result<Rotation<IssuedToken>, E> {
         let digest = presented.digest();
         let mut tx = self.db.begin().await.map_err(RepositoryError::from)?;
         let Some(row) = sqlx::query!(
-            "SELECT t.session_id, t.used_at, t.expires_at, s.user_id, s.revoked_at, c.role \
+            "SELECT t.session_id, t.used_at, t.expires_at, s.user_id, s.revoked_at, \
+                    s.created_at AS session_created_at, c.role \
              FROM refresh_tokens t \
              JOIN sessions s ON s.id = t.session_id \
              JOIN credentials c ON c.user_id = s.user_id \
@@ -225,9 +227,11 @@ impl AccountRepository for Postgres {
         else {
             return Ok(Rotation::Refused);
         };
-        if row.revoked_at.is_some() || row.expires_at <= Utc::now() {
+        let session_ends = row.session_created_at + session_lifetime;
+        if row.revoked_at.is_some() || row.expires_at <= Utc::now() || session_ends <= Utc::now() {
             return Ok(Rotation::Refused);
         }
+        let next_expires_at = next_expires_at.min(session_ends);
         if row.used_at.is_some() {
             sqlx::query!(
                 "UPDATE sessions SET revoked_at = now() WHERE id = $1",

@@ -24,6 +24,50 @@ async fn a_refresh_token_works_once_and_its_replacement_takes_over() {
     assert_eq!(app.me(&third.access).await.status(), StatusCode::OK);
 }
 
+/// Moves every session of `app` `days` into the past, as if logged in that long ago.
+async fn age_sessions(app: &TestApp, days: i32) {
+    let db = sqlx::PgPool::connect(app.auth_db.url()).await.unwrap();
+    sqlx::query("UPDATE sessions SET created_at = created_at - make_interval(days => $1)")
+        .bind(days)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let first = app.login(&account).await;
+
+    // 29 days in: still refreshable, but the new refresh token ends with the session (the
+    // 30-day default), not 14 days on.
+    age_sessions(&app, 29).await;
+    let renewed = session(app.refresh(&first.refresh).await).await;
+    let db = sqlx::PgPool::connect(app.auth_db.url()).await.unwrap();
+    let left: f64 =
+        sqlx::query_scalar("SELECT extract(epoch FROM expires_at - now())::float8 FROM sessions")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    db.close().await;
+    assert!(
+        (0.0..=86_400.0 + 60.0).contains(&left),
+        "the session outlives its 30 days: {left} s left"
+    );
+
+    // Past 30 days: over, whatever its refresh token says.
+    age_sessions(&app, 2).await;
+    assert_eq!(
+        app.refresh(&renewed.refresh).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // A new login starts a new session.
+    let again = app.login(&account).await;
+    session(app.refresh(&again.refresh).await).await;
+}
+
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
     let app = spawn_app().await;
