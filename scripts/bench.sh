@@ -212,6 +212,10 @@ drained=$(bc -l <<<"$(date +%s.%N) - $started")
 # a fixed schedule (open loop), each request timed from when it was due, so time spent
 # waiting to be sent counts. Orders go through paced_orders (a new Idempotency-Key each).
 seconds=${duration%s}
+# The order runs leave PostgreSQL work (dirty pages, autovacuum) that would land in these
+# runs' tails: flush it and let the machine settle first.
+orders_sql "CHECKPOINT" >/dev/null
+sleep 5
 open_rows=$(
   rate=$(half_of "GET /api/v1/users/{id}, cache hit")
   paced "GET /api/v1/users/{id}, cache hit" "$profile" "$users_pid" "$rate" -H "Authorization: Bearer $token"
@@ -238,7 +242,7 @@ if command -v perf >/dev/null 2>&1; then
     awk '/^ +[0-9.]+%/ { share = $1; sub(/%/, "", share); kind = $2; $1 = ""; $2 = ""; sub(/^ +/, "")
            sub(/[ -]+$/, ""); print share "\t" kind "\t" $0 }' > "$work/profile"
   profile_by_crate=$(awk -F'\t' '
-      { name = $3; sub(/^_?</, "", name)
+      { name = $3; sub(/^_?</, "", name); sub(/^&(mut )?/, "", name)
         if ($2 == "[k]") crate = "kernel"
         else if (name !~ /::/) crate = "libc and other unnamed (malloc, free, memcpy)"
         else { crate = name; sub(/::.*/, "", crate) }
