@@ -41,44 +41,40 @@ stack_init() {
 # log_of SERVICE: where that service's output goes.
 log_of() { if [[ -n ${STACK_LOGS:-} ]]; then echo "$STACK_LOGS/$1.log"; else echo /dev/null; fi; }
 
-# stack_env PREFIX SERVICE: what every service is given, logging as in production.
-stack_env() {
-  local prefix=$1 service=$2
-  export "${prefix}_HOST=127.0.0.1" "${prefix}_LOG_FORMAT=json" "${prefix}_LOG_FILTER=info" \
-    "${prefix}_DATABASE_URL=postgres://postgres@127.0.0.1:5432/tessera_${service}_$stack_name" \
-    "${prefix}_REDIS_URL=redis://127.0.0.1:6379/0" \
-    "${prefix}_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f" \
-    "${prefix}_EVENTS_QUEUE=$service.$stack_name" "${prefix}_EVENTS_QUEUE_EXPIRES_SECS=60"
+# start SERVICE [VAR=VALUE...]: the service in the background, on its ports and its own
+# database and queue, logging as in production; the variables given come last and win.
+start() {
+  local service=$1 prefix=${1^^} http_var=${1}_http grpc_var=${1}_grpc
+  shift
+  ( export "${prefix}_HOST=127.0.0.1" "${prefix}_LOG_FORMAT=json" "${prefix}_LOG_FILTER=info" \
+      "${prefix}_HTTP_PORT=${!http_var}" "${prefix}_GRPC_PORT=${!grpc_var}" \
+      "${prefix}_DATABASE_URL=postgres://postgres@127.0.0.1:5432/tessera_${service}_$stack_name" \
+      "${prefix}_REDIS_URL=redis://127.0.0.1:6379/0" \
+      "${prefix}_AMQP_URL=amqp://guest:guest@127.0.0.1:5672/%2f" \
+      "${prefix}_EVENTS_QUEUE=$service.$stack_name" "${prefix}_EVENTS_QUEUE_EXPIRES_SECS=60" "$@"
+    exec "$stack_bin/$service" serve >>"$(log_of "$service")" 2>&1 ) &
+  pids+=("$!")
 }
 
 # start_auth [VAR=VALUE...]: auth signing with `$stack_name-1` unless AUTH_SIGNING_KID is given.
 start_auth() {
-  ( stack_env AUTH auth
-    export AUTH_HTTP_PORT=$auth_http AUTH_GRPC_PORT=$auth_grpc \
-      AUTH_SIGNING_KEYS_DIR="$stack_work/keys" AUTH_SIGNING_KID="$stack_name-1" \
-      AUTH_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" \
-      AUTH_LOGIN_LIMITS_KEY_PREFIX="tessera:$stack_name:$$" "$@"
-    exec "$stack_bin/auth" serve >>"$(log_of auth)" 2>&1 ) &
-  auth_pid=$!; pids+=("$auth_pid")
+  start auth AUTH_SIGNING_KEYS_DIR="$stack_work/keys" AUTH_SIGNING_KID="$stack_name-1" \
+    AUTH_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" \
+    AUTH_LOGIN_LIMITS_KEY_PREFIX="tessera:$stack_name:$$" "$@"
+  auth_pid=$!
 }
 
 # start_users [VAR=VALUE...]
 start_users() {
-  ( stack_env USERS users
-    export USERS_HTTP_PORT=$users_http USERS_GRPC_PORT=$users_grpc \
-      USERS_JWKS_URL="$auth_url/.well-known/jwks.json" "$@"
-    exec "$stack_bin/users" serve >>"$(log_of users)" 2>&1 ) &
-  users_pid=$!; pids+=("$users_pid")
+  start users USERS_JWKS_URL="$auth_url/.well-known/jwks.json" "$@"
+  users_pid=$!
 }
 
 # start_orders [VAR=VALUE...]
 start_orders() {
-  ( stack_env ORDERS orders
-    export ORDERS_HTTP_PORT=$orders_http ORDERS_GRPC_PORT=$orders_grpc \
-      ORDERS_JWKS_URL="$auth_url/.well-known/jwks.json" \
-      ORDERS_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" "$@"
-    exec "$stack_bin/orders" serve >>"$(log_of orders)" 2>&1 ) &
-  orders_pid=$!; pids+=("$orders_pid")
+  start orders ORDERS_JWKS_URL="$auth_url/.well-known/jwks.json" \
+    ORDERS_USERS_GRPC_URL="http://127.0.0.1:$users_grpc" "$@"
+  orders_pid=$!
 }
 
 # stop PID: stops one process gracefully and waits for it.
