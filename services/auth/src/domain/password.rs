@@ -96,21 +96,20 @@ impl Password {
             })
             .collect::<Vec<_>>()
             .join("|");
+        // `\1|\2|...|\n`: the characters the first `n` groups took.
+        let seen = |n: usize| {
+            (1..=n)
+                .map(|group| format!("\\{group}"))
+                .collect::<Vec<_>>()
+                .join("|")
+        };
         let mut distinct = String::new();
         for group in 1..=MIN_DISTINCT {
-            let seen = (1..group)
-                .map(|earlier| format!("\\{earlier}"))
-                .collect::<Vec<_>>()
-                .join("|");
             if group > 1 {
-                distinct.push_str(&format!("(?!{seen})"));
+                distinct.push_str(&format!("(?!{})", seen(group - 1)));
             }
             if group < MIN_DISTINCT {
-                let seen_with_this = (1..=group)
-                    .map(|earlier| format!("\\{earlier}"))
-                    .collect::<Vec<_>>()
-                    .join("|");
-                distinct.push_str(&format!("([\\s\\S])(?:{seen_with_this})*"));
+                distinct.push_str(&format!("([\\s\\S])(?:{})*", seen(group)));
             } else {
                 distinct.push_str("[\\s\\S]");
             }
