@@ -23,6 +23,9 @@ pub fn is_unreachable(error: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
+        // What a connection closed before the server spoke looks like: a proxy or load
+        // balancer in front of a database that is down.
+        sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(error) => error.code().is_some_and(|code| {
             // Class 08: connection exceptions; 57P01-57P03: the server is shutting down or
             // not accepting connections; 53300: too many connections.

@@ -1,6 +1,13 @@
 //! Idempotent consumers: the effect and the record of the event commit together, the message
 //! is acknowledged only after the commit, failures are retried with growing delays and then
 //! dead-lettered with the error recorded.
+//!
+//! Only a failure of the message's own spends one of its attempts. While the consumer's
+//! database cannot be reached (a failover, a restart, an exhausted pool) the message in hand
+//! is held, unacknowledged, and applied again once the database answers: no outage, however
+//! long, moves events into the dead-letter queue. The records of processed events are kept
+//! for [`ConsumerSettings::processed_retention`], far longer than any redelivery, and then
+//! pruned in batches.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,6 +34,7 @@ use crate::metrics::MessagingMetrics;
 use crate::topology::{QueueTopology, short};
 use tessera_errors::BoxError;
 use tessera_events::{Envelope, Event};
+use tessera_resilience::backoff;
 
 /// Header counting how many times a message has been attempted.
 const ATTEMPT_HEADER: &str = "x-tessera-attempt";
@@ -35,6 +43,10 @@ const ERROR_HEADER: &str = "x-tessera-error";
 
 /// Applies one kind of event. Runs inside the transaction that also records the event as
 /// processed: return an error and neither happens.
+///
+/// An error whose chain holds a `sqlx::Error` (or I/O error) meaning the database cannot be
+/// reached, or a serialization failure or deadlock, costs the message no attempt: it is
+/// applied again once the database answers. Any other error is the message's own.
 pub trait Handler<E: Event>: Send + Sync + 'static {
     /// Applies `event` through `connection` (inside the transaction).
     fn handle(
@@ -77,7 +89,10 @@ impl<E: Event, H: Handler<E>> ErasedHandler for Typed<E, H> {
             self.0
                 .handle(event, envelope, connection)
                 .await
-                .map_err(Failure::Handler)
+                .map_err(|error| match transient(&*error) {
+                    true => Failure::Unavailable(error.to_string()),
+                    false => Failure::Handler(error),
+                })
         })
     }
 }
@@ -88,8 +103,11 @@ enum Failure {
     Malformed(String),
     /// The handler failed: retry, then dead-letter.
     Handler(BoxError),
-    /// Our own storage failed: retry.
+    /// Our own storage refused what was asked: retry, then dead-letter.
     Database(sqlx::Error),
+    /// The database cannot be reached (or asked to try again): no fault of the message's,
+    /// which is applied again once it answers.
+    Unavailable(String),
 }
 
 impl Failure {
@@ -98,8 +116,56 @@ impl Failure {
             Self::Malformed(reason) => format!("malformed: {reason}"),
             Self::Handler(error) => format!("handler failed: {error}"),
             Self::Database(error) => format!("database: {error}"),
+            Self::Unavailable(reason) => format!("database unavailable: {reason}"),
         }
     }
+}
+
+impl From<sqlx::Error> for Failure {
+    fn from(error: sqlx::Error) -> Self {
+        if transient(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Database(error)
+        }
+    }
+}
+
+/// Whether `error`, or an error in its chain, says the database is unreachable now or asks
+/// for the transaction to be tried again, rather than refusing it.
+fn transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(error) = next {
+        if let Some(error) = error.downcast_ref::<sqlx::Error>()
+            && (tessera_errors::storage::is_unreachable(error) || retry_requested(error))
+        {
+            return true;
+        }
+        if let Some(error) = error.downcast_ref::<sqlx::postgres::PgDatabaseError>()
+            && is_transient_code(error.code())
+        {
+            return true;
+        }
+        if error.is::<std::io::Error>() {
+            return true;
+        }
+        next = error.source();
+    }
+    false
+}
+
+fn retry_requested(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database) if database.code().is_some_and(|code| is_transient_code(&code)))
+}
+
+/// Connection exceptions, shutdown and connection limits, serialization failures and
+/// deadlocks.
+fn is_transient_code(code: &str) -> bool {
+    code.starts_with("08")
+        || matches!(
+            code,
+            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
+        )
 }
 
 /// How a consumer runs.
@@ -118,6 +184,13 @@ pub struct ConsumerSettings {
     /// Delete the queues after this long without their consumer (for short-lived
     /// environments and tests); never when `None`.
     pub queue_expires: Option<Duration>,
+    /// How long the record of a processed event is kept, so a redelivery is known as one;
+    /// far beyond the retry delays and the broker's redelivery of unacknowledged messages.
+    pub processed_retention: Duration,
+    /// How often records past retention are deleted, [`Self::prune_batch`] per statement.
+    pub prune_interval: Duration,
+    /// Most records deleted per statement.
+    pub prune_batch: i64,
 }
 
 /// Consumes events of the registered types from one queue.
@@ -167,9 +240,15 @@ impl Consumer {
         }
     }
 
-    /// Consumes until `stop` is cancelled, re-subscribing whenever the broker comes back.
-    /// On stop it finishes (and acknowledges) the message in hand and takes no more.
+    /// Consumes until `stop` is cancelled, re-subscribing whenever the broker comes back,
+    /// and prunes old processed-event records meanwhile. On stop it finishes (and
+    /// acknowledges) the message in hand and takes no more.
     pub async fn run(self, stop: CancellationToken) {
+        tokio::join!(self.consume_until(&stop), self.prune_until(&stop));
+    }
+
+    async fn consume_until(&self, stop: &CancellationToken) {
+        let stop = stop.clone();
         let topology = self.topology();
         while !stop.is_cancelled() {
             let Some(connection) = self.broker.connected_until(&stop).await else {
@@ -262,7 +341,7 @@ impl Consumer {
             };
             match delivery {
                 Some(Ok(delivery)) => {
-                    if let Err(error) = self.process(channel, delivery, topology).await {
+                    if let Err(error) = self.process(channel, delivery, topology, stop).await {
                         // The message was not acknowledged: the broker redelivers it.
                         tracing::warn!(%error, "lost the broker while settling a message");
                         return;
@@ -278,50 +357,35 @@ impl Consumer {
     }
 
     /// Applies one delivery and settles it. Errors are broker errors only.
+    ///
+    /// While the database is unreachable the delivery is held and applied again once it
+    /// answers; if `stop` comes first, it is left unacknowledged for the broker to deliver
+    /// again.
     async fn process(
         &self,
         channel: &Channel,
         delivery: Delivery,
         topology: &QueueTopology,
+        stop: &CancellationToken,
     ) -> lapin::Result<()> {
-        let outcome = match serde_json::from_slice::<Envelope>(&delivery.data) {
-            Err(error) => Err(Failure::Malformed(format!(
-                "not an event envelope: {error}"
-            ))),
-            Ok(envelope) => match self.handlers.get(envelope.event_type.as_str()) {
-                None => Err(Failure::Malformed(format!(
-                    "no handler for event type {:?}",
-                    envelope.event_type
-                ))),
-                Some(handler) => {
-                    let span = tracing::info_span!(
-                        "consume_event",
-                        otel.name = format_args!("process {}", envelope.event_type),
-                        otel.kind = "consumer",
-                        otel.status_code = tracing::field::Empty,
-                        messaging.system = "rabbitmq",
-                        messaging.operation.type = "process",
-                        messaging.destination.name = %self.settings.queue,
-                        messaging.consumer.group.name = %self.settings.name,
-                        messaging.message.id = %envelope.id,
-                        event_type = %envelope.event_type,
-                    );
-                    if let Some(AMQPValue::LongString(traceparent)) = header(&delivery, TRACEPARENT)
-                    {
-                        set_remote_parent(&span, &traceparent.to_string());
-                    }
-                    let applied = self
-                        .apply(handler.as_ref(), &envelope)
-                        .instrument(span.clone())
-                        .await;
-                    if applied.is_err() {
-                        span.record("otel.status_code", "ERROR");
-                    }
-                    applied
-                }
-            },
-        };
         let consumer = self.settings.name.as_str();
+        let mut outages = 0;
+        let outcome = loop {
+            match self.attempt(&delivery).await {
+                Err(Failure::Unavailable(reason)) => {
+                    self.metrics
+                        .consumed
+                        .with_label_values(&[consumer, "deferred"])
+                        .inc();
+                    tracing::warn!(%reason, "cannot apply an event while the database is unavailable; holding it");
+                    outages += 1;
+                    if !self.database_answers(outages, stop).await {
+                        return Ok(());
+                    }
+                }
+                outcome => break outcome,
+            }
+        };
         let result = match outcome {
             Ok(Applied::Processed) => {
                 self.metrics
@@ -350,29 +414,128 @@ impl Consumer {
             .map(drop)
     }
 
+    /// Waits, with backoff, until the database answers (`true`) or `stop` (`false`).
+    async fn database_answers(&self, mut failures: u32, stop: &CancellationToken) -> bool {
+        loop {
+            let delay = backoff(failures, Duration::from_millis(100), Duration::from_secs(5));
+            tokio::select! {
+                () = stop.cancelled() => return false,
+                () = tokio::time::sleep(delay) => {}
+            }
+            if sqlx::query("SELECT 1").execute(&self.pool).await.is_ok() {
+                return true;
+            }
+            failures += 1;
+        }
+    }
+
+    /// Decodes the delivery and applies it with its handler, in its own span.
+    async fn attempt(&self, delivery: &Delivery) -> Result<Applied, Failure> {
+        match serde_json::from_slice::<Envelope>(&delivery.data) {
+            Err(error) => Err(Failure::Malformed(format!(
+                "not an event envelope: {error}"
+            ))),
+            Ok(envelope) => match self.handlers.get(envelope.event_type.as_str()) {
+                None => Err(Failure::Malformed(format!(
+                    "no handler for event type {:?}",
+                    envelope.event_type
+                ))),
+                Some(handler) => {
+                    let span = tracing::info_span!(
+                        "consume_event",
+                        otel.name = format_args!("process {}", envelope.event_type),
+                        otel.kind = "consumer",
+                        otel.status_code = tracing::field::Empty,
+                        messaging.system = "rabbitmq",
+                        messaging.operation.type = "process",
+                        messaging.destination.name = %self.settings.queue,
+                        messaging.consumer.group.name = %self.settings.name,
+                        messaging.message.id = %envelope.id,
+                        event_type = %envelope.event_type,
+                    );
+                    if let Some(AMQPValue::LongString(traceparent)) = header(delivery, TRACEPARENT)
+                    {
+                        set_remote_parent(&span, &traceparent.to_string());
+                    }
+                    let applied = self
+                        .apply(handler.as_ref(), &envelope)
+                        .instrument(span.clone())
+                        .await;
+                    if applied.is_err() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                    applied
+                }
+            },
+        }
+    }
+
     /// Runs the handler and records the event, in one transaction.
     async fn apply(
         &self,
         handler: &dyn ErasedHandler,
         envelope: &Envelope,
     ) -> Result<Applied, Failure> {
-        let mut tx = self.pool.begin().await.map_err(Failure::Database)?;
+        let mut tx = self.pool.begin().await?;
         let first_time = sqlx::query(
             "INSERT INTO messaging_processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         )
         .bind(&self.settings.name)
         .bind(envelope.id)
         .execute(&mut *tx)
-        .await
-        .map_err(Failure::Database)?
+        .await?
         .rows_affected()
             == 1;
         if !first_time {
             return Ok(Applied::Duplicate);
         }
         handler.handle(envelope, &mut tx).await?;
-        tx.commit().await.map_err(Failure::Database)?;
+        tx.commit().await?;
         Ok(Applied::Processed)
+    }
+
+    /// Deletes this consumer's processed-event records past retention every
+    /// `prune_interval`, a batch per statement, until `stop`.
+    async fn prune_until(&self, stop: &CancellationToken) {
+        let period = self.settings.prune_interval;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            match self.prune().await {
+                Ok(0) => {}
+                Ok(deleted) => {
+                    tracing::debug!(deleted, "pruned processed-event records past retention")
+                }
+                Err(error) => tracing::warn!(%error, "cannot prune processed-event records"),
+            }
+        }
+    }
+
+    /// Deletes the records past retention; returns how many.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let mut deleted = 0;
+        loop {
+            let batch = sqlx::query(
+                "DELETE FROM messaging_processed_events WHERE consumer = $1 AND event_id IN ( \
+                   SELECT event_id FROM messaging_processed_events \
+                   WHERE consumer = $1 AND processed_at < now() - make_interval(secs => $2) \
+                   ORDER BY processed_at LIMIT $3)",
+            )
+            .bind(&self.settings.name)
+            .bind(self.settings.processed_retention.as_secs_f64())
+            .bind(self.settings.prune_batch)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            deleted += batch;
+            if batch < self.settings.prune_batch.unsigned_abs() {
+                return Ok(deleted);
+            }
+        }
     }
 
     /// Sends a failed message to its next retry queue, or to the dead-letter queue.

@@ -17,7 +17,10 @@ pub struct MessagingMetrics {
     pub confirmed: IntCounter,
     /// Publishes that failed or were refused by the broker.
     pub publish_failures: IntCounter,
-    /// Deliveries by consumer and outcome: processed, duplicate, retried, dead_lettered.
+    /// Outbox rows set aside after the broker refused them too often (kept, not published).
+    pub outbox_poisoned: IntGauge,
+    /// Deliveries by consumer and outcome: processed, duplicate, retried, dead_lettered, and
+    /// deferred (held back while the consumer's database did not answer).
     pub consumed: IntCounterVec,
 }
 
@@ -49,6 +52,10 @@ impl MessagingMetrics {
                 "messaging_outbox_publish_failures_total",
                 "Outbox publishes that failed or that the broker refused.",
             )?,
+            outbox_poisoned: IntGauge::new(
+                "messaging_outbox_poisoned",
+                "Outbox events set aside after the broker refused them too often.",
+            )?,
             consumed: IntCounterVec::new(
                 Opts::new(
                     "messaging_consumed_total",
@@ -63,6 +70,7 @@ impl MessagingMetrics {
         registry.register(Box::new(metrics.published.clone()))?;
         registry.register(Box::new(metrics.confirmed.clone()))?;
         registry.register(Box::new(metrics.publish_failures.clone()))?;
+        registry.register(Box::new(metrics.outbox_poisoned.clone()))?;
         registry.register(Box::new(metrics.consumed.clone()))?;
         Ok(metrics)
     }

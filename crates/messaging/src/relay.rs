@@ -5,6 +5,13 @@
 //! `FOR UPDATE SKIP LOCKED`. A row is marked sent only after the broker confirmed it. If the
 //! process dies between publish and commit, the rows stay pending and are published again:
 //! delivery is at least once, and consumers deduplicate by event id.
+//!
+//! Before publishing on a channel the relay declares the destination of every subscription
+//! it is given, and publishes their event types `mandatory`: an event the broker could not
+//! route to a queue comes back and is not marked sent. A row the broker refuses (nack,
+//! returned, or a channel it closes over that message) is tried again after a growing,
+//! jittered delay; after [`RelaySettings::max_attempts`] it is set aside as poisoned (kept,
+//! logged with its id, counted in `messaging_outbox_poisoned`) and the rows after it flow.
 
 use std::time::Duration;
 
@@ -15,13 +22,14 @@ use lapin::{BasicProperties, Channel};
 use sqlx::postgres::PgListener;
 use sqlx::{PgPool, Row};
 use tessera_observability::trace_context::{TRACEPARENT, current_traceparent, set_remote_parent};
+use tessera_resilience::backoff;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::broker::Broker;
 use crate::metrics::MessagingMetrics;
 use crate::outbox::NOTIFY_CHANNEL;
-use crate::topology::{self, short};
+use crate::topology::{self, QueueTopology, short};
 
 /// Key of the advisory lock that makes one relay at a time publish.
 const RELAY_LOCK: i64 = 0x7465_7373_6572_6131; // "tessera1"
@@ -39,6 +47,18 @@ pub struct RelaySettings {
     pub retention: Duration,
     /// How often sent rows past retention are looked for.
     pub cleanup_interval: Duration,
+    /// Most sent rows deleted per statement, so a large backlog of old rows is removed in
+    /// short transactions.
+    pub cleanup_batch: i64,
+    /// The subscriptions whose destinations are declared before publishing; their event
+    /// types are published `mandatory`.
+    pub subscriptions: Vec<QueueTopology>,
+    /// Times the broker may refuse one row before it is set aside as poisoned.
+    pub max_attempts: i32,
+    /// First delay after a refusal; it doubles per attempt of the row, with jitter.
+    pub retry_min: Duration,
+    /// Longest delay after a refusal.
+    pub retry_max: Duration,
 }
 
 impl Default for RelaySettings {
@@ -49,6 +69,11 @@ impl Default for RelaySettings {
             poll_interval: Duration::from_secs(1),
             retention: Duration::from_secs(24 * 3600),
             cleanup_interval: Duration::from_secs(60),
+            cleanup_batch: 1_000,
+            subscriptions: Vec::new(),
+            max_attempts: 10,
+            retry_min: Duration::from_millis(200),
+            retry_max: Duration::from_secs(30),
         }
     }
 }
@@ -60,8 +85,23 @@ pub(crate) enum RelayError {
     Database(#[from] sqlx::Error),
     #[error("broker: {0}")]
     Broker(#[from] lapin::Error),
-    #[error("the broker refused event {0}")]
-    Refused(uuid::Uuid),
+    #[error("the broker refused event {event_id} (attempt {attempts}): {reason}")]
+    Refused {
+        event_id: uuid::Uuid,
+        attempts: i32,
+        poisoned: bool,
+        reason: String,
+    },
+}
+
+/// Why publishing over a channel stopped.
+enum Ended {
+    /// `stop` was cancelled.
+    Stopped,
+    /// The connection or channel failed for reasons of its own.
+    Lost,
+    /// The broker refused a row, which has now had `attempts` tries.
+    Refused { attempts: i32, poisoned: bool },
 }
 
 /// Publishes the outbox of one service database.
@@ -98,17 +138,29 @@ impl Relay {
             };
             // Anything on a connection can hang once it is dead, so all of it races against
             // its loss. Abandoning a batch rolls its transaction back: its rows stay pending.
-            tokio::select! {
-                () = self.publish_on(&connection, &mut listener, &stop) => {}
+            let ended = tokio::select! {
+                ended = self.publish_on(&connection, &mut listener, &stop) => ended,
                 () = self.broker.lost(&connection) => {
                     tracing::warn!("relay lost the broker; will republish unconfirmed events");
+                    Ended::Lost
                 }
+            };
+            match ended {
+                Ended::Refused {
+                    attempts,
+                    poisoned: false,
+                } => {
+                    let failures = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0);
+                    let delay = backoff(failures, self.settings.retry_min, self.settings.retry_max);
+                    sleep_unless_stopped(delay, &stop).await;
+                }
+                Ended::Stopped | Ended::Lost | Ended::Refused { .. } => {}
             }
         }
         if let Some(connection) = self.broker.connection()
-            && let Ok(channel) = open_channel(&connection, &self.settings.exchange).await
+            && let Ok(channel) = self.open_channel(&connection).await
         {
-            while let Ok(published) = self.publish_batch(&channel).await {
+            while let Ok(published) = self.publish_batch(&channel, &connection).await {
                 if published < self.settings.batch_size {
                     break;
                 }
@@ -117,21 +169,28 @@ impl Relay {
         }
     }
 
-    /// Publishes over `connection` until it fails or `stop` is cancelled.
+    /// Publishes over `connection` until it fails, the broker refuses a row, or `stop` is
+    /// cancelled.
     async fn publish_on(
         &self,
         connection: &lapin::Connection,
         listener: &mut Option<PgListener>,
         stop: &CancellationToken,
-    ) {
-        match open_channel(connection, &self.settings.exchange).await {
+    ) -> Ended {
+        match self.open_channel(connection).await {
             Ok(channel) => {
-                self.publish_until_failure(&channel, listener, stop).await;
+                let ended = self
+                    .publish_until_failure(&channel, connection, listener, stop)
+                    .await;
                 close(&channel).await;
+                ended
             }
             Err(error) => {
-                tracing::warn!(%error, "relay cannot open a channel; retrying");
-                self.pause(stop).await;
+                // A subscription's queue declared elsewhere with other arguments lands here
+                // for good: nothing is published (nothing lost) until an operator fixes it.
+                tracing::error!(%error, "relay cannot open a channel and declare the subscriptions; retrying");
+                sleep_unless_stopped(self.settings.poll_interval, stop).await;
+                Ended::Lost
             }
         }
     }
@@ -139,20 +198,35 @@ impl Relay {
     async fn publish_until_failure(
         &self,
         channel: &Channel,
+        connection: &lapin::Connection,
         listener: &mut Option<PgListener>,
         stop: &CancellationToken,
-    ) {
+    ) -> Ended {
         let mut last_cleanup = tokio::time::Instant::now();
         loop {
-            match self.publish_batch(channel).await {
+            match self.publish_batch(channel, connection).await {
                 Ok(published) if published >= self.settings.batch_size => continue,
                 Ok(_) => {}
                 Err(RelayError::Database(error)) => {
                     tracing::warn!(%error, "relay cannot read the outbox")
                 }
-                Err(error) => {
+                Err(RelayError::Refused {
+                    event_id,
+                    attempts,
+                    poisoned,
+                    reason,
+                }) => {
+                    if poisoned {
+                        tracing::error!(%event_id, attempts, %reason, "the broker refused an event too often; set aside as poisoned, publishing the rest");
+                    } else {
+                        tracing::warn!(%event_id, attempts, %reason, "the broker refused an event; trying again after a delay");
+                    }
+                    self.observe_backlog().await;
+                    return Ended::Refused { attempts, poisoned };
+                }
+                Err(RelayError::Broker(error)) => {
                     tracing::warn!(%error, "relay lost the broker; will republish unconfirmed events");
-                    return;
+                    return Ended::Lost;
                 }
             }
             self.observe_backlog().await;
@@ -161,13 +235,14 @@ impl Relay {
                 last_cleanup = tokio::time::Instant::now();
             }
             if stop.is_cancelled() {
-                return;
+                return Ended::Stopped;
             }
             self.wait_for_rows(listener, stop).await;
         }
     }
 
-    /// Waits for a notification of new rows, the poll interval, or `stop`.
+    /// Waits for a notification of new rows, the poll interval, or `stop`. Notifications
+    /// that arrived meanwhile are all taken: one batch reads every row they announce.
     async fn wait_for_rows(&self, listener: &mut Option<PgListener>, stop: &CancellationToken) {
         if listener.is_none() {
             match PgListener::connect_with(&self.pool).await {
@@ -180,11 +255,10 @@ impl Relay {
         }
         let notified = async {
             match listener.as_mut() {
-                Some(active) => {
-                    if active.recv().await.is_err() {
-                        *listener = None;
-                    }
-                }
+                Some(active) => match active.recv().await {
+                    Ok(_) => while active.next_buffered().is_some() {},
+                    Err(_) => *listener = None,
+                },
                 None => std::future::pending().await,
             }
         };
@@ -195,16 +269,17 @@ impl Relay {
         }
     }
 
-    async fn pause(&self, stop: &CancellationToken) {
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = tokio::time::sleep(self.settings.poll_interval) => {}
-        }
-    }
-
     /// Publishes one batch of pending rows in order and marks the confirmed ones sent.
     /// Returns how many were published; 0 when another replica holds the relay lock.
-    pub(crate) async fn publish_batch(&self, channel: &Channel) -> Result<i64, RelayError> {
+    ///
+    /// The first row the broker does not take ends the batch: the rows before it are marked
+    /// sent, and it is charged an attempt when the broker refused it (rather than the
+    /// connection failing under it, which is no fault of the row's).
+    pub(crate) async fn publish_batch(
+        &self,
+        channel: &Channel,
+        connection: &lapin::Connection,
+    ) -> Result<i64, RelayError> {
         let mut tx = self.pool.begin().await?;
         let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(RELAY_LOCK)
@@ -215,7 +290,7 @@ impl Relay {
         }
         let rows = sqlx::query(
             "SELECT seq, event_id, event_type, envelope::text AS envelope, traceparent FROM messaging_outbox \
-             WHERE sent_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+             WHERE sent_at IS NULL AND poisoned_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
         )
         .bind(self.settings.batch_size)
         .fetch_all(&mut *tx)
@@ -226,109 +301,244 @@ impl Relay {
 
         // Publish the whole batch, then collect the confirms: one round trip, not one per row.
         let mut pending = Vec::with_capacity(rows.len());
+        let mut failed_publish = None;
         for row in &rows {
+            let seq: i64 = row.try_get("seq")?;
             let event_id: uuid::Uuid = row.try_get("event_id")?;
             let event_type: String = row.try_get("event_type")?;
             let envelope: String = row.try_get("envelope")?;
             let traceparent: Option<String> = row.try_get("traceparent")?;
-            let span = publish_span(&self.settings.exchange, &event_type, event_id);
-            if let Some(traceparent) = &traceparent {
-                set_remote_parent(&span, traceparent);
-            }
-            // The consumer continues from this span, which continues the writer's trace
-            // (or from the writer's span, when this process traces nothing).
-            let mut headers = FieldTable::default();
-            if let Some(traceparent) = span.in_scope(current_traceparent).or(traceparent) {
-                headers.insert(
-                    short(TRACEPARENT),
-                    AMQPValue::LongString(traceparent.into()),
-                );
-            }
-            let properties = BasicProperties::default()
-                .with_headers(headers)
-                .with_message_id(short(&event_id.to_string()))
-                .with_type(short(&event_type))
-                .with_content_type(short("application/json"))
-                .with_delivery_mode(2);
-            let confirm = channel
-                .basic_publish(
-                    short(&self.settings.exchange),
-                    short(&event_type),
-                    BasicPublishOptions::default(),
-                    envelope.as_bytes(),
-                    properties,
-                )
-                .instrument(span)
+            match self
+                .publish(channel, event_id, &event_type, &envelope, traceparent)
                 .await
-                .inspect_err(|_| self.metrics.publish_failures.inc())?;
-            self.metrics.published.inc();
-            pending.push((row.try_get::<i64, _>("seq")?, event_id, confirm));
+            {
+                Ok(confirm) => pending.push((seq, event_id, confirm)),
+                Err(error) => {
+                    failed_publish = Some(Refusal {
+                        seq,
+                        event_id,
+                        reason: error.to_string(),
+                        error: Some(error),
+                    });
+                    break;
+                }
+            }
         }
 
         let mut confirmed = Vec::with_capacity(pending.len());
         let mut refused = None;
         for (seq, event_id, confirm) in pending {
-            match confirm.await {
-                Ok(Confirmation::Ack(_) | Confirmation::NotRequested) if refused.is_none() => {
-                    confirmed.push(seq)
+            let refusal = |reason: String, error| Refusal {
+                seq,
+                event_id,
+                reason,
+                error,
+            };
+            // Every confirm is awaited, also after a refusal, so none is left dangling.
+            let outcome = confirm.await;
+            if refused.is_some() {
+                continue;
+            }
+            match outcome {
+                Ok(Confirmation::Ack(None) | Confirmation::NotRequested) => confirmed.push(seq),
+                Ok(Confirmation::Ack(Some(returned))) => {
+                    refused = Some(refusal(
+                        format!(
+                            "returned unroutable ({} {}): no queue is bound to its type",
+                            returned.reply_code, returned.reply_text
+                        ),
+                        None,
+                    ));
                 }
-                Ok(Confirmation::Ack(_) | Confirmation::NotRequested) => {}
                 Ok(Confirmation::Nack(_)) => {
-                    self.metrics.publish_failures.inc();
-                    refused.get_or_insert(RelayError::Refused(event_id));
+                    refused = Some(refusal("nacked".to_owned(), None));
                 }
-                Err(error) => {
-                    self.metrics.publish_failures.inc();
-                    refused.get_or_insert(RelayError::Broker(error));
-                }
+                Err(error) => refused = Some(refusal(error.to_string(), Some(error))),
             }
         }
+        let refused = refused.or(failed_publish);
         // Only the confirmed prefix is marked: a refused event and those after it are
         // published again, in order, by the next batch.
         sqlx::query("UPDATE messaging_outbox SET sent_at = now() WHERE seq = ANY($1)")
             .bind(&confirmed)
             .execute(&mut *tx)
             .await?;
+        let outcome = match refused {
+            None => Ok(i64::try_from(confirmed.len()).unwrap_or(i64::MAX)),
+            Some(refusal) => {
+                self.metrics.publish_failures.inc();
+                // An error while the connection is still up is the broker closing the
+                // channel over this message; with the connection gone, it is the network.
+                let charged = refusal.error.is_none() || connection.status().connected();
+                match (charged, refusal.error) {
+                    (false, Some(error)) => Err(RelayError::Broker(error)),
+                    _ => Err(self
+                        .charge(&mut tx, refusal.seq, refusal.event_id, refusal.reason)
+                        .await?),
+                }
+            }
+        };
         tx.commit().await?;
         self.metrics.confirmed.inc_by(confirmed.len() as u64);
-        match refused {
-            Some(error) => Err(error),
-            None => Ok(i64::try_from(confirmed.len()).unwrap_or(i64::MAX)),
+        outcome
+    }
+
+    /// Hands one row to the broker; the returned confirm resolves once the broker took it.
+    async fn publish(
+        &self,
+        channel: &Channel,
+        event_id: uuid::Uuid,
+        event_type: &str,
+        envelope: &str,
+        traceparent: Option<String>,
+    ) -> lapin::Result<lapin::PublisherConfirm> {
+        let span = publish_span(&self.settings.exchange, event_type, event_id);
+        if let Some(traceparent) = &traceparent {
+            set_remote_parent(&span, traceparent);
         }
+        // The consumer continues from this span, which continues the writer's trace
+        // (or from the writer's span, when this process traces nothing).
+        let mut headers = FieldTable::default();
+        if let Some(traceparent) = span.in_scope(current_traceparent).or(traceparent) {
+            headers.insert(
+                short(TRACEPARENT),
+                AMQPValue::LongString(traceparent.into()),
+            );
+        }
+        let properties = BasicProperties::default()
+            .with_headers(headers)
+            .with_message_id(short(&event_id.to_string()))
+            .with_type(short(event_type))
+            .with_content_type(short("application/json"))
+            .with_delivery_mode(2);
+        let options = BasicPublishOptions {
+            mandatory: self.subscribed(event_type),
+            ..BasicPublishOptions::default()
+        };
+        let confirm = channel
+            .basic_publish(
+                short(&self.settings.exchange),
+                short(event_type),
+                options,
+                envelope.as_bytes(),
+                properties,
+            )
+            .instrument(span)
+            .await?;
+        self.metrics.published.inc();
+        Ok(confirm)
+    }
+
+    /// Whether some subscription binds `event_type`: then an unroutable copy is a fault.
+    fn subscribed(&self, event_type: &str) -> bool {
+        self.settings.subscriptions.iter().any(|subscription| {
+            subscription
+                .event_types
+                .iter()
+                .any(|bound| bound == event_type)
+        })
+    }
+
+    /// Records a refusal of row `seq`, poisoning it once it has had its attempts.
+    async fn charge(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        seq: i64,
+        event_id: uuid::Uuid,
+        reason: String,
+    ) -> Result<RelayError, sqlx::Error> {
+        let (attempts, poisoned): (i32, bool) = sqlx::query_as(
+            "UPDATE messaging_outbox SET attempts = attempts + 1, last_error = $2, \
+               poisoned_at = CASE WHEN attempts + 1 >= $3 THEN now() END \
+             WHERE seq = $1 RETURNING attempts, poisoned_at IS NOT NULL",
+        )
+        .bind(seq)
+        .bind(&reason)
+        .bind(self.settings.max_attempts)
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(RelayError::Refused {
+            event_id,
+            attempts,
+            poisoned,
+            reason,
+        })
     }
 
     async fn observe_backlog(&self) {
-        let stats = sqlx::query_as::<_, (i64, Option<f64>)>(
-            "SELECT count(*), EXTRACT(EPOCH FROM now() - min(created_at))::float8 \
+        let stats = sqlx::query_as::<_, (i64, Option<f64>, i64)>(
+            "SELECT count(*) FILTER (WHERE poisoned_at IS NULL), \
+               EXTRACT(EPOCH FROM now() - min(created_at) FILTER (WHERE poisoned_at IS NULL))::float8, \
+               count(*) FILTER (WHERE poisoned_at IS NOT NULL) \
              FROM messaging_outbox WHERE sent_at IS NULL",
         )
         .fetch_one(&self.pool)
         .await;
-        if let Ok((backlog, oldest)) = stats {
+        if let Ok((backlog, oldest, poisoned)) = stats {
             self.metrics.outbox_backlog.set(backlog);
             self.metrics
                 .outbox_oldest_pending_seconds
                 .set(oldest.unwrap_or(0.0));
+            self.metrics.outbox_poisoned.set(poisoned);
         }
     }
 
+    /// Deletes sent rows past retention, a batch per statement, so no single transaction
+    /// holds locks over (or bloats the log with) an unbounded number of rows.
     async fn delete_sent(&self) {
         let retention = format!("{} seconds", self.settings.retention.as_secs());
-        let deleted =
-            sqlx::query("DELETE FROM messaging_outbox WHERE sent_at < now() - $1::interval")
-                .bind(retention)
-                .execute(&self.pool)
-                .await;
-        match deleted {
-            Ok(result) if result.rows_affected() > 0 => {
-                tracing::debug!(
-                    rows = result.rows_affected(),
-                    "deleted sent outbox events past retention"
-                );
+        let mut deleted = 0;
+        loop {
+            let batch = sqlx::query(
+                "DELETE FROM messaging_outbox WHERE seq IN ( \
+                   SELECT seq FROM messaging_outbox WHERE sent_at < now() - $1::interval \
+                   ORDER BY sent_at LIMIT $2)",
+            )
+            .bind(&retention)
+            .bind(self.settings.cleanup_batch)
+            .execute(&self.pool)
+            .await;
+            match batch {
+                Ok(result) => {
+                    deleted += result.rows_affected();
+                    if result.rows_affected() < self.settings.cleanup_batch.unsigned_abs() {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot delete sent outbox events");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "cannot delete sent outbox events"),
         }
+        if deleted > 0 {
+            tracing::debug!(rows = deleted, "deleted sent outbox events past retention");
+        }
+    }
+
+    /// A channel in confirm mode, with the exchange and every subscription's destination
+    /// declared.
+    async fn open_channel(&self, connection: &lapin::Connection) -> lapin::Result<Channel> {
+        let channel = open_channel(connection, &self.settings.exchange).await?;
+        for subscription in &self.settings.subscriptions {
+            subscription.declare_destination(&channel).await?;
+        }
+        Ok(channel)
+    }
+}
+
+/// A row the broker did not take, and the broker error if there was one.
+struct Refusal {
+    seq: i64,
+    event_id: uuid::Uuid,
+    reason: String,
+    error: Option<lapin::Error>,
+}
+
+async fn sleep_unless_stopped(delay: Duration, stop: &CancellationToken) {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = tokio::time::sleep(delay) => {}
     }
 }
 

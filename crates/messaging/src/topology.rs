@@ -13,6 +13,11 @@
 //!
 //! Retries and dead letters go through the default exchange, addressed by queue name. All
 //! queues are durable and messages persistent, so pending retries survive a broker restart.
+//!
+//! The main queue, its dead-letter queue and the bindings are the *destination* of a
+//! subscription: every publisher declares the destinations of all subscriptions it knows
+//! before publishing ([`crate::RelaySettings::subscriptions`]), and publishes their types
+//! `mandatory`, so an event is never confirmed into a void.
 
 use std::time::Duration;
 
@@ -37,6 +42,26 @@ pub async fn declare_exchange(channel: &Channel, exchange: &str) -> lapin::Resul
             FieldTable::default(),
         )
         .await
+}
+
+/// The destinations of every subscription of the event contract
+/// ([`tessera_events::subscriptions`]) on `exchange`: what each service declares before it
+/// publishes, and in its `migrate` step.
+pub fn contract_destinations(exchange: &str) -> Vec<QueueTopology> {
+    tessera_events::subscriptions::SUBSCRIPTIONS
+        .iter()
+        .map(|subscription| QueueTopology {
+            exchange: exchange.to_owned(),
+            queue: subscription.queue(),
+            event_types: subscription
+                .event_types
+                .iter()
+                .map(|event_type| (*event_type).to_owned())
+                .collect(),
+            retry_delays: Vec::new(),
+            expires: None,
+        })
+        .collect()
 }
 
 /// A consumer's queues: the main one, one per retry delay, and the dead-letter queue.
@@ -69,6 +94,24 @@ impl QueueTopology {
 
     /// Declares the queues and bindings; declaring what exists already is a no-op.
     pub async fn declare(&self, channel: &Channel) -> lapin::Result<()> {
+        self.declare_destination(channel).await?;
+        for (index, delay) in self.retry_delays.iter().enumerate() {
+            let mut args = FieldTable::default();
+            let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
+            args.insert("x-dead-letter-exchange".into(), string(""));
+            args.insert("x-dead-letter-routing-key".into(), string(&self.queue));
+            declare_queue(channel, &self.retry_queue(index + 1), self.expiring(args)).await?;
+        }
+        Ok(())
+    }
+
+    /// Declares what keeps every event of these types once published: the main queue, its
+    /// dead-letter queue and the bindings, all derived from the queue's name. Publishers
+    /// declare this for every subscription, so an event for a consumer that has never run
+    /// waits for it; the retry queues, whose delays are the consumer's own setting, are left
+    /// to [`Self::declare`].
+    pub async fn declare_destination(&self, channel: &Channel) -> lapin::Result<()> {
         declare_exchange(channel, &self.exchange).await?;
         // A message the consumer rejects outright still lands in the dead-letter queue.
         let mut main_args = FieldTable::default();
@@ -84,14 +127,6 @@ impl QueueTopology {
             self.expiring(FieldTable::default()),
         )
         .await?;
-        for (index, delay) in self.retry_delays.iter().enumerate() {
-            let mut args = FieldTable::default();
-            let ttl = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-            args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl));
-            args.insert("x-dead-letter-exchange".into(), string(""));
-            args.insert("x-dead-letter-routing-key".into(), string(&self.queue));
-            declare_queue(channel, &self.retry_queue(index + 1), self.expiring(args)).await?;
-        }
         for event_type in &self.event_types {
             channel
                 .queue_bind(

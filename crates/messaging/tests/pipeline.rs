@@ -143,6 +143,9 @@ impl Pipeline {
                 prefetch: 50,
                 retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
                 queue_expires: Some(Duration::from_secs(300)),
+                processed_retention: Duration::from_secs(3_600),
+                prune_interval: Duration::from_secs(3_600),
+                prune_batch: 2,
             },
             self.pool.clone(),
             self.broker.clone(),
@@ -169,10 +172,12 @@ impl Pipeline {
     }
 
     fn start_relay_with(&mut self, defaults: RelaySettings) {
+        // The consumer's subscription, as a service's relay is given the contract's.
         let settings = RelaySettings {
             exchange: self.exchange.clone(),
             batch_size: 100,
             poll_interval: Duration::from_millis(200),
+            subscriptions: vec![self.consumer().topology()],
             ..defaults
         };
         let relay = Relay::new(
@@ -619,27 +624,40 @@ async fn two_relays_on_one_outbox_deliver_each_event_once_in_order() {
 }
 
 #[tokio::test]
-async fn sent_events_are_deleted_after_the_retention_period() {
+async fn sent_events_are_deleted_after_the_retention_period_many_batches_at_a_time() {
     let mut pipeline = Pipeline::local().await;
     pipeline.start_consumer().await;
+    pipeline.write(events(1, 10)).await;
+    let cleanup_interval = Duration::from_secs(5);
     pipeline.start_relay_with(RelaySettings {
         retention: Duration::ZERO,
-        cleanup_interval: Duration::from_millis(100),
+        cleanup_interval,
+        // Four statements' worth: one cleanup goes on past its first batch.
+        cleanup_batch: 3,
         ..RelaySettings::default()
     });
-    pipeline.write(events(1, 10)).await;
     pipeline.wait_for_applied(10, Duration::from_secs(30)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM messaging_outbox")
+    let rows = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM messaging_outbox")
             .fetch_one(&pipeline.pool)
             .await
-            .unwrap();
-        if rows == 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "{rows} sent rows never deleted");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows().await == 10 {
+        assert!(Instant::now() < deadline, "sent rows never deleted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The first cleanup has begun; the next is `cleanup_interval` away, so all of them
+    // going now is the work of one cleanup.
+    let first_cleanup = Instant::now();
+    while rows().await > 0 {
+        assert!(
+            first_cleanup.elapsed() < cleanup_interval / 2,
+            "{} rows left after the first cleanup",
+            rows().await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pipeline.stop().await;
 }
@@ -670,6 +688,9 @@ async fn expiring_queues_last_while_consumed_and_go_after() {
             prefetch: 10,
             retry_delays: vec![Duration::from_millis(50)],
             queue_expires: Some(Duration::from_millis(600)),
+            processed_retention: Duration::from_secs(3_600),
+            prune_interval: Duration::from_secs(3_600),
+            prune_batch: 100,
         },
         pipeline.pool.clone(),
         pipeline.broker.clone(),
@@ -723,5 +744,292 @@ async fn small_frames_still_carry_an_event_many_frames_long() {
     pipeline.start_relay();
     let applied = pipeline.wait_for_applied(1, Duration::from_secs(30)).await;
     assert_eq!(applied, vec![(aggregate, 7)]);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_published_before_its_consumer_ever_ran_waits_for_it() {
+    let mut pipeline = Pipeline::local().await;
+    // Only the relay runs: it declares the subscription before it publishes.
+    pipeline.start_relay();
+    pipeline.write(events(1, 5)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.pending().await > 0 {
+        assert!(Instant::now() < deadline, "events never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The consumer comes later and declares nothing before it subscribes.
+    let consumer = pipeline.consumer();
+    pipeline
+        .tasks
+        .push(tokio::spawn(consumer.run(pipeline.stop.clone())));
+    let applied = pipeline.wait_for_applied(5, Duration::from_secs(30)).await;
+    assert_once_in_order(&applied, 1, 5);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_whose_queue_was_deleted_is_not_confirmed_into_the_void() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.start_relay_with(RelaySettings {
+        retry_min: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        ..RelaySettings::default()
+    });
+    pipeline.write(events(1, 1)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pipeline.pending().await > 0 {
+        assert!(Instant::now() < deadline, "first event never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // An operator deletes the queue: the next event comes back unroutable, is not marked
+    // sent, and is published again once the relay has declared the queue anew.
+    let connection = pipeline.broker.connected().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_delete(
+            pipeline.queue.as_str().into(),
+            lapin::options::QueueDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    pipeline
+        .write([Counted {
+            aggregate: "after-delete".to_owned(),
+            n: 1,
+        }])
+        .await;
+    while pipeline.pending().await > 0 {
+        assert!(Instant::now() < deadline, "second event never published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pipeline.start_consumer().await;
+    let applied = pipeline.wait_for_applied(1, Duration::from_secs(30)).await;
+    assert_eq!(applied, vec![("after-delete".to_owned(), 1)]);
+    let (attempts, error): (i32, Option<String>) = sqlx::query_as(
+        "SELECT attempts, last_error FROM messaging_outbox WHERE aggregate_id = 'after-delete'",
+    )
+    .fetch_one(&pipeline.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.unwrap().contains("unroutable"));
+    pipeline.stop().await;
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Refused {
+    n: i32,
+}
+
+impl Event for Refused {
+    const TYPE: &'static str = "test.refused";
+    fn aggregate_id(&self) -> String {
+        "refused".to_owned()
+    }
+}
+
+impl Pipeline {
+    /// Makes the broker refuse (nack) every `test.refused` event: it routes to a queue that
+    /// holds nothing and rejects what it cannot hold.
+    async fn refuse_refused_events(&self) {
+        let connection = self.broker.connected().await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        tessera_messaging::topology::declare_exchange(&channel, &self.exchange)
+            .await
+            .unwrap();
+        let queue = format!("{}.rejecting", self.queue);
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-max-length".into(), AMQPValue::LongLongInt(0));
+        arguments.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        arguments.insert("x-expires".into(), AMQPValue::LongLongInt(300_000));
+        channel
+            .queue_declare(
+                queue.as_str().into(),
+                lapin::options::QueueDeclareOptions::default(),
+                arguments,
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                queue.as_str().into(),
+                self.exchange.as_str().into(),
+                Refused::TYPE.into(),
+                lapin::options::QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn write_refused(&self) {
+        let mut tx = self.pool.begin().await.unwrap();
+        Outbox::new("test")
+            .enqueue(&mut tx, &Refused { n: 1 })
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn refused_row(&self) -> (i32, Option<String>, bool) {
+        sqlx::query_as(
+            "SELECT attempts, last_error, poisoned_at IS NOT NULL FROM messaging_outbox WHERE event_type = $1",
+        )
+        .bind(Refused::TYPE)
+        .fetch_one(&self.pool)
+        .await
+        .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_refused_event_is_tried_again_after_growing_delays_not_at_once() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.refuse_refused_events().await;
+    pipeline.write_refused().await;
+    pipeline.start_relay_with(RelaySettings {
+        max_attempts: 1_000,
+        retry_min: Duration::from_millis(100),
+        retry_max: Duration::from_secs(10),
+        ..RelaySettings::default()
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (attempts, error, poisoned) = pipeline.refused_row().await;
+    // Delays of up to 100 ms × 2^n (full jitter) allow about a dozen tries in 2 s; retrying
+    // at once makes hundreds.
+    assert!((2..=20).contains(&attempts), "{attempts} attempts in 2 s");
+    assert!(error.unwrap().contains("nacked"));
+    assert!(!poisoned);
+    assert_eq!(pipeline.pending().await, 1, "kept, not dropped");
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn an_event_refused_too_often_is_set_aside_and_the_rest_flow() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.refuse_refused_events().await;
+    pipeline.start_consumer().await;
+    pipeline.write_refused().await;
+    pipeline.write(events(2, 3)).await;
+    pipeline.start_relay_with(RelaySettings {
+        max_attempts: 3,
+        retry_min: Duration::from_millis(10),
+        retry_max: Duration::from_millis(50),
+        ..RelaySettings::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pipeline.refused_row().await.2 {
+        assert!(Instant::now() < deadline, "never set aside");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every event after it is published and marked sent.
+    while pipeline.pending().await > 1 {
+        assert!(Instant::now() < deadline, "the rest never flowed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let applied = pipeline.wait_for_applied(6, Duration::from_secs(30)).await;
+    assert_once_in_order(&applied, 2, 3);
+    let (attempts, error, poisoned) = pipeline.refused_row().await;
+    assert_eq!((attempts, poisoned), (3, true));
+    assert!(error.unwrap().contains("nacked"));
+    assert_eq!(pipeline.metrics.outbox_poisoned.get(), 1);
+    assert_eq!(pipeline.pending().await, 1, "the poisoned row is kept");
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn a_database_outage_longer_than_every_retry_dead_letters_nothing() {
+    let mut pipeline = Pipeline::local().await;
+    let (proxy, proxied) = TcpProxy::in_front_of(pipeline._database.url()).await;
+    let consumer_pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_millis(300))
+        .connect(&proxied)
+        .await
+        .unwrap();
+    let consumer = Consumer::new(
+        ConsumerSettings {
+            name: "test-consumer".to_owned(),
+            exchange: pipeline.exchange.clone(),
+            queue: pipeline.queue.clone(),
+            prefetch: 50,
+            // 150 ms of retries in all; the outage lasts more than ten times as long.
+            retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
+            queue_expires: Some(Duration::from_secs(300)),
+            processed_retention: Duration::from_secs(3_600),
+            prune_interval: Duration::from_secs(3_600),
+            prune_batch: 100,
+        },
+        consumer_pool,
+        pipeline.broker.clone(),
+        pipeline.metrics.clone(),
+    )
+    .on::<Counted, _>(Record);
+    pipeline.start_relay();
+    pipeline
+        .tasks
+        .push(tokio::spawn(consumer.run(pipeline.stop.clone())));
+    pipeline.write(events(1, 2)).await;
+    pipeline.wait_for_applied(2, Duration::from_secs(30)).await;
+
+    proxy.cut();
+    pipeline.write(events(3, 4)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        pipeline.consumed("deferred") > 0,
+        "the consumer held its events"
+    );
+    proxy.restore();
+
+    let applied = pipeline.wait_for_applied(14, Duration::from_secs(30)).await;
+    assert_eq!(applied.len(), 14);
+    assert_eq!(pipeline.consumed("retried"), 0);
+    assert_eq!(pipeline.consumed("dead_lettered"), 0);
+    let dead_letters = format!("{}.dlq", pipeline.queue);
+    assert!(get_one(&pipeline.broker, &dead_letters).await.is_none());
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn processed_event_records_past_retention_are_pruned_in_batches() {
+    let pipeline = Pipeline::local().await;
+    for (consumer, age_hours, count) in [
+        ("test-consumer", 2, 5),
+        ("test-consumer", 0, 2),
+        ("another-consumer", 2, 3),
+    ] {
+        for _ in 0..count {
+            sqlx::query(
+                "INSERT INTO messaging_processed_events (consumer, event_id, processed_at) \
+                 VALUES ($1, $2, now() - make_interval(hours => $3))",
+            )
+            .bind(consumer)
+            .bind(uuid::Uuid::now_v7())
+            .bind(age_hours)
+            .execute(&pipeline.pool)
+            .await
+            .unwrap();
+        }
+    }
+    // Retention one hour, two records per statement.
+    let pruned = pipeline.consumer().prune().await.unwrap();
+    assert_eq!(pruned, 5);
+    let left: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT consumer, count(*) FROM messaging_processed_events GROUP BY consumer ORDER BY consumer",
+    )
+    .fetch_all(&pipeline.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        vec![
+            ("another-consumer".to_owned(), 3),
+            ("test-consumer".to_owned(), 2)
+        ]
+    );
     pipeline.stop().await;
 }
