@@ -64,7 +64,7 @@ release=$(scripts/target-dir.sh)/release
 work=$(mktemp -d)
 source scripts/stack.sh
 stack_init "$release" bench "$work"
-trap 'stack_stop; drop_databases; rm -rf "$work"' EXIT
+trap 'stack_stop; drop_stack_data; rm -rf "$work"' EXIT
 
 # cpu_ticks: CPU time (clock ticks) used so far by each running program, by name.
 cpu_ticks() {

@@ -33,7 +33,7 @@ cargo build --bin auth --bin orders --bin users
 work=$(mktemp -d)
 STACK_LOGS=$work/logs
 stack_init "$(scripts/target-dir.sh)/debug" "contract_$$" "$work"
-trap 'stack_stop; drop_databases; rm -rf "$work"' EXIT
+trap 'stack_stop; drop_stack_data; rm -rf "$work"' EXIT
 
 admin_email=admin-$$@example.com admin_password="contract admin password $RANDOM$RANDOM"
 # Schemathesis registers and logs in far more often than a person would: the limits that

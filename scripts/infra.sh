@@ -64,6 +64,19 @@ rabbitmq() {
   wait_for RabbitMQ "$AMQP_HOST" "$AMQP_PORT" 90
 }
 
+# Tests make a RabbitMQ vhost each, through the management API when it answers (cheap) or
+# with rabbitmqctl (an Erlang VM per call). The plugin ships with rabbitmq-server.
+rabbitmq_management() {
+  answers "$AMQP_HOST" 15672 && return
+  [[ $AMQP_HOST == 127.0.0.1 || $AMQP_HOST == localhost ]] || return 0
+  command -v rabbitmq-plugins >/dev/null 2>&1 || return 0
+  say "enabling RabbitMQ's management API (tests create their vhosts through it)"
+  rabbitmq-plugins enable --quiet rabbitmq_management >/dev/null 2>&1 \
+    && wait_for "RabbitMQ management" "$AMQP_HOST" 15672 30 \
+    || say "RabbitMQ management is not available; tests will use rabbitmqctl"
+}
+
 postgres
 redis
 rabbitmq
+rabbitmq_management

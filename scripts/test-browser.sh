@@ -35,7 +35,7 @@ run=$(python3 -c 'import secrets; print(secrets.token_hex(4))')
 source scripts/stack.sh
 STACK_LOGS=$out/logs
 stack_init "$bin" "browser_$run" "$work"
-trap 'stack_stop; drop_databases; rm -rf "$work"' EXIT
+trap 'stack_stop; drop_stack_data; rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 web_port=$(free_port)
 

@@ -79,11 +79,6 @@ pub struct RuntimeConfig {
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
 
-    /// The queue the service consumes events from; `<service>.events` when unset.
-    pub events_queue: Option<String>,
-    /// Delete the event queues after this long without a consumer (for short-lived
-    /// environments such as tests); never when unset.
-    pub events_queue_expires_secs: Option<u64>,
     /// Most events handled at once (unacknowledged deliveries).
     #[serde(default = "defaults::events_prefetch")]
     pub events_prefetch: u16,
@@ -91,6 +86,23 @@ pub struct RuntimeConfig {
     /// is attempted once more than there are delays, then dead-lettered.
     #[serde(default = "defaults::events_retry_delays_ms")]
     pub events_retry_delays_ms: Vec<u64>,
+    /// How long the record of a processed event is kept to recognise a redelivery (at
+    /// least an hour: far beyond the retry delays and the broker's redelivery).
+    #[serde(
+        default = "defaults::events_processed_retention_secs",
+        deserialize_with = "at_least_an_hour"
+    )]
+    pub events_processed_retention_secs: u64,
+}
+
+fn at_least_an_hour<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let secs = <u64 as serde::Deserialize>::deserialize(deserializer)?;
+    if secs < 3_600 {
+        return Err(serde::de::Error::custom(format!(
+            "{secs} s is too short to recognise redelivered events; at least 3600"
+        )));
+    }
+    Ok(secs)
 }
 
 impl RuntimeConfig {
@@ -104,15 +116,13 @@ impl RuntimeConfig {
         SocketAddr::new(self.grpc_host, self.grpc_port.unwrap_or(default_port))
     }
 
-    /// The settings of `service`'s event consumer `name`, on the shared exchange.
+    /// The settings of `service`'s event consumer `name`, on its queue of the event
+    /// contract.
     pub fn consumer(&self, service: &str, name: &str) -> ConsumerSettings {
         ConsumerSettings {
             name: name.to_owned(),
             exchange: tessera_messaging::topology::EVENTS_EXCHANGE.to_owned(),
-            queue: self
-                .events_queue
-                .clone()
-                .unwrap_or_else(|| format!("{service}.events")),
+            queue: tessera_events::subscriptions::queue_of(service),
             prefetch: self.events_prefetch,
             retry_delays: self
                 .events_retry_delays_ms
@@ -120,7 +130,10 @@ impl RuntimeConfig {
                 .copied()
                 .map(Duration::from_millis)
                 .collect(),
-            queue_expires: self.events_queue_expires_secs.map(Duration::from_secs),
+            queue_expires: None,
+            processed_retention: Duration::from_secs(self.events_processed_retention_secs),
+            prune_interval: Duration::from_secs(600),
+            prune_batch: 1_000,
         }
     }
 
@@ -181,6 +194,9 @@ mod defaults {
     pub fn events_retry_delays_ms() -> Vec<u64> {
         vec![1_000, 10_000, 60_000]
     }
+    pub fn events_processed_retention_secs() -> u64 {
+        7 * 24 * 3_600
+    }
 }
 
 #[cfg(test)]
@@ -199,27 +215,45 @@ mod tests {
     }
 
     #[test]
-    fn the_consumer_takes_its_queue_and_retries_from_the_environment() {
-        let defaults = config(&[]).consumer("svc", "svc.things");
-        assert_eq!(defaults.name, "svc.things");
-        assert_eq!(defaults.queue, "svc.events");
+    fn the_consumer_takes_its_queue_from_the_contract_and_retries_from_the_environment() {
+        let defaults = config(&[]).consumer("auth", "auth.things");
+        assert_eq!(defaults.name, "auth.things");
+        assert_eq!(defaults.queue, "auth.events");
         assert_eq!(defaults.prefetch, 32);
         assert_eq!(defaults.retry_delays.len(), 3);
         assert_eq!(defaults.queue_expires, None);
+        assert_eq!(
+            defaults.processed_retention,
+            Duration::from_secs(7 * 24 * 3_600)
+        );
 
         let set = config(&[
-            ("EVENTS_QUEUE", "svc.test"),
             ("EVENTS_PREFETCH", "4"),
             ("EVENTS_RETRY_DELAYS_MS", "100,2000"),
-            ("EVENTS_QUEUE_EXPIRES_SECS", "60"),
+            ("EVENTS_PROCESSED_RETENTION_SECS", "86400"),
         ])
-        .consumer("svc", "svc.things");
-        assert_eq!(set.queue, "svc.test");
+        .consumer("auth", "auth.things");
         assert_eq!(set.prefetch, 4);
         assert_eq!(
             set.retry_delays,
             [Duration::from_millis(100), Duration::from_secs(2)]
         );
-        assert_eq!(set.queue_expires, Some(Duration::from_secs(60)));
+        assert_eq!(set.processed_retention, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn a_processed_event_retention_too_short_for_redeliveries_is_refused() {
+        let required = ["DATABASE_URL", "REDIS_URL", "AMQP_URL"].map(|name| (name, "x://"));
+        let vars = required
+            .iter()
+            .chain(&[("EVENTS_PROCESSED_RETENTION_SECS", "60")])
+            .map(|(name, value)| (format!("SVC_{name}"), (*value).to_owned()));
+        let error = tessera_config::from_vars::<RuntimeConfig, _>("SVC_", vars).unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("EVENTS_PROCESSED_RETENTION_SECS"),
+            "{error}"
+        );
     }
 }

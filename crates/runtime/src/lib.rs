@@ -61,6 +61,7 @@ mod cli;
 mod config;
 mod database;
 mod error;
+mod events;
 mod grpc;
 mod healthcheck;
 mod http;
@@ -223,10 +224,13 @@ pub fn configure<S: Service>(
     Ok((config, settings))
 }
 
-/// The `migrate` command: create the database if needed and apply pending migrations.
+/// The `migrate` command: create the database if needed, apply pending migrations, and
+/// declare the queues of every event subscription (waiting up to a minute for each of
+/// PostgreSQL and the broker).
 pub async fn migrate(spec: &ServiceSpec, config: &RuntimeConfig) -> Result<(), RunError> {
     let db = database::pool(config)?;
-    database::migrate(config, &db, spec.migrator).await?;
+    let migrated = database::migrate(config, &db, spec.migrator).await;
     db.close().await;
-    Ok(())
+    migrated?;
+    events::declare_subscriptions(spec, config, database::AVAILABILITY_WAIT).await
 }

@@ -5,9 +5,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use sqlx::PgPool;
-use tessera_messaging::{Broker, BrokerSettings, MessagingMetrics, Outbox, Relay, RelaySettings};
+use tessera_messaging::{Broker, MessagingMetrics, Outbox, Relay};
 use tessera_observability::{Health, Metrics};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -19,7 +18,7 @@ use crate::config::RuntimeConfig;
 use crate::error::RunError;
 use crate::service::{Context, Endpoints, Service, ServiceSpec};
 use crate::tasks::{Supervisor, Task};
-use crate::{database, grpc, http};
+use crate::{database, events, grpc, http};
 
 /// The REST and gRPC listening sockets of a service.
 pub struct Listeners {
@@ -85,6 +84,10 @@ pub async fn serve<S: Service>(
         consumer,
         tasks,
     } = endpoints;
+    if let Err(error) = events::check_subscription(spec, consumer.as_ref()) {
+        resources.close().await;
+        return Err(error);
+    }
 
     let bound = match listeners {
         Some(listeners) => Ok(listeners),
@@ -193,12 +196,7 @@ impl Resources {
         let messaging = MessagingMetrics::register(metrics.registry()).map_err(RunError::other)?;
         let cache_metrics = CacheMetrics::register(metrics.registry()).map_err(RunError::other)?;
         let broker = Broker::start(
-            BrokerSettings {
-                url: config.amqp_url.expose_secret().to_owned().into(),
-                connection_name: spec.name.to_owned(),
-                min_backoff: Duration::from_millis(200),
-                max_backoff: Duration::from_secs(10),
-            },
+            events::broker_settings(spec, &config, None),
             messaging.connection_up.clone(),
         );
         Ok(Self {
@@ -241,7 +239,7 @@ impl Resources {
         Relay::new(
             self.db.clone(),
             self.broker.clone(),
-            RelaySettings::default(),
+            events::relay_settings(),
             self.messaging.clone(),
         )
     }

@@ -170,7 +170,7 @@ async fn start(env: Vec<(String, String)>) -> InProcess {
 }
 
 fn env_with(database_url: &str, overrides: &[(&str, &str)]) -> Vec<(String, String)> {
-    let mut env = tessera_testkit::service_env(PREFIX, database_url);
+    let mut env = tessera_testkit::service_env(PREFIX, database_url, &tessera_testkit::amqp_url());
     for (name, value) in overrides {
         tessera_testkit::set_var(&mut env, PREFIX, name, *value);
     }

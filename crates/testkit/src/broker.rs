@@ -3,9 +3,9 @@
 //!
 //! The vhost is created through the management HTTP API when it answers (at
 //! `TEST_RABBITMQ_MANAGEMENT_URL`, else port 15672 of the AMQP host), else with `rabbitmqctl`
-//! when the broker is local. Where neither is possible the test shares the broker's vhost
-//! and says so on stderr; tests written against [`TestBroker`] still hold there, since they
-//! pick their events out by aggregate id and name their queues uniquely.
+//! when the broker is local. A test that can have neither fails: the event contract names
+//! the services' queues, so services of two tests on one vhost would take each other's
+//! events.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use reqwest::Url;
 /// docs). Drop it after every process connected to it, e.g. as the last field of a struct.
 pub struct TestBroker {
     url: String,
+    /// Taken when it is deleted.
     vhost: Option<Vhost>,
 }
 
@@ -55,22 +56,16 @@ impl TestBroker {
                 Err(why) => eprintln!("cannot create a RabbitMQ vhost: {why}"),
             }
         }
-        eprintln!("sharing the broker's vhost: unique queue names keep this test apart");
-        Self {
-            url: crate::amqp_url(),
-            vhost: None,
-        }
+        panic!(
+            "cannot create a RabbitMQ vhost for this test: enable the management API \
+             (scripts/infra.sh does) or run the tests where rabbitmqctl reaches the broker"
+        );
     }
 
     /// The AMQP URL of the vhost, for the services (`<PREFIX>AMQP_URL`) and the test's own
     /// connections ([`crate::events::EventTap::bind_at`]).
     pub fn amqp_url(&self) -> &str {
         &self.url
-    }
-
-    /// The vhost's name, or `None` when the test shares the broker's.
-    pub fn vhost(&self) -> Option<&str> {
-        self.vhost.as_ref().map(|vhost| vhost.name.as_str())
     }
 }
 

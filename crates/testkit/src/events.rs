@@ -19,13 +19,9 @@ pub struct EventTap {
 }
 
 impl EventTap {
-    /// Binds an exclusive, auto-deleted queue to `tessera.events` for `pattern` (`user.*`).
-    pub async fn bind(pattern: &str) -> Self {
-        Self::bind_at(&crate::amqp_url(), pattern).await
-    }
-
-    /// [`EventTap::bind`] on the broker (and virtual host) at `amqp_url`, such as a
-    /// [`TestBroker`](crate::broker::TestBroker)'s.
+    /// Binds an exclusive, auto-deleted queue to `tessera.events` for `pattern` (`user.*`)
+    /// on the broker and virtual host at `amqp_url`: a
+    /// [`TestBroker`](crate::broker::TestBroker)'s, where the services under test publish.
     pub async fn bind_at(amqp_url: &str, pattern: &str) -> Self {
         let connection = Connection::connect(amqp_url, ConnectionProperties::default())
             .await
@@ -133,9 +129,10 @@ impl EventTap {
 
 /// Publishes `envelope` to `tessera.events` under its `type`, as a service's relay would
 /// (persistent, with its id as `message_id`), and waits for the broker's confirm. Publishing
-/// one envelope twice is how tests deliver a duplicate.
-pub async fn publish(envelope: &Value) {
-    let connection = Connection::connect(&crate::amqp_url(), ConnectionProperties::default())
+/// one envelope twice is how tests deliver a duplicate. `amqp_url` names the broker and
+/// virtual host.
+pub async fn publish_at(amqp_url: &str, envelope: &Value) {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
         .await
         .unwrap();
     let channel = connection.create_channel().await.unwrap();
@@ -166,13 +163,27 @@ pub async fn publish(envelope: &Value) {
     let _ = connection.close(200, "done".into()).await;
 }
 
-/// Waits until `queue` exists (a service declares its queue as its consumer starts), so an
-/// event published next reaches it.
-pub async fn wait_for_queue(queue: &str) {
-    wait_for_queue_at(&crate::amqp_url(), queue).await;
+/// The number of messages in `queue` on the broker and virtual host at `amqp_url`, or
+/// `None` when there is no such queue.
+pub async fn queue_depth_at(amqp_url: &str, queue: &str) -> Option<u32> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .ok()
+        .map(|queue| queue.message_count());
+    let _ = connection.close(200, "done".into()).await;
+    declared
 }
 
-/// [`wait_for_queue`] on the broker (and virtual host) at `amqp_url`.
+/// Waits until `queue` exists on the broker and virtual host at `amqp_url`.
 pub async fn wait_for_queue_at(amqp_url: &str, queue: &str) {
     let connection = Connection::connect(amqp_url, ConnectionProperties::default())
         .await

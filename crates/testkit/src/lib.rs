@@ -92,16 +92,16 @@ pub fn set_var(
     env.push((name, value.into()));
 }
 
-/// The environment a service needs to run against the test servers: `<prefix>DATABASE_URL`
-/// and friends, terse logs. Ports are chosen where the service is started
-/// ([`app::InProcess`], [`process::ServiceProcess`]).
-pub fn service_env(prefix: &str, database_url: &str) -> Vec<(String, String)> {
+/// The environment a service needs to run against the test servers: `<prefix>DATABASE_URL`,
+/// the broker and virtual host at `amqp_url` (a [`broker::TestBroker`]'s), terse logs. Ports
+/// are chosen where the service is started ([`app::InProcess`], [`process::ServiceProcess`]).
+pub fn service_env(prefix: &str, database_url: &str, amqp_url: &str) -> Vec<(String, String)> {
     let var = |name: &str, value: String| (format!("{prefix}{name}"), value);
     vec![
         var("HOST", "127.0.0.1".to_owned()),
         var("DATABASE_URL", database_url.to_owned()),
         var("REDIS_URL", redis_url()),
-        var("AMQP_URL", amqp_url()),
+        var("AMQP_URL", amqp_url.to_owned()),
         var("LOG_FORMAT", "pretty".to_owned()),
         var(
             "LOG_FILTER",

@@ -2,6 +2,7 @@
 
 use std::process::{Command, Stdio};
 
+use crate::broker::TestBroker;
 use crate::database::TestDatabase;
 use crate::process::ServiceProcess;
 
@@ -22,7 +23,8 @@ pub async fn serves_health_metrics_and_grpc_health_with(
     extra: Vec<(&str, String)>,
 ) {
     let database = TestDatabase::empty().await;
-    let mut env = crate::service_env(prefix, database.url());
+    let broker = TestBroker::isolated().await;
+    let mut env = crate::service_env(prefix, database.url(), broker.amqp_url());
     for (name, value) in extra {
         crate::set_var(&mut env, prefix, name, value);
     }
@@ -111,7 +113,7 @@ pub async fn serves_health_metrics_and_grpc_health_with(
 /// A malformed variable makes the binary exit non-zero at once, with a message naming it.
 pub async fn bad_environment_variable_stops_startup_naming_it(binary: &str, prefix: &str) {
     let variable = format!("{prefix}HTTP_PORT");
-    let mut env = crate::service_env(prefix, "postgres://unused/unused");
+    let mut env = crate::service_env(prefix, "postgres://unused/unused", &crate::amqp_url());
     env.retain(|(name, _)| *name != variable);
     env.push((variable.clone(), "not-a-port".to_owned()));
     let output = Command::new(binary)
@@ -129,7 +131,7 @@ pub async fn bad_environment_variable_stops_startup_naming_it(binary: &str, pref
 
     // A missing secret is named too.
     let secret = format!("{prefix}DATABASE_URL");
-    let mut env = crate::service_env(prefix, "unused");
+    let mut env = crate::service_env(prefix, "unused", &crate::amqp_url());
     env.retain(|(name, _)| *name != secret);
     let output = Command::new(binary).env_clear().envs(env).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -140,7 +142,11 @@ pub async fn bad_environment_variable_stops_startup_naming_it(binary: &str, pref
     // settings needed to get there).
     let output = Command::new(binary)
         .arg("migrate")
-        .envs(crate::service_env(prefix, "postgres://unused/unused"))
+        .envs(crate::service_env(
+            prefix,
+            "postgres://unused/unused",
+            &crate::amqp_url(),
+        ))
         .env("OTEL_TRACES_SAMPLER_ARG", "1.5")
         .stdin(Stdio::null())
         .output()
@@ -150,11 +156,12 @@ pub async fn bad_environment_variable_stops_startup_naming_it(binary: &str, pref
     assert!(stderr.contains("OTEL_TRACES_SAMPLER_ARG"), "{stderr}");
 }
 
-/// `migrate` creates the service's database when it is missing, applies the migrations and
-/// exits 0.
+/// `migrate` creates the service's database when it is missing, applies the migrations,
+/// declares the queue of every subscription of the event contract, and exits 0.
 pub async fn migrate_creates_the_database_and_exits(binary: &str, prefix: &str) {
     let database = TestDatabase::not_yet_created();
-    let env = crate::service_env(prefix, database.url());
+    let broker = TestBroker::isolated().await;
+    let env = crate::service_env(prefix, database.url(), broker.amqp_url());
     let output = Command::new(binary)
         .arg("migrate")
         .envs(env)
@@ -181,5 +188,13 @@ pub async fn migrate_creates_the_database_and_exits(binary: &str, prefix: &str) 
             .await
             .unwrap();
         assert!(exists, "{table} is missing after migrate");
+    }
+
+    // Whichever service is deployed first, no event it publishes is dropped for want of a
+    // queue: `migrate` made them all.
+    for subscription in tessera_events::subscriptions::SUBSCRIPTIONS {
+        crate::events::queue_depth_at(broker.amqp_url(), &subscription.queue())
+            .await
+            .unwrap_or_else(|| panic!("migrate did not declare {}", subscription.queue()));
     }
 }

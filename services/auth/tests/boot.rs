@@ -16,14 +16,7 @@ async fn serves_health_metrics_and_grpc_health() {
     smoke::serves_health_metrics_and_grpc_health_with(
         BINARY,
         "AUTH_",
-        vec![
-            ("SIGNING_KEYS_DIR", keys.path().display().to_string()),
-            (
-                "EVENTS_QUEUE",
-                format!("auth-boot-{}", uuid::Uuid::now_v7().simple()),
-            ),
-            ("EVENTS_QUEUE_EXPIRES_SECS", "60".to_owned()),
-        ],
+        vec![("SIGNING_KEYS_DIR", keys.path().display().to_string())],
     )
     .await;
 }
@@ -37,7 +30,8 @@ async fn bad_environment_variable_stops_startup_naming_it() {
 async fn no_signing_key_stops_startup_naming_the_variable() {
     let empty = tempfile::tempdir().unwrap();
     let database = tessera_testkit::database::TestDatabase::empty().await;
-    let mut env = tessera_testkit::service_env("AUTH_", database.url());
+    let mut env =
+        tessera_testkit::service_env("AUTH_", database.url(), &tessera_testkit::amqp_url());
     tessera_testkit::set_var(
         &mut env,
         "AUTH_",

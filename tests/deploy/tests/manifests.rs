@@ -100,7 +100,7 @@ fn a_variable_counts_as_read_only_if_the_binary_reads_it() {
         "USERS_JWKS_URL",
         "USERS_DATABASE_URL_FILE",
         "USERS_SHUTDOWN_DELAY_MS",
-        "USERS_EVENTS_QUEUE",
+        "USERS_EVENTS_PREFETCH",
         "USERS_HTTP_PORT",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
     ] {

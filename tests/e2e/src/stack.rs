@@ -59,19 +59,10 @@ impl Service {
     }
 }
 
-/// Where the services' events go.
-enum Broker {
-    /// The test broker's default vhost, shared with every other test.
-    Shared,
-    /// A vhost of this stack's own.
-    Isolated,
-}
-
 /// How to start a [`Stack`]; see [`Stack::builder`].
 pub struct StackBuilder {
     env: Vec<(String, String)>,
     settings: Vec<(Service, String, String)>,
-    broker: Broker,
     admin: Option<String>,
 }
 
@@ -90,13 +81,6 @@ impl StackBuilder {
         self
     }
 
-    /// Runs the stack on a RabbitMQ vhost of its own (see [`TestBroker`]), deleted with it.
-    #[must_use]
-    pub fn own_vhost(mut self) -> Self {
-        self.broker = Broker::Isolated;
-        self
-    }
-
     /// Has auth bootstrap an admin account (`email`, [`PASSWORD`]); [`Stack::admin`] logs it
     /// in.
     #[must_use]
@@ -110,15 +94,11 @@ impl StackBuilder {
     }
 
     /// Starts users, auth and orders (in that order: each needs the one before), each
-    /// ready, with their consumers' queues declared.
+    /// ready, on a RabbitMQ vhost of their own (see [`TestBroker`]) where the contract's
+    /// queues are declared.
     pub async fn start(self) -> Stack {
-        let broker = match self.broker {
-            Broker::Shared => None,
-            Broker::Isolated => Some(TestBroker::isolated().await),
-        };
-        let amqp_url = broker
-            .as_ref()
-            .map_or_else(tessera_testkit::amqp_url, |b| b.amqp_url().to_owned());
+        let broker = TestBroker::isolated().await;
+        let amqp_url = broker.amqp_url().to_owned();
         let keys = tempfile::tempdir().unwrap();
         let pem = SigningKey::generate(KID).to_pem();
         std::fs::write(keys.path().join(format!("{KID}.pem")), pem.expose_secret()).unwrap();
@@ -130,8 +110,7 @@ impl StackBuilder {
         ];
         let env = |service: Service, database: &TestDatabase| {
             let prefix = service.prefix();
-            let mut env = tessera_testkit::service_env(prefix, database.url());
-            tessera_testkit::set_var(&mut env, prefix, "AMQP_URL", amqp_url.clone());
+            let mut env = tessera_testkit::service_env(prefix, database.url(), &amqp_url);
             env.extend(self.env.iter().cloned());
             env
         };
@@ -142,26 +121,25 @@ impl StackBuilder {
         };
         let [auth_db, users_db, orders_db] = &databases;
         let mut auth_env = env(Service::Auth, auth_db);
-        let auth_queue = consumer_queue(Service::Auth);
         for (name, value) in [
             ("SIGNING_KEYS_DIR", keys.path().display().to_string()),
             // Small but real costs: the defaults would make every registration slow.
             ("ARGON2_MEMORY_KIB", "4096".to_owned()),
             ("ARGON2_ITERATIONS", "1".to_owned()),
             // Every test logs in from 127.0.0.1: its own counters, or they would add up.
-            ("LOGIN_LIMITS_KEY_PREFIX", format!("test:{auth_queue}")),
+            (
+                "LOGIN_LIMITS_KEY_PREFIX",
+                format!("test:{}", Uuid::now_v7().simple()),
+            ),
         ] {
             tessera_testkit::set_var(&mut auth_env, "AUTH_", name, value);
         }
-        with_queue(&mut auth_env, "AUTH_", &auth_queue);
         overridden(Service::Auth, &mut auth_env);
         let mut users_env = env(Service::Users, users_db);
         overridden(Service::Users, &mut users_env);
         let (auth, users) = start_auth_and_users(&auth_env, &users_env).await;
-        tessera_testkit::events::wait_for_queue_at(&amqp_url, &auth_queue).await;
 
         let mut orders_env = env(Service::Orders, orders_db);
-        let orders_queue = consumer_queue(Service::Orders);
         let jwks_url = format!("{}/.well-known/jwks.json", auth.http_url());
         tessera_testkit::set_var(&mut orders_env, "ORDERS_", "JWKS_URL", jwks_url);
         tessera_testkit::set_var(
@@ -170,10 +148,8 @@ impl StackBuilder {
             "USERS_GRPC_URL",
             users.grpc_url(),
         );
-        with_queue(&mut orders_env, "ORDERS_", &orders_queue);
         overridden(Service::Orders, &mut orders_env);
         let orders = ServiceProcess::start(binary("orders"), &[], "ORDERS_", &orders_env).await;
-        tessera_testkit::events::wait_for_queue_at(&amqp_url, &orders_queue).await;
 
         Stack {
             auth,
@@ -214,17 +190,6 @@ async fn start_auth_and_users(
     unreachable!("the last attempt returns or panics")
 }
 
-/// A consumer queue of the stack's own; on a shared vhost the broker deletes it once the
-/// test is over.
-fn consumer_queue(service: Service) -> String {
-    format!("{}-e2e-{}", service.name(), Uuid::now_v7().simple())
-}
-
-fn with_queue(env: &mut Vec<(String, String)>, prefix: &str, queue: &str) {
-    tessera_testkit::set_var(env, prefix, "EVENTS_QUEUE", queue);
-    tessera_testkit::set_var(env, prefix, "EVENTS_QUEUE_EXPIRES_SECS", "120");
-}
-
 /// The three services, running. Dropping it kills the processes (also when a test panics:
 /// [`ServiceProcess`] kills its child on drop), then drops the databases and the vhost.
 pub struct Stack {
@@ -240,7 +205,7 @@ pub struct Stack {
     keys: tempfile::TempDir,
     // Fields drop in order: what the processes use goes after them.
     _databases: [TestDatabase; 3],
-    _broker: Option<TestBroker>,
+    _broker: TestBroker,
 }
 
 /// A registered account.
@@ -267,7 +232,6 @@ impl Stack {
         StackBuilder {
             env: Vec::new(),
             settings: Vec::new(),
-            broker: Broker::Shared,
             admin: None,
         }
     }
@@ -289,6 +253,11 @@ impl Stack {
     /// The AMQP URL the services use, for the test's own connections to the same vhost.
     pub fn amqp_url(&self) -> &str {
         &self.amqp_url
+    }
+
+    /// Taps the events matching `pattern` (`user.*`) on the stack's vhost, from now on.
+    pub async fn tap(&self, pattern: &str) -> tessera_testkit::events::EventTap {
+        tessera_testkit::events::EventTap::bind_at(&self.amqp_url, pattern).await
     }
 
     /// A request to `service`, without credentials.

@@ -4,14 +4,13 @@ use serde_json::json;
 use std::time::Duration;
 use tessera_jwt::Role;
 use tessera_proto::users::v1 as proto;
-use tessera_testkit::events::EventTap;
 
 use crate::helpers::spawn_app;
 
 #[tokio::test]
 async fn each_write_publishes_its_event() {
-    let mut tap = EventTap::bind("user.*").await;
     let app = spawn_app().await;
+    let mut tap = app.tap("user.*").await;
     let user = app.create_user(Role::User).await;
     let id = user.id.to_string();
 
@@ -32,8 +31,8 @@ async fn each_write_publishes_its_event() {
 
 #[tokio::test]
 async fn refused_writes_publish_nothing() {
-    let mut tap = EventTap::bind("user.*").await;
     let app = spawn_app().await;
+    let mut tap = app.tap("user.*").await;
     let user = app.create_user(Role::User).await;
     let other = app.create_user(Role::User).await;
     let id = user.id.to_string();

@@ -6,7 +6,9 @@ use tessera_jwt::Role;
 use tessera_proto::users::v1 as proto;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
 use tessera_testkit::app::InProcess;
+use tessera_testkit::broker::TestBroker;
 use tessera_testkit::database::TestDatabase;
+use tessera_testkit::events::EventTap;
 use tessera_testkit::jwks::TestIssuer;
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -15,12 +17,14 @@ pub use tessera_testkit::assert_problem;
 
 const PREFIX: &str = "USERS_";
 
-/// A users service with its own database, trusting a test token issuer.
+/// A users service with its own database and RabbitMQ vhost, trusting a test token issuer.
 pub struct TestApp {
     pub service: InProcess,
     pub issuer: TestIssuer,
     pub database: TestDatabase,
     client: reqwest::Client,
+    /// Last: deleted once the service is gone.
+    broker: TestBroker,
 }
 
 /// A user created through the API, with a token to act as them.
@@ -38,7 +42,8 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     let issuer = TestIssuer::start().await;
     let database = TestDatabase::migrated(&users::MIGRATOR).await;
-    let mut env = tessera_testkit::service_env(PREFIX, database.url());
+    let broker = TestBroker::isolated().await;
+    let mut env = tessera_testkit::service_env(PREFIX, database.url(), broker.amqp_url());
     tessera_testkit::set_var(&mut env, PREFIX, "JWKS_URL", issuer.jwks_url());
     tessera_testkit::set_var(&mut env, PREFIX, "JWT_ISSUER", TestIssuer::ISSUER);
     tessera_testkit::set_var(&mut env, PREFIX, "JWT_AUDIENCE", TestIssuer::AUDIENCE);
@@ -51,12 +56,18 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
         issuer,
         database,
         client: reqwest::Client::new(),
+        broker,
     }
 }
 
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.service.http())
+    }
+
+    /// Taps the events matching `pattern` (`user.*`) on the app's vhost, from now on.
+    pub async fn tap(&self, pattern: &str) -> EventTap {
+        EventTap::bind_at(self.broker.amqp_url(), pattern).await
     }
 
     pub async fn grpc(&self) -> UserServiceClient<Channel> {

@@ -12,6 +12,7 @@ use tessera_jwt::{Signer, SigningKey};
 use tessera_proto::auth::v1::auth_service_client::AuthServiceClient;
 use tessera_proto::auth::v1::{ValidateTokenRequest, ValidateTokenResponse};
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
+use tessera_testkit::broker::TestBroker;
 use tessera_testkit::database::TestDatabase;
 use tessera_testkit::process::ServiceProcess;
 use tessera_testkit::proxy::TcpProxy;
@@ -27,7 +28,7 @@ pub const KID: &str = "test-1";
 /// A password every test account can use.
 pub const PASSWORD: &str = "correct horse battery staple";
 
-/// auth and users, each with its own database.
+/// auth and users, each with its own database, on a RabbitMQ vhost of their own.
 pub struct TestApp {
     pub auth: ServiceProcess,
     pub users: ServiceProcess,
@@ -39,6 +40,8 @@ pub struct TestApp {
     /// auth's settings as the test started it, to start it again.
     pub auth_env: Vec<(String, String)>,
     client: reqwest::Client,
+    /// Last: deleted once the processes are gone.
+    pub broker: TestBroker,
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -52,14 +55,15 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     // Empty: each binary applies its own migrations as it starts.
     let auth_db = TestDatabase::empty().await;
     let users_db = TestDatabase::empty().await;
-    let queue = format!("auth-test-{}", Uuid::now_v7().simple());
+    let broker = TestBroker::isolated().await;
+    let limits = format!("test:{}", Uuid::now_v7().simple());
     let mut attempts = 0;
     loop {
         attempts += 1;
         // Chosen now: users is told where auth's JWKS will be before auth starts. Another
         // process can take them meanwhile; then auth exits, and the pair starts again.
         let auth_ports = (tessera_testkit::free_port(), tessera_testkit::free_port());
-        let mut users_env = tessera_testkit::service_env(USERS, users_db.url());
+        let mut users_env = tessera_testkit::service_env(USERS, users_db.url(), broker.amqp_url());
         tessera_testkit::set_var(
             &mut users_env,
             USERS,
@@ -76,17 +80,15 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
                 .unwrap(),
         )
         .await;
-        let mut auth_env = tessera_testkit::service_env(AUTH, auth_db.url());
+        let mut auth_env = tessera_testkit::service_env(AUTH, auth_db.url(), broker.amqp_url());
         for (name, value) in [
             ("SIGNING_KEYS_DIR", keys.path().display().to_string()),
             ("USERS_GRPC_URL", format!("http://{}", users_proxy.addr())),
             // Small but real costs: the defaults would make every test login slow.
             ("ARGON2_MEMORY_KIB", "4096".to_owned()),
             ("ARGON2_ITERATIONS", "1".to_owned()),
-            ("EVENTS_QUEUE", queue.clone()),
             // Every test app logs in from 127.0.0.1: its own counters, or they would add up.
-            ("LOGIN_LIMITS_KEY_PREFIX", format!("test:{queue}")),
-            ("EVENTS_QUEUE_EXPIRES_SECS", "120".to_owned()),
+            ("LOGIN_LIMITS_KEY_PREFIX", limits.clone()),
         ] {
             tessera_testkit::set_var(&mut auth_env, AUTH, name, value);
         }
@@ -101,7 +103,6 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
             }
             Err(status) => panic!("auth exited before it was ready: {status}"),
         };
-        tessera_testkit::events::wait_for_queue(&queue).await;
         return TestApp {
             auth,
             users,
@@ -111,6 +112,7 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
             users_proxy,
             auth_env,
             client: reqwest::Client::new(),
+            broker,
         };
     }
 }
@@ -269,6 +271,7 @@ impl TestApp {
             keys,
             users_proxy,
             client,
+            broker,
             ..
         } = self;
         let ports = auth.ports();
@@ -286,6 +289,7 @@ impl TestApp {
             users_proxy,
             auth_env: env,
             client,
+            broker,
         }
     }
 

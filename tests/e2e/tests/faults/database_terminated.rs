@@ -11,7 +11,7 @@ use sqlx::{Connection, PgConnection};
 use tessera_jwt::Role;
 use tessera_proto::users::v1 as users_proto;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
-use tessera_testkit::events::EventTap;
+use tessera_testkit::broker::TestBroker;
 use tessera_testkit::jwks::TestIssuer;
 use uuid::Uuid;
 
@@ -81,8 +81,8 @@ fn assert_success_or_unavailable(requests: &[Request], success: u16) {
 
 #[tokio::test]
 async fn orders_rides_out_its_database_connections_being_terminated() {
-    let mut tap = EventTap::bind("order.created").await;
     let app = spawn_app().await;
+    let mut tap = app.tap("order.created").await;
     let tokens = customers(&app, 8).await;
 
     let load = Load::placing_orders(app.orders.http_url(), &tokens, Duration::from_millis(20));
@@ -125,13 +125,19 @@ async fn orders_rides_out_its_database_connections_being_terminated() {
 struct UsersService {
     users: UsersApp,
     issuer: TestIssuer,
+    _broker: TestBroker,
 }
 
 impl UsersService {
     async fn start() -> Self {
         let issuer = TestIssuer::start().await;
-        let users = UsersApp::start(&issuer).await;
-        Self { users, issuer }
+        let broker = TestBroker::isolated().await;
+        let users = UsersApp::start(&issuer, broker.amqp_url()).await;
+        Self {
+            users,
+            issuer,
+            _broker: broker,
+        }
     }
 
     /// A new profile, and a token to act as its owner.

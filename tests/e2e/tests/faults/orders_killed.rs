@@ -4,8 +4,6 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use tessera_testkit::events::EventTap;
-
 use crate::delivery::{
     assert_each_published_once, assert_one_event_written_per_order, committed_orders, unsent_events,
 };
@@ -14,8 +12,8 @@ use crate::load::{Load, Outcome, customers, tally};
 
 #[tokio::test]
 async fn orders_killed_under_load_publishes_every_committed_order_once_restarted() {
-    let mut tap = EventTap::bind("order.created").await;
     let mut app = spawn_app().await;
+    let mut tap = app.tap("order.created").await;
     let tokens = customers(&app, 12).await;
 
     let load = Load::placing_orders(app.orders.http_url(), &tokens, Duration::ZERO);

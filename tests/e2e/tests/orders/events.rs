@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tessera_jwt::Role;
-use tessera_testkit::events::{EventTap, publish};
 use uuid::Uuid;
 
 use crate::helpers::{an_order, assert_problem, key, spawn_app};
@@ -23,8 +22,8 @@ fn user_deleted(user_id: Uuid) -> Value {
 /// Waits until order `id` has `status`.
 #[tokio::test]
 async fn deleting_a_user_cancels_their_open_orders_once_each() {
-    let mut tap = EventTap::bind("order.cancelled").await;
     let app = spawn_app().await;
+    let mut tap = app.tap("order.cancelled").await;
     let user = app.create_user(Role::User).await;
     let admin = app.create_user(Role::Admin).await;
     let bystander = app.create_user(Role::User).await;
@@ -79,8 +78,8 @@ async fn deleting_a_user_cancels_their_open_orders_once_each() {
 
 #[tokio::test]
 async fn a_duplicate_delivery_to_racing_consumers_cancels_once() {
-    let mut tap = EventTap::bind("order.cancelled").await;
     let app = spawn_app().await;
+    let mut tap = app.tap("order.cancelled").await;
     // A second replica on the same database and queue: the two copies race.
     let replica = app.replica().await;
     let user = app.create_user(Role::User).await;
@@ -91,7 +90,7 @@ async fn a_duplicate_delivery_to_racing_consumers_cancels_once() {
 
     let event = user_deleted(user.id);
     for _ in 0..3 {
-        publish(&event).await;
+        app.publish(&event).await;
     }
     for id in &ids {
         let events = tap
@@ -109,8 +108,8 @@ async fn an_order_checked_before_the_deletion_cannot_land_after_it() {
     // the moment between users deleting and the placement reaching the database.
     let user = app.create_user(Role::User).await;
     let placed = app.placed(&user).await;
-    let mut tap = EventTap::bind("order.cancelled").await;
-    publish(&user_deleted(user.id)).await;
+    let mut tap = app.tap("order.cancelled").await;
+    app.publish(&user_deleted(user.id)).await;
     tap.one("order.cancelled", placed["id"].as_str().unwrap())
         .await;
 

@@ -1,5 +1,5 @@
-//! `spawn_app()`: the orders binary with its own database and queue, the users binary beside
-//! it, and the typed calls the tests make.
+//! `spawn_app()`: the orders binary with its own database and RabbitMQ vhost, the users
+//! binary beside it, and the typed calls the tests make.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +11,9 @@ use tessera_jwt::Role;
 use tessera_proto::orders::v1::order_service_client::OrderServiceClient;
 use tessera_proto::users::v1 as users_proto;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
+use tessera_testkit::broker::TestBroker;
 use tessera_testkit::database::TestDatabase;
+use tessera_testkit::events::EventTap;
 use tessera_testkit::jwks::TestIssuer;
 use tessera_testkit::process::ServiceProcess;
 use tessera_testkit::proxy::TcpProxy;
@@ -33,10 +35,10 @@ pub struct UsersApp {
 }
 
 impl UsersApp {
-    pub async fn start(issuer: &TestIssuer) -> Self {
+    pub async fn start(issuer: &TestIssuer, amqp_url: &str) -> Self {
         // Empty: the binary applies its migrations as it starts.
         let database = TestDatabase::empty().await;
-        let mut env = tessera_testkit::service_env(USERS, database.url());
+        let mut env = tessera_testkit::service_env(USERS, database.url(), amqp_url);
         tessera_testkit::set_var(&mut env, USERS, "JWKS_URL", issuer.jwks_url());
         tessera_testkit::set_var(&mut env, USERS, "JWT_ISSUER", TestIssuer::ISSUER);
         tessera_testkit::set_var(&mut env, USERS, "JWT_AUDIENCE", TestIssuer::AUDIENCE);
@@ -70,6 +72,8 @@ pub struct TestApp {
     pub database: TestDatabase,
     pub env: Vec<(String, String)>,
     client: reqwest::Client,
+    /// Last: deleted once the processes are gone.
+    pub broker: TestBroker,
 }
 
 /// A user with a profile at users and a token to act as them.
@@ -84,10 +88,20 @@ pub async fn spawn_app() -> TestApp {
 
 /// `spawn_app` with users elsewhere and some `ORDERS_*` variables overridden.
 pub async fn spawn_app_with(users_at: UsersAt, overrides: &[(&str, String)]) -> TestApp {
+    spawn_app_on(TestBroker::isolated().await, users_at, overrides).await
+}
+
+/// [`spawn_app_with`] on `broker`'s vhost (orders may be given another route to it, such as a
+/// proxy, in `overrides`).
+pub async fn spawn_app_on(
+    broker: TestBroker,
+    users_at: UsersAt,
+    overrides: &[(&str, String)],
+) -> TestApp {
     let issuer = TestIssuer::start().await;
     let (users, users_proxy, users_url) = match users_at {
         UsersAt::Proxied => {
-            let users = UsersApp::start(&issuer).await;
+            let users = UsersApp::start(&issuer, broker.amqp_url()).await;
             let proxy = TcpProxy::start(users.grpc_addr()).await;
             let url = format!("http://{}", proxy.addr());
             (Some(users), Some(proxy), url)
@@ -95,15 +109,12 @@ pub async fn spawn_app_with(users_at: UsersAt, overrides: &[(&str, String)]) -> 
         UsersAt::Url(url) => (None, None, url),
     };
     let database = TestDatabase::empty().await;
-    let queue = format!("orders-test-{}", Uuid::now_v7().simple());
-    let mut env = tessera_testkit::service_env(ORDERS, database.url());
+    let mut env = tessera_testkit::service_env(ORDERS, database.url(), broker.amqp_url());
     for (name, value) in [
         ("JWKS_URL", issuer.jwks_url()),
         ("JWT_ISSUER", TestIssuer::ISSUER.to_owned()),
         ("JWT_AUDIENCE", TestIssuer::AUDIENCE.to_owned()),
         ("USERS_GRPC_URL", users_url),
-        ("EVENTS_QUEUE", queue.clone()),
-        ("EVENTS_QUEUE_EXPIRES_SECS", "120".to_owned()),
     ] {
         tessera_testkit::set_var(&mut env, ORDERS, name, value);
     }
@@ -111,7 +122,6 @@ pub async fn spawn_app_with(users_at: UsersAt, overrides: &[(&str, String)]) -> 
         tessera_testkit::set_var(&mut env, ORDERS, name, value.clone());
     }
     let orders = ServiceProcess::start(binary("orders"), &[], ORDERS, &env).await;
-    tessera_testkit::events::wait_for_queue(&queue).await;
     TestApp {
         orders,
         users,
@@ -120,6 +130,7 @@ pub async fn spawn_app_with(users_at: UsersAt, overrides: &[(&str, String)]) -> 
         database,
         env,
         client: reqwest::Client::new(),
+        broker,
     }
 }
 
@@ -135,6 +146,16 @@ impl TestApp {
 
     pub async fn grpc(&self) -> OrderServiceClient<Channel> {
         OrderServiceClient::new(self.orders.channel().await.unwrap())
+    }
+
+    /// Taps the events matching `pattern` (`order.*`) on the app's vhost, from now on.
+    pub async fn tap(&self, pattern: &str) -> EventTap {
+        EventTap::bind_at(self.broker.amqp_url(), pattern).await
+    }
+
+    /// Publishes `envelope` on the app's vhost, as a service's relay would.
+    pub async fn publish(&self, envelope: &Value) {
+        tessera_testkit::events::publish_at(self.broker.amqp_url(), envelope).await;
     }
 
     pub fn users(&self) -> &UsersApp {

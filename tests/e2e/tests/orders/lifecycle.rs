@@ -3,7 +3,6 @@
 use reqwest::StatusCode;
 use serde_json::Value;
 use tessera_jwt::Role;
-use tessera_testkit::events::EventTap;
 
 use crate::helpers::{assert_problem, spawn_app};
 
@@ -13,8 +12,8 @@ fn path(order: &Value, action: &str) -> String {
 
 #[tokio::test]
 async fn an_admin_confirms_and_the_owner_cancels() {
-    let mut tap = EventTap::bind("order.*").await;
     let app = spawn_app().await;
+    let mut tap = app.tap("order.*").await;
     let owner = app.create_user(Role::User).await;
     let admin = app.create_user(Role::Admin).await;
     let order = app.placed(&owner).await;
@@ -55,8 +54,8 @@ async fn an_admin_confirms_and_the_owner_cancels() {
 
 #[tokio::test]
 async fn only_the_arrows_of_the_lifecycle_are_allowed() {
-    let mut tap = EventTap::bind("order.*").await;
     let app = spawn_app().await;
+    let mut tap = app.tap("order.*").await;
     let owner = app.create_user(Role::User).await;
     let admin = app.create_user(Role::Admin).await;
 
@@ -178,8 +177,8 @@ async fn another_users_order_does_not_exist_for_them() {
 
 #[tokio::test]
 async fn of_racing_cancels_exactly_one_wins() {
-    let mut tap = EventTap::bind("order.cancelled").await;
     let app = spawn_app().await;
+    let mut tap = app.tap("order.cancelled").await;
     let owner = app.create_user(Role::User).await;
     let admin = app.create_user(Role::Admin).await;
     let order = app.placed(&owner).await;

@@ -12,6 +12,7 @@ use tessera_proto::orders::v1::GetOrderRequest;
 use tessera_proto::orders::v1::order_service_client::OrderServiceClient;
 use tessera_proto::users::v1::GetUserRequest;
 use tessera_proto::users::v1::user_service_client::UserServiceClient;
+use tessera_testkit::broker::TestBroker;
 use tessera_testkit::database::TestDatabase;
 use tessera_testkit::process::ServiceProcess;
 use tonic::transport::Channel;
@@ -111,7 +112,8 @@ fn is_loopback(address: &str) -> bool {
 #[tokio::test]
 async fn without_tls_grpc_listens_on_the_loopback_interface_only_by_default() {
     let database = TestDatabase::empty().await;
-    let mut env = tessera_testkit::service_env("USERS_", database.url());
+    let broker = TestBroker::isolated().await;
+    let mut env = tessera_testkit::service_env("USERS_", database.url(), broker.amqp_url());
     // The default, which is what this test is about; the test servers bind 127.0.0.1.
     env.retain(|(name, _)| name != "USERS_HOST");
 

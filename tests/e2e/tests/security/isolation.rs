@@ -92,7 +92,7 @@ async fn victims_view(stack: &Stack, victim: &Victim) -> (Value, Value) {
 
 #[tokio::test]
 async fn a_user_can_neither_see_nor_touch_another_users_data() {
-    let stack = Stack::builder().own_vhost().start().await;
+    let stack = Stack::builder().start().await;
     let mallory_account = stack.register().await;
     let mallory = stack.login(&mallory_account).await;
     let victim_account = stack.register().await;

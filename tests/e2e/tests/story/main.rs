@@ -36,13 +36,9 @@ const DUPLICATE_WINDOW: Duration = Duration::from_secs(2);
 #[tokio::test]
 async fn a_customer_registers_orders_logs_out_and_leaves_without_a_trace() {
     let admin_email = format!("admin-{}@example.com", Uuid::now_v7().simple());
-    let stack = Stack::builder()
-        .own_vhost()
-        .admin(&admin_email)
-        .start()
-        .await;
+    let stack = Stack::builder().admin(&admin_email).start().await;
     // Bound before anything happens, so every event of the story is on it.
-    let mut events = EventTap::bind_at(stack.amqp_url(), "#").await;
+    let mut events = stack.tap("#").await;
     let story = Story { stack: &stack };
 
     let account = story.register().await;

@@ -7,7 +7,6 @@
 mod helpers;
 
 use reqwest::StatusCode;
-use tessera_testkit::events::EventTap;
 use tessera_testkit::otlp::SpanKind::{Client, Consumer, Producer, Server};
 
 use crate::helpers::{AUTH, CREATE_USER, GET_USER, ORDERS, RemoteParent, USERS, spawn_stack};
@@ -15,7 +14,7 @@ use crate::helpers::{AUTH, CREATE_USER, GET_USER, ORDERS, RemoteParent, USERS, s
 #[tokio::test]
 async fn a_registration_is_one_trace_through_auth_users_and_its_event() {
     let stack = spawn_stack().await;
-    let mut tap = EventTap::bind("user.created").await;
+    let mut tap = stack.services.tap("user.created").await;
     let parent = RemoteParent::fresh();
 
     let user = stack.register(&parent).await;
@@ -45,7 +44,7 @@ async fn a_registration_is_one_trace_through_auth_users_and_its_event() {
 #[tokio::test]
 async fn placing_an_order_is_one_trace_through_orders_users_and_its_event() {
     let stack = spawn_stack().await;
-    let mut tap = EventTap::bind("order.created").await;
+    let mut tap = stack.services.tap("order.created").await;
     let user = stack.register(&RemoteParent::fresh()).await;
     let parent = RemoteParent::fresh();
 
@@ -75,8 +74,8 @@ async fn placing_an_order_is_one_trace_through_orders_users_and_its_event() {
 #[tokio::test]
 async fn deleting_a_user_is_one_trace_across_all_three_services() {
     let stack = spawn_stack().await;
-    let mut deleted = EventTap::bind("user.deleted").await;
-    let mut cancelled = EventTap::bind("order.cancelled").await;
+    let mut deleted = stack.services.tap("user.deleted").await;
+    let mut cancelled = stack.services.tap("order.cancelled").await;
     let user = stack.register(&RemoteParent::fresh()).await;
     let order = stack.place_order(&user, &RemoteParent::fresh()).await;
     let parent = RemoteParent::fresh();
