@@ -42,6 +42,11 @@ pub struct UserUpdated {
     pub role: Role,
     /// When the change was made.
     pub updated_at: DateTime<Utc>,
+    /// The profile's version: 1 at creation, one more per change, in commit order. A
+    /// consumer keeps the change with the highest version it has seen; 0 in events from a
+    /// publisher before versions.
+    #[serde(default)]
+    pub version: i64,
 }
 
 impl Event for UserUpdated {
@@ -70,6 +75,14 @@ impl Event for UserDeleted {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_from_before_versions_decodes_as_version_0() {
+        let json = r#"{"id":"0190b5c4-8a5e-7cc1-b6a4-2f6f5a0f4f11","email":"a@example.com",
+            "display_name":"A","role":"user","updated_at":"2026-01-01T00:00:00Z"}"#;
+        let event: UserUpdated = serde_json::from_str(json).unwrap();
+        assert_eq!(event.version, 0);
+    }
 
     #[test]
     fn payloads_from_a_newer_publisher_still_decode() {

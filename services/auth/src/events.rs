@@ -51,8 +51,8 @@ impl<R: AccountRepository> Handler<UserDeleted> for ForgetUser<R> {
     }
 }
 
-/// `user.updated`: the credential takes the profile's role, unless a later change arrived
-/// first; a changed role ends the user's sessions and denylists their live access tokens,
+/// `user.updated`: the credential takes the profile's role, unless a change of a later
+/// version arrived first; a changed role ends the user's sessions and denylists their live access tokens,
 /// whose `role` claim is now wrong.
 struct FollowRole<R> {
     repository: R,
@@ -68,7 +68,7 @@ impl<R: AccountRepository> Handler<UserUpdated> for FollowRole<R> {
     ) -> Result<(), BoxError> {
         let live = self
             .repository
-            .apply_role(connection, event.id, event.role, event.updated_at)
+            .apply_role(connection, event.id, event.role, event.version)
             .await?;
         revoke(&self.denylist, live, event.id, "whose role changed").await;
         Ok(())

@@ -20,6 +20,9 @@ pub struct User {
     pub created_at: DateTime<Utc>,
     /// When it last changed.
     pub updated_at: DateTime<Utc>,
+    /// 1 at creation, one more per change, in commit order.
+    #[serde(default)]
+    pub version: i64,
 }
 
 /// A profile to create.

@@ -117,8 +117,8 @@ pub trait AccountRepository: Send + Sync + 'static {
         user_id: Uuid,
     ) -> impl Future<Output = Result<Vec<AccessGrant>, RepositoryError>> + Send;
 
-    /// Applies a profile's role as of `changed_at` through `connection` (inside an event
-    /// consumer's transaction), unless a later change was applied already. When that changes
+    /// Applies a profile's role as of its `version` through `connection` (inside an event
+    /// consumer's transaction), unless a change of a later version was applied already. When that changes
     /// the role, every session of the user ends (their tokens carry the old role); returns
     /// those sessions' unexpired access tokens, to denylist, and nothing otherwise.
     fn apply_role(
@@ -126,7 +126,7 @@ pub trait AccountRepository: Send + Sync + 'static {
         connection: &mut PgConnection,
         user_id: Uuid,
         role: Role,
-        changed_at: DateTime<Utc>,
+        version: i64,
     ) -> impl Future<Output = Result<Vec<AccessGrant>, RepositoryError>> + Send;
 }
 

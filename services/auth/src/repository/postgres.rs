@@ -402,7 +402,7 @@ impl AccountRepository for Postgres {
         connection: &mut PgConnection,
         user_id: Uuid,
         role: Role,
-        changed_at: DateTime<Utc>,
+        version: i64,
     ) -> Result<Vec<AccessGrant>, RepositoryError> {
         let Some(before) = sqlx::query_scalar!(
             "SELECT role FROM credentials WHERE user_id = $1 FOR UPDATE",
@@ -414,11 +414,11 @@ impl AccountRepository for Postgres {
             return Ok(Vec::new());
         };
         let updated = sqlx::query!(
-            "UPDATE credentials SET role = $2, profile_updated_at = $3, updated_at = now() \
-             WHERE user_id = $1 AND (profile_updated_at IS NULL OR profile_updated_at < $3)",
+            "UPDATE credentials SET role = $2, profile_version = $3, updated_at = now() \
+             WHERE user_id = $1 AND (profile_version IS NULL OR profile_version < $3)",
             user_id,
             role.as_str(),
-            changed_at
+            version
         )
         .execute(&mut *connection)
         .await?;

@@ -26,7 +26,7 @@ impl Postgres {
     async fn find_by_email(&self, email: &Email) -> Result<Option<User>, RepositoryError> {
         sqlx::query_as!(
             Row,
-            "SELECT id, email, display_name, role, created_at, updated_at FROM users WHERE email = $1",
+            "SELECT id, email, display_name, role, created_at, updated_at, version FROM users WHERE email = $1",
             email.as_str()
         )
         .fetch_optional(&self.db)
@@ -44,6 +44,7 @@ struct Row {
     role: String,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    version: i64,
 }
 
 impl TryFrom<Row> for User {
@@ -59,6 +60,7 @@ impl TryFrom<Row> for User {
             role: row.role.parse().map_err(|e| corrupt(format!("role {e}")))?,
             created_at: row.created_at,
             updated_at: row.updated_at,
+            version: row.version,
         })
     }
 }
@@ -77,7 +79,7 @@ impl UserRepository for Postgres {
             Row,
             "INSERT INTO users (id, email, display_name, role) VALUES ($1, $2, $3, $4) \
              ON CONFLICT DO NOTHING \
-             RETURNING id, email, display_name, role, created_at, updated_at",
+             RETURNING id, email, display_name, role, created_at, updated_at, version",
             user.id,
             user.email.as_str(),
             user.display_name.as_str(),
@@ -108,7 +110,7 @@ impl UserRepository for Postgres {
     async fn find(&self, id: Uuid) -> Result<Option<User>, RepositoryError> {
         sqlx::query_as!(
             Row,
-            "SELECT id, email, display_name, role, created_at, updated_at FROM users WHERE id = $1",
+            "SELECT id, email, display_name, role, created_at, updated_at, version FROM users WHERE id = $1",
             id
         )
         .fetch_optional(&self.db)
@@ -125,7 +127,7 @@ impl UserRepository for Postgres {
     async fn find_many(&self, ids: &[Uuid]) -> Result<Vec<User>, RepositoryError> {
         sqlx::query_as!(
             Row,
-            "SELECT id, email, display_name, role, created_at, updated_at FROM users \
+            "SELECT id, email, display_name, role, created_at, updated_at, version FROM users \
              WHERE id = ANY($1) ORDER BY id",
             ids
         )
@@ -144,7 +146,7 @@ impl UserRepository for Postgres {
     async fn list(&self, after: Option<Uuid>, limit: u32) -> Result<Vec<User>, RepositoryError> {
         sqlx::query_as!(
             Row,
-            "SELECT id, email, display_name, role, created_at, updated_at FROM users \
+            "SELECT id, email, display_name, role, created_at, updated_at, version FROM users \
              WHERE $1::uuid IS NULL OR id > $1 ORDER BY id LIMIT $2",
             after,
             i64::from(limit)
@@ -170,9 +172,9 @@ impl UserRepository for Postgres {
         let updated = sqlx::query_as!(
             Row,
             "UPDATE users SET display_name = COALESCE($2, display_name), \
-             role = COALESCE($3, role), updated_at = now() \
+             role = COALESCE($3, role), updated_at = now(), version = version + 1 \
              WHERE id = $1 \
-             RETURNING id, email, display_name, role, created_at, updated_at",
+             RETURNING id, email, display_name, role, created_at, updated_at, version",
             id,
             changes.display_name.as_ref().map(DisplayName::as_str),
             changes.role.map(|role| role.as_str())
@@ -229,6 +231,7 @@ impl From<&User> for UserUpdated {
             display_name: user.display_name.to_string(),
             role: user.role,
             updated_at: user.updated_at,
+            version: user.version,
         }
     }
 }

@@ -82,3 +82,32 @@ async fn refused_writes_publish_nothing() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn racing_updates_carry_versions_in_the_order_they_commit() {
+    let app = spawn_app().await;
+    let user = app.create_user(Role::User).await;
+    let names: Vec<String> = (0..12).map(|n| format!("Writer {n}")).collect();
+    futures::future::join_all(names.iter().map(|name| app.rename(&user, name))).await;
+
+    // The outbox is written in commit order (each update holds the row's lock until it
+    // commits), and so published: consumers keep the highest version, which is the last.
+    let db = sqlx::PgPool::connect(app.database.url()).await.unwrap();
+    let published: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT (envelope->'data'->>'version')::bigint, envelope->'data'->>'display_name' \
+         FROM messaging_outbox WHERE event_type = 'user.updated' ORDER BY seq",
+    )
+    .fetch_all(&db)
+    .await
+    .unwrap();
+    let versions: Vec<i64> = published.iter().map(|(version, _)| *version).collect();
+    assert_eq!(versions, (2..=13).collect::<Vec<_>>());
+    let (last_version, last_name) = published.last().unwrap();
+    let stored: (i64, String) =
+        sqlx::query_as("SELECT version, display_name FROM users WHERE id = $1")
+            .bind(user.id)
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(stored, (*last_version, last_name.clone()));
+}

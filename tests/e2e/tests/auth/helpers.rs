@@ -314,6 +314,11 @@ impl TestApp {
     }
 
     /// Events auth's consumer has recorded as processed under the name `consumer`.
+    /// Publishes `envelope` on the app's vhost, as users' relay would.
+    pub async fn publish(&self, envelope: &Value) {
+        tessera_testkit::events::publish_at(self.broker.amqp_url(), envelope).await;
+    }
+
     pub async fn processed_by(&self, consumer: &str) -> i64 {
         scalar(
             self.auth_db.url(),

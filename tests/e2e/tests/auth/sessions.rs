@@ -1,7 +1,7 @@
 //! Refresh rotation and reuse detection, logout, and what users' events do to sessions.
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use uuid::Uuid;
 
@@ -345,4 +345,40 @@ async fn the_admin_bootstrap_never_promotes_an_existing_user() {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(app.role_of(&account.email).await, "user");
     app.login(&account).await;
+}
+
+/// A `user.updated` envelope as users publishes it.
+fn user_updated(account: &crate::helpers::Account, role: &str, version: i64, at: &str) -> Value {
+    json!({
+        "id": Uuid::now_v7(),
+        "type": "user.updated",
+        "version": 1,
+        "occurred_at": at,
+        "source": "users",
+        "data": {
+            "id": account.id,
+            "email": account.email,
+            "display_name": "Racing Writer",
+            "role": role,
+            "updated_at": at,
+            "version": version,
+        },
+    })
+}
+
+#[tokio::test]
+async fn role_changes_are_ordered_by_profile_version_not_by_their_clocks() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    // Two updates raced at users: the one stamped later committed first, so the newer
+    // version carries the older clock. It arrives first; the stale one must not win.
+    app.publish(&user_updated(&account, "user", 3, "2026-01-01T00:00:00Z"))
+        .await;
+    app.publish(&user_updated(&account, "admin", 2, "2026-01-01T00:00:01Z"))
+        .await;
+    eventually("both events are processed", || async {
+        app.processed_by("auth.users").await >= 2
+    })
+    .await;
+    assert_eq!(app.role_of(&account.email).await, "user");
 }
