@@ -11,7 +11,9 @@ use tessera_jwt::{Denylist, IssuedToken, Principal, Signer, Verifier};
 use tessera_runtime::Detacher;
 use uuid::Uuid;
 
-use crate::domain::{ABANDONED_AFTER, AccessGrant, NewAccount, Password, RefreshToken, Rotation};
+use crate::domain::{
+    ABANDONED_AFTER, AccessGrant, NewAccount, Password, RefreshToken, Rotation, SessionPolicy,
+};
 use crate::hashing::{Hasher, Verdict};
 use crate::limiter::Limiter;
 use crate::repository::AccountRepository;
@@ -45,8 +47,9 @@ pub struct Accounts<R> {
     pub(crate) limiter: Limiter,
     /// How long refresh tokens live.
     pub(crate) refresh_ttl: TimeDelta,
-    /// How long a session lives from its login, refreshed or not.
-    pub(crate) session_lifetime: TimeDelta,
+    /// How long a session lives from its login, and the grace for a refresh token
+    /// presented twice.
+    pub(crate) sessions: SessionPolicy,
     /// Runs registrations to their end, whatever happens to the request.
     pub(crate) detacher: Detacher,
 }
@@ -228,7 +231,7 @@ impl<R: AccountRepository> Accounts<R> {
                 user_id,
                 AccessGrant::from(&access),
                 &refresh,
-                Utc::now() + self.refresh_ttl.min(self.session_lifetime),
+                Utc::now() + self.refresh_ttl.min(self.sessions.lifetime),
             )
             .await?;
         if !opened {
@@ -238,7 +241,9 @@ impl<R: AccountRepository> Accounts<R> {
     }
 
     /// Exchanges a refresh token for new tokens. A token that was already exchanged revokes
-    /// its whole session: it has been copied, and either copy may be the thief's.
+    /// its whole session (it has been copied, and either copy may be the thief's), unless it
+    /// was exchanged within the reuse grace: a retry or a second tab gets 409 and keeps the
+    /// session.
     pub async fn refresh(&self, presented: &str) -> Result<Tokens, Error> {
         let presented = RefreshToken::parse(presented).ok_or_else(invalid_refresh_token)?;
         let next = RefreshToken::generate();
@@ -248,7 +253,7 @@ impl<R: AccountRepository> Accounts<R> {
                 &presented,
                 &next,
                 Utc::now() + self.refresh_ttl,
-                self.session_lifetime,
+                self.sessions,
                 |user, role| self.signer.issue(user, role).map_err(Error::from),
             )
             .await?;
@@ -269,6 +274,10 @@ impl<R: AccountRepository> Accounts<R> {
                 }
                 Err(invalid_refresh_token())
             }
+            Rotation::JustRotated => Err(Error::Conflict(
+                "this refresh token was exchanged moments ago: use the tokens that exchange returned"
+                    .to_owned(),
+            )),
             Rotation::Refused => Err(invalid_refresh_token()),
         }
     }

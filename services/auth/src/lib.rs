@@ -71,7 +71,7 @@ impl Service for Auth {
                 settings.login_limits_key_prefix.clone(),
             ),
             refresh_ttl: settings.refresh_token_ttl()?,
-            session_lifetime: settings.session_max_lifetime()?,
+            sessions: settings.sessions()?,
             detacher: context.detacher(),
         });
 

@@ -9,7 +9,7 @@ use tessera_config::ConfigError;
 use tessera_domain::{DisplayName, Email, Role};
 use tessera_jwt::{Signer, SigningKey};
 
-use crate::domain::{NewAccount, Password};
+use crate::domain::{NewAccount, Password, SessionPolicy};
 use crate::hashing::HashSettings;
 use crate::limiter::Limits;
 
@@ -38,6 +38,11 @@ pub struct Settings {
     /// logs in again.
     #[serde(default = "defaults::session_max_lifetime_secs")]
     pub session_max_lifetime_secs: u64,
+    /// How long after its exchange a refresh token presented again is taken for a retry or a
+    /// second tab (409, the session kept) rather than a replay (the session revoked); 0 to
+    /// treat every second use as a replay.
+    #[serde(default = "defaults::refresh_reuse_grace_secs")]
+    pub refresh_reuse_grace_secs: u64,
 
     /// Argon2id memory cost in KiB. The default is OWASP's 7 MiB with 5 iterations, which it
     /// rates as strong as 19 MiB with 2 at about the same CPU time: every hash in flight holds
@@ -130,6 +135,23 @@ impl Settings {
                 "must be between 60 and 31536000 (a year)",
             )),
         }
+    }
+
+    /// The session lifetime and the refresh reuse grace (at most five minutes).
+    pub fn sessions(&self) -> Result<SessionPolicy, ConfigError> {
+        let reuse_grace = match self.refresh_reuse_grace_secs {
+            secs @ 0..=300 => chrono::TimeDelta::seconds(secs.cast_signed()),
+            _ => {
+                return Err(invalid(
+                    "refresh_reuse_grace_secs",
+                    "must be between 0 and 300 (five minutes)",
+                ));
+            }
+        };
+        Ok(SessionPolicy {
+            lifetime: self.session_max_lifetime()?,
+            reuse_grace,
+        })
     }
 
     /// Absolute lifetime of a session: an hour to ten years.
@@ -282,6 +304,9 @@ mod defaults {
     }
     pub fn session_max_lifetime_secs() -> u64 {
         30 * 24 * 60 * 60
+    }
+    pub fn refresh_reuse_grace_secs() -> u64 {
+        30
     }
     pub fn argon2_memory_kib() -> u32 {
         7 * 1024

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use auth::domain::{AccessGrant, RefreshToken, Rotation};
+use auth::domain::{AccessGrant, RefreshToken, Rotation, SessionPolicy};
 use auth::repository::{AccountRepository, Postgres, RepositoryError};
 use chrono::{TimeDelta, Utc};
 use tessera_domain::{Email, Role};
@@ -89,12 +89,82 @@ async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
             &live,
             &RefreshToken::generate(),
             refresh_expiry(),
-            chrono::TimeDelta::days(30),
+            POLICY,
             |user_id, role| Ok::<_, RepositoryError>(signer.issue(user_id, role).unwrap()),
         )
         .await
         .unwrap();
     assert!(matches!(rotation, Rotation::Rotated(_)), "{rotation:?}");
+    db.close().await;
+}
+
+/// Thirty-day sessions, a refresh token presented twice within 30 s being a retry.
+const POLICY: SessionPolicy = SessionPolicy {
+    lifetime: TimeDelta::days(30),
+    reuse_grace: TimeDelta::seconds(30),
+};
+
+#[tokio::test]
+async fn two_refreshes_of_one_token_at_once_rotate_it_once_and_keep_the_session() {
+    let database = TestDatabase::migrated(&auth::MIGRATOR).await;
+    let db = sqlx::PgPool::connect(database.url()).await.unwrap();
+    let store = Postgres::new(db.clone());
+    let user = registered(&store).await;
+    let presented = RefreshToken::generate();
+    assert!(
+        store
+            .open_session(user, access(), &presented, refresh_expiry())
+            .await
+            .unwrap()
+    );
+    let signer = Signer::new(
+        vec![SigningKey::generate("test-1")],
+        "tessera-auth",
+        "tessera",
+        Duration::from_secs(900),
+    )
+    .unwrap();
+    let (next_a, next_b, next_c) = (
+        RefreshToken::generate(),
+        RefreshToken::generate(),
+        RefreshToken::generate(),
+    );
+    let rotate = |next, policy| {
+        store.rotate(
+            &presented,
+            next,
+            refresh_expiry(),
+            policy,
+            |user_id, role| Ok::<_, RepositoryError>(signer.issue(user_id, role).unwrap()),
+        )
+    };
+
+    let (first, second) = tokio::join!(rotate(&next_a, POLICY), rotate(&next_b, POLICY));
+    let mut outcomes = [first.unwrap(), second.unwrap()]
+        .map(|rotation| match rotation {
+            Rotation::Rotated(_) => "rotated",
+            Rotation::JustRotated => "just rotated",
+            other => panic!("{other:?}"),
+        })
+        .to_vec();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["just rotated", "rotated"]);
+    let revoked: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sessions WHERE revoked_at IS NOT NULL")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(revoked, 0, "a retry is no replay");
+
+    // Past the grace, presenting it again is a replay: the session ends.
+    let no_grace = SessionPolicy {
+        reuse_grace: TimeDelta::zero(),
+        ..POLICY
+    };
+    assert!(matches!(
+        rotate(&next_c, no_grace).await.unwrap(),
+        Rotation::Reused(_)
+    ));
     db.close().await;
 }
 

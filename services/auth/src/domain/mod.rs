@@ -5,7 +5,7 @@ mod refresh;
 
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use tessera_domain::{DisplayName, Email, Role};
 use tessera_jwt::IssuedToken;
 use uuid::Uuid;
@@ -59,11 +59,25 @@ impl From<&IssuedToken> for AccessGrant {
     }
 }
 
+/// How long sessions live, and how a refresh token presented twice is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    /// Longest a session lives from its login, however often it is refreshed.
+    pub lifetime: TimeDelta,
+    /// How long after its exchange a refresh token presented again is taken for a retry or a
+    /// second tab (answered 409, nothing revoked) rather than for a replay (the session is
+    /// revoked).
+    pub reuse_grace: TimeDelta,
+}
+
 /// What presenting a refresh token came to.
 #[derive(Debug)]
 pub enum Rotation<T> {
     /// The token was current: it is now used, and `next` replaces it.
     Rotated(T),
+    /// The token was exchanged moments ago, within the reuse grace: an honest client's retry
+    /// or second tab. Nothing is revoked; the tokens of that exchange are the ones to use.
+    JustRotated,
     /// The token was already rotated: someone replays it, so its whole session is now
     /// revoked; the session's unexpired access tokens are returned to be denylisted.
     Reused(Vec<AccessGrant>),

@@ -178,13 +178,15 @@ pub async fn login(
 }
 
 /// Exchanges a refresh token for new tokens; the presented one stops working. Presenting
-/// an already exchanged token ends its whole session.
+/// an already exchanged token ends its whole session, unless it was exchanged within the
+/// last `AUTH_REFRESH_REUSE_GRACE_SECS` (30 s): that is a retry or another tab, answered 409.
 #[utoipa::path(
     post, path = "/api/v1/auth/refresh", tag = "auth",
     request_body = RefreshRequest,
     responses(
         (status = 200, description = "New tokens.", body = TokenResponse),
         (status = 401, description = "The refresh token is invalid, expired, already used or its session ended.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The refresh token was exchanged moments ago (a retry, another tab): use the tokens that exchange returned. The session is kept.", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn refresh(

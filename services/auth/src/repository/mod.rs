@@ -5,7 +5,7 @@ mod postgres;
 use std::future::Future;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use tessera_domain::{Email, Role};
 use tessera_errors::Error;
@@ -17,7 +17,7 @@ pub use postgres::Postgres;
 /// The repository the service runs on.
 pub type Repository = Postgres;
 
-use crate::domain::{AccessGrant, Credential, RefreshToken, Rotation};
+use crate::domain::{AccessGrant, Credential, RefreshToken, Rotation, SessionPolicy};
 
 /// Storage of credentials and sessions.
 pub trait AccountRepository: Send + Sync + 'static {
@@ -76,18 +76,19 @@ pub trait AccountRepository: Send + Sync + 'static {
     ) -> impl Future<Output = Result<bool, RepositoryError>> + Send;
 
     /// Exchanges `presented` for `next` (valid until `next_expires_at`, or until the session
-    /// is `session_lifetime` old if that comes first) in one transaction. A session that old
+    /// is `policy.lifetime` old if that comes first) in one transaction. A session that old
     /// already is refused. `issue` makes the new access token for the session's user and
     /// current role; its error aborts the exchange.
     ///
     /// Concurrent exchanges of one token are serialised: the first rotates it, the others
-    /// see it used and revoke the session, as a replay would.
+    /// see it used moments ago ([`Rotation::JustRotated`]); a token used longer ago than
+    /// `policy.reuse_grace` is a replay and revokes the session.
     fn rotate<E: From<RepositoryError> + Send>(
         &self,
         presented: &RefreshToken,
         next: &RefreshToken,
         next_expires_at: DateTime<Utc>,
-        session_lifetime: TimeDelta,
+        policy: SessionPolicy,
         issue: impl FnOnce(Uuid, Role) -> Result<IssuedToken, E> + Send,
     ) -> impl Future<Output = Result<Rotation<IssuedToken>, E>> + Send;
 

@@ -9,7 +9,7 @@ use tessera_jwt::IssuedToken;
 use uuid::Uuid;
 
 use super::{AccountRepository, RepositoryError};
-use crate::domain::{AccessGrant, Credential, RefreshToken, Rotation};
+use crate::domain::{AccessGrant, Credential, RefreshToken, Rotation, SessionPolicy};
 
 /// The auth database.
 #[derive(Debug, Clone)]
@@ -206,20 +206,22 @@ impl AccountRepository for Postgres {
         presented: &RefreshToken,
         next: &RefreshToken,
         next_expires_at: DateTime<Utc>,
-        session_lifetime: TimeDelta,
+        policy: SessionPolicy,
         issue: impl FnOnce(Uuid, Role) -> Result<IssuedToken, E> + Send,
     ) -> Result<Rotation<IssuedToken>, E> {
         let digest = presented.digest();
         let mut tx = self.db.begin().await.map_err(RepositoryError::from)?;
         let Some(row) = sqlx::query!(
             "SELECT t.session_id, t.used_at, t.expires_at, s.user_id, s.revoked_at, \
-                    s.created_at AS session_created_at, c.role \
+                    s.created_at AS session_created_at, c.role, \
+                    coalesce(t.used_at > now() - make_interval(secs => $2), false) AS \"just_used!\" \
              FROM refresh_tokens t \
              JOIN sessions s ON s.id = t.session_id \
              JOIN credentials c ON c.user_id = s.user_id \
              WHERE t.token_hash = $1 \
              FOR UPDATE OF s, t",
-            &digest[..]
+            &digest[..],
+            seconds(policy.reuse_grace)
         )
         .fetch_optional(&mut *tx)
         .await
@@ -227,11 +229,14 @@ impl AccountRepository for Postgres {
         else {
             return Ok(Rotation::Refused);
         };
-        let session_ends = row.session_created_at + session_lifetime;
+        let session_ends = row.session_created_at + policy.lifetime;
         if row.revoked_at.is_some() || row.expires_at <= Utc::now() || session_ends <= Utc::now() {
             return Ok(Rotation::Refused);
         }
         let next_expires_at = next_expires_at.min(session_ends);
+        if row.just_used {
+            return Ok(Rotation::JustRotated);
+        }
         if row.used_at.is_some() {
             sqlx::query!(
                 "UPDATE sessions SET revoked_at = now() WHERE id = $1",
@@ -498,4 +503,9 @@ async fn live_access(
 fn parse_role(user_id: Uuid, role: String) -> Result<Role, RepositoryError> {
     role.parse()
         .map_err(|_| RepositoryError::CorruptRole { user_id, role })
+}
+
+/// `delta` in seconds, for `make_interval(secs => …)`.
+fn seconds(delta: TimeDelta) -> f64 {
+    delta.as_seconds_f64()
 }

@@ -68,12 +68,25 @@ async fn a_session_ends_at_its_absolute_lifetime_however_often_it_is_refreshed()
     session(app.refresh(&again.refresh).await).await;
 }
 
+/// Moves every exchange of a refresh token `secs` into the past.
+async fn age_exchanges(app: &TestApp, secs: f64) {
+    let db = sqlx::PgPool::connect(app.auth_db.url()).await.unwrap();
+    sqlx::query("UPDATE refresh_tokens SET used_at = used_at - make_interval(secs => $1)")
+        .bind(secs)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+}
+
 #[tokio::test]
 async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
     let app = spawn_app().await;
     let account = app.register().await;
     let stolen = app.login(&account).await;
     let current = session(app.refresh(&stolen.refresh).await).await;
+    // Past the grace a retry would have had (30 s by default).
+    age_exchanges(&app, 31.0).await;
 
     let replay = app.refresh(&stolen.refresh).await;
 
@@ -87,6 +100,27 @@ async fn reusing_a_rotated_refresh_token_revokes_the_whole_session() {
     // Other sessions of the same account are untouched.
     let other = app.login(&account).await;
     session(app.refresh(&other.refresh).await).await;
+}
+
+#[tokio::test]
+async fn a_refresh_retried_or_raced_by_another_tab_keeps_the_session() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let first = app.login(&account).await;
+
+    // Two tabs refresh with the same token at once: one gets new tokens, the other 409.
+    let (one, two) = tokio::join!(app.refresh(&first.refresh), app.refresh(&first.refresh));
+    let (winner, retry) = match (one.status(), two.status()) {
+        (StatusCode::OK, StatusCode::CONFLICT) => (one, two),
+        (StatusCode::CONFLICT, StatusCode::OK) => (two, one),
+        other => panic!("expected one 200 and one 409, got {other:?}"),
+    };
+    assert_problem(retry, 409, None).await;
+    let current = session(winner).await;
+    // A retry after a lost response: 409 again, and nothing is revoked.
+    assert_problem(app.refresh(&first.refresh).await, 409, None).await;
+    assert_eq!(app.me(&current.access).await.status(), StatusCode::OK);
+    session(app.refresh(&current.refresh).await).await;
 }
 
 #[tokio::test]
