@@ -49,6 +49,22 @@ impl SigningKey {
         format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n").into()
     }
 
+    /// Writes the key to `<dir>/<kid>.pem`, readable by its owner only (auth refuses a key
+    /// file others can read); returns the path.
+    pub fn write_pem(&self, dir: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let path = dir.join(format!("{}.pem", self.kid));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)?
+            .write_all(secrecy::ExposeSecret::expose_secret(&self.to_pem()).as_bytes())?;
+        Ok(path)
+    }
+
     /// The key's id, carried in the header of every token it signs.
     pub fn kid(&self) -> &str {
         &self.kid

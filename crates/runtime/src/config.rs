@@ -72,9 +72,12 @@ pub struct RuntimeConfig {
     pub health_check_timeout_ms: u64,
 
     /// After SIGTERM, how long to keep serving with readiness failing, so load balancers stop
-    /// routing here before the listeners close.
-    #[serde(default)]
-    pub shutdown_delay_ms: u64,
+    /// routing here before the listeners close. Unset: 5 s in Kubernetes (whose endpoints
+    /// drop a terminating pod only after it got SIGTERM), none elsewhere.
+    pub shutdown_delay_ms: Option<u64>,
+    /// Whether the process runs in a Kubernetes pod (`KUBERNETES_SERVICE_HOST` is set).
+    #[serde(skip)]
+    pub in_kubernetes: bool,
     /// After the listeners close, how long in-flight requests get to finish.
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
@@ -135,6 +138,12 @@ impl RuntimeConfig {
             prune_interval: Duration::from_secs(600),
             prune_batch: 1_000,
         }
+    }
+
+    /// How long to keep serving after SIGTERM: [`Self::shutdown_delay_ms`], or its default.
+    pub fn shutdown_delay(&self) -> Duration {
+        let default = if self.in_kubernetes { 5_000 } else { 0 };
+        Duration::from_millis(self.shutdown_delay_ms.unwrap_or(default))
     }
 
     /// [`Self::request_timeout_ms`] as a duration.
@@ -239,6 +248,17 @@ mod tests {
             [Duration::from_millis(100), Duration::from_secs(2)]
         );
         assert_eq!(set.processed_retention, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn the_shutdown_delay_drains_endpoints_by_default_in_kubernetes_only() {
+        let mut unset = config(&[]);
+        assert_eq!(unset.shutdown_delay(), Duration::ZERO);
+        unset.in_kubernetes = true;
+        assert_eq!(unset.shutdown_delay(), Duration::from_secs(5));
+        let mut set = config(&[("SHUTDOWN_DELAY_MS", "0")]);
+        set.in_kubernetes = true;
+        assert_eq!(set.shutdown_delay(), Duration::ZERO, "an explicit 0 holds");
     }
 
     #[test]

@@ -219,7 +219,11 @@ pub fn configure<S: Service>(
     vars: impl IntoIterator<Item = (String, String)> + Clone,
 ) -> Result<(RuntimeConfig, S::Settings), ConfigError> {
     let prefix = S::SPEC.env_prefix;
-    let config = tessera_config::from_vars(prefix, vars.clone())?;
+    let mut config: RuntimeConfig = tessera_config::from_vars(prefix, vars.clone())?;
+    config.in_kubernetes = vars
+        .clone()
+        .into_iter()
+        .any(|(name, _)| name == "KUBERNETES_SERVICE_HOST");
     let settings = tessera_config::from_vars(prefix, vars)?;
     Ok((config, settings))
 }

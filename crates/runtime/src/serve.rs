@@ -341,7 +341,7 @@ impl Servers {
     async fn drain(self, config: &RuntimeConfig) -> Result<(), RunError> {
         self.draining.cancel();
         let _ = self.health_sync.await;
-        tokio::time::sleep(Duration::from_millis(config.shutdown_delay_ms)).await;
+        tokio::time::sleep(config.shutdown_delay()).await;
         self.listening.cancel();
         let limit = Duration::from_millis(config.shutdown_timeout_ms);
         let drained = tokio::time::timeout(limit, async {

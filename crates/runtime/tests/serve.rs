@@ -592,3 +592,13 @@ async fn detached_work_finishes_before_the_service_stops() {
     assert_eq!(rows, 0, "the table exists, so the detached write ran");
     pool.close().await;
 }
+
+#[test]
+fn in_a_kubernetes_pod_the_shutdown_delay_defaults_to_draining_endpoints() {
+    let mut env = env_with("postgres://unused/unused", &[]);
+    let (outside, _) = tessera_runtime::configure::<TestService>(env.clone()).unwrap();
+    assert_eq!(outside.shutdown_delay(), Duration::ZERO);
+    env.push(("KUBERNETES_SERVICE_HOST".to_owned(), "10.96.0.1".to_owned()));
+    let (inside, _) = tessera_runtime::configure::<TestService>(env).unwrap();
+    assert_eq!(inside.shutdown_delay(), Duration::from_secs(5));
+}

@@ -240,6 +240,7 @@ fn load_keys(dir: &Path, active: Option<&str>) -> Result<Vec<SigningKey>, Config
                     ),
                 )
             })?;
+        refuse_world_access(&path)?;
         let pem = std::fs::read_to_string(&path).map_err(|error| {
             invalid(VARIABLE, format!("cannot read {}: {error}", path.display()))
         })?;
@@ -274,6 +275,33 @@ fn load_keys(dir: &Path, active: Option<&str>) -> Result<Vec<SigningKey>, Config
     let active = keys.remove(active_index);
     keys.insert(0, active);
     Ok(keys)
+}
+
+/// A signing key anyone on the host can read is no secret: refused, as ssh refuses such a
+/// private key. Group access is allowed (Kubernetes gives a mounted Secret's group, the
+/// pod's `fsGroup`, read access).
+fn refuse_world_access(path: &Path) -> Result<(), ConfigError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path)
+        .map_err(|error| {
+            invalid(
+                "signing_keys_dir",
+                format!("cannot read {}: {error}", path.display()),
+            )
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        return Err(invalid(
+            "signing_keys_dir",
+            format!(
+                "{} is accessible to every user of this host (mode {:o}): chmod o-rwx it",
+                path.display(),
+                mode & 0o777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn is_valid_kid(kid: &str) -> bool {
@@ -353,12 +381,7 @@ mod tests {
     fn write_keys(kids: &[&str]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         for kid in kids {
-            let pem = SigningKey::generate(*kid).to_pem();
-            std::fs::write(
-                dir.path().join(format!("{kid}.pem")),
-                secrecy::ExposeSecret::expose_secret(&pem),
-            )
-            .unwrap();
+            SigningKey::generate(*kid).write_pem(dir.path()).unwrap();
         }
         dir
     }
@@ -430,8 +453,26 @@ mod tests {
         let error = load_keys(&empty.path().join("nope"), None).unwrap_err();
         assert_eq!(error.variable, "SIGNING_KEYS_DIR");
         std::fs::write(empty.path().join("bad.pem"), "not a key").unwrap();
+        chmod(&empty.path().join("bad.pem"), 0o600);
         let error = load_keys(empty.path(), None).unwrap_err();
         assert!(error.problem.contains("bad.pem"), "{error}");
+    }
+
+    fn chmod(path: &Path, mode: u32) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn a_key_file_every_user_can_read_is_refused_and_one_for_the_group_taken() {
+        let dir = write_keys(&["k"]);
+        let path = dir.path().join("k.pem");
+        chmod(&path, 0o644);
+        let error = load_keys(dir.path(), None).unwrap_err();
+        assert_eq!(error.variable, "SIGNING_KEYS_DIR");
+        assert!(error.problem.contains("mode 644"), "{error}");
+        chmod(&path, 0o440);
+        assert_eq!(load_keys(dir.path(), None).unwrap()[0].kid(), "k");
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::process::Command;
 
-use secrecy::ExposeSecret;
 use tessera_jwt::SigningKey;
 use tessera_testkit::smoke;
 
@@ -11,8 +10,7 @@ const BINARY: &str = env!("CARGO_BIN_EXE_auth");
 #[tokio::test]
 async fn serves_health_metrics_and_grpc_health() {
     let keys = tempfile::tempdir().unwrap();
-    let pem = SigningKey::generate("boot").to_pem();
-    std::fs::write(keys.path().join("boot.pem"), pem.expose_secret()).unwrap();
+    SigningKey::generate("boot").write_pem(keys.path()).unwrap();
     smoke::serves_health_metrics_and_grpc_health_with(
         BINARY,
         "AUTH_",

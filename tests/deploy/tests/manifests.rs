@@ -227,13 +227,13 @@ fn containers_listen_probe_migrate_and_drain_as_their_binaries_do() {
                 ));
             }
             let config = &loaded.config;
-            let shutdown_ms = config.shutdown_delay_ms + 2 * config.shutdown_timeout_ms;
+            let delay_ms = millis(config.shutdown_delay());
+            let shutdown_ms = delay_ms + 2 * config.shutdown_timeout_ms;
             let grace_ms = text_at(container.pod, &["terminationGracePeriodSeconds"])
                 .map_or(30_000, |seconds| seconds.parse::<u64>().unwrap() * 1000);
-            if config.shutdown_delay_ms == 0 || grace_ms <= shutdown_ms {
+            if delay_ms == 0 || grace_ms <= shutdown_ms {
                 problem(format!(
-                    "shutdown delay {} ms (must not be 0, for endpoints to drain) and up to {shutdown_ms} ms in all, grace period {grace_ms} ms",
-                    config.shutdown_delay_ms
+                    "shutdown delay {delay_ms} ms (must not be 0, for endpoints to drain) and up to {shutdown_ms} ms in all, grace period {grace_ms} ms"
                 ));
             }
             let migrated_before = containers.iter().any(|(b, c)| {
@@ -470,7 +470,7 @@ fn docker_compose_sets_what_the_binaries_read_and_serve() {
             ));
         }
         let config = &loaded.config;
-        let shutdown_ms = config.shutdown_delay_ms + 2 * config.shutdown_timeout_ms;
+        let shutdown_ms = millis(config.shutdown_delay()) + 2 * config.shutdown_timeout_ms;
         if service.stop_grace_period_ms <= shutdown_ms {
             problem(format!(
                 "stop_grace_period {} ms, but shutdown may take {shutdown_ms} ms ({}SHUTDOWN_DELAY_MS + 2 x {}SHUTDOWN_TIMEOUT_MS)",
@@ -502,4 +502,8 @@ fn docker_compose_sets_what_the_binaries_read_and_serve() {
         }
     }
     assert_none(problems);
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }

@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tessera_jwt::{Signer, SigningKey};
 use tessera_testkit::broker::TestBroker;
@@ -100,8 +99,7 @@ impl StackBuilder {
         let broker = TestBroker::isolated().await;
         let amqp_url = broker.amqp_url().to_owned();
         let keys = tempfile::tempdir().unwrap();
-        let pem = SigningKey::generate(KID).to_pem();
-        std::fs::write(keys.path().join(format!("{KID}.pem")), pem.expose_secret()).unwrap();
+        SigningKey::generate(KID).write_pem(keys.path()).unwrap();
         // Empty: each binary applies its own migrations as it starts.
         let databases = [
             TestDatabase::empty().await,

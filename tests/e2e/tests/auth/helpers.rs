@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use reqwest::{Response, StatusCode};
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use tessera_e2e::binary;
 pub use tessera_e2e::stack::{Account, Session};
@@ -127,8 +126,7 @@ async fn start_auth(
 
 /// Writes a new Ed25519 key `<kid>.pem` into `dir`.
 pub fn write_key(dir: &std::path::Path, kid: &str) {
-    let pem = SigningKey::generate(kid).to_pem();
-    std::fs::write(dir.join(format!("{kid}.pem")), pem.expose_secret()).unwrap();
+    SigningKey::generate(kid).write_pem(dir).unwrap();
 }
 
 /// A unique email.
