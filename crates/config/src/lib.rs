@@ -326,3 +326,29 @@ mod tests {
         assert_eq!(full.variable, "USERS_HTTP_PORT");
     }
 }
+
+/// Deserializers for fields of a `#[serde(flatten)]`ed settings struct: serde hands such
+/// fields the raw strings, past envy's own conversions.
+pub mod flattened {
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    /// A boolean given as `true`/`false` (or `1`/`0`).
+    pub fn flag<'de, D: Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            Bool(bool),
+            Text(String),
+        }
+        match Given::deserialize(deserializer)? {
+            Given::Bool(value) => Ok(value),
+            Given::Text(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => Ok(true),
+                "false" | "0" => Ok(false),
+                _ => Err(D::Error::custom(format!(
+                    "{text:?} is not a boolean: true or false"
+                ))),
+            },
+        }
+    }
+}

@@ -21,6 +21,9 @@ pub enum KeyError {
     /// The HTTP client for the JWKS could not be built.
     #[error("cannot build the JWKS HTTP client")]
     HttpClient(#[source] reqwest::Error),
+    /// TLS for the JWKS cannot be set up (an unreadable CA certificate).
+    #[error("cannot set up TLS for the JWKS: {0}")]
+    Tls(String),
 }
 
 /// Why an access token was not accepted (or could not be made).

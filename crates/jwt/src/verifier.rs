@@ -35,6 +35,8 @@ pub struct VerifierSettings {
     pub jwks_min_refetch: Duration,
     /// Time limit of one JWKS fetch. Default 2 s.
     pub http_timeout: Duration,
+    /// CA certificates (PEM) to trust for an https JWKS besides the public roots.
+    pub jwks_ca_pem: Option<String>,
 }
 
 impl VerifierSettings {
@@ -48,6 +50,7 @@ impl VerifierSettings {
             jwks_refresh_interval: Duration::from_secs(5 * 60),
             jwks_min_refetch: Duration::from_secs(10),
             http_timeout: Duration::from_secs(2),
+            jwks_ca_pem: None,
         }
     }
 }
@@ -142,12 +145,44 @@ impl Verified {
     }
 }
 
+/// TLS for the JWKS: the public roots (webpki-roots) and `extra_ca_pem`, on ring, whatever
+/// crypto provider the process may have installed.
+fn tls_config(extra_ca_pem: Option<&str>) -> Result<rustls::ClientConfig, KeyError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(pem) = extra_ca_pem {
+        let mut added = 0;
+        for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+            let certificate =
+                certificate.map_err(|error| KeyError::Tls(format!("CA file: {error}")))?;
+            roots
+                .add(certificate)
+                .map_err(|error| KeyError::Tls(format!("CA file: {error}")))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(KeyError::Tls("the CA file holds no certificate".to_owned()));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| KeyError::Tls(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Verifier {
     /// A verifier whose keys come from `settings.jwks_url`, fetched on first use.
     pub fn remote(settings: VerifierSettings) -> Result<Self, KeyError> {
         let url = settings.jwks_url.clone().ok_or(KeyError::NoJwksUrl)?;
         let client = reqwest::Client::builder()
             .timeout(settings.http_timeout)
+            .tls_backend_preconfigured(tls_config(settings.jwks_ca_pem.as_deref())?)
             .build()
             .map_err(KeyError::HttpClient)?;
         let remote = RemoteKeys {

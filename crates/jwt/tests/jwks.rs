@@ -178,3 +178,87 @@ async fn a_remote_verifier_needs_a_jwks_url() {
         Err(KeyError::NoJwksUrl)
     ));
 }
+
+/// Serves `target` (plain HTTP) over TLS, with a certificate for 127.0.0.1 and localhost
+/// from a CA of its own. Returns where it listens and the CA certificate (PEM).
+async fn tls_in_front_of(target: std::net::SocketAddr) -> (std::net::SocketAddr, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use tokio_rustls::rustls;
+
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let server_key = KeyPair::generate().unwrap();
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&server_key, &ca)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![server.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(client).await else {
+                    return;
+                };
+                let mut upstream = tokio::net::TcpStream::connect(target).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    (addr, ca.pem())
+}
+
+#[tokio::test]
+async fn keys_come_over_https_from_a_server_the_configured_ca_vouches_for() {
+    let issuer = TestIssuer::start().await;
+    let (tls_addr, ca_pem) = tls_in_front_of(issuer.addr()).await;
+    let https_url = issuer.jwks_url().replace(
+        &format!("http://{}", issuer.addr()),
+        &format!("https://{tls_addr}"),
+    );
+    let token = issuer.token(Uuid::now_v7(), Role::User);
+
+    let trusting = Verifier::remote(VerifierSettings {
+        jwks_url: Some(https_url.clone()),
+        jwks_ca_pem: Some(ca_pem),
+        ..issuer.verifier_settings()
+    })
+    .unwrap();
+    trusting.verify(&token).await.unwrap();
+
+    // The public roots alone do not vouch for that server: no keys, no token.
+    let distrusting = Verifier::remote(VerifierSettings {
+        jwks_url: Some(https_url),
+        ..issuer.verifier_settings()
+    })
+    .unwrap();
+    let refused = distrusting.verify(&token).await;
+    assert!(
+        matches!(refused, Err(TokenError::KeysUnavailable(_))),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn a_ca_file_without_a_certificate_is_refused() {
+    let settings = VerifierSettings {
+        jwks_url: Some("https://auth.example.com/jwks".to_owned()),
+        jwks_ca_pem: Some("not a certificate".to_owned()),
+        ..VerifierSettings::new("i", "a")
+    };
+    assert!(matches!(Verifier::remote(settings), Err(KeyError::Tls(_))));
+}

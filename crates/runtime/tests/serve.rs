@@ -195,7 +195,7 @@ async fn readiness_turns_503_while_postgres_is_unreachable_and_recovers() {
 
     proxy.cut();
     service.wait_for_ready(503).await;
-    let body: serde_json::Value = reqwest::get(format!("{}/health/ready", service.http()))
+    let body: serde_json::Value = tessera_testkit::get(format!("{}/health/ready", service.http()))
         .await
         .unwrap()
         .json()
@@ -210,7 +210,7 @@ async fn readiness_turns_503_while_postgres_is_unreachable_and_recovers() {
     assert_eq!(postgres["status"], "down", "{body}");
     // Liveness does not depend on dependencies: restarting would not bring PostgreSQL back.
     assert_eq!(
-        reqwest::get(format!("{}/health/live", service.http()))
+        tessera_testkit::get(format!("{}/health/live", service.http()))
             .await
             .unwrap()
             .status(),
@@ -268,16 +268,19 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
     let database = TestDatabase::empty().await;
     let service = start(env_with(database.url(), &[("CONCURRENCY_LIMIT", "1")])).await;
 
-    let slow = tokio::spawn(reqwest::get(format!("{}/slow/1000", service.http())));
+    let slow = tokio::spawn(tessera_testkit::get(format!(
+        "{}/slow/1000",
+        service.http()
+    )));
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let shed = reqwest::get(format!("{}/slow/0", service.http()))
+    let shed = tessera_testkit::get(format!("{}/slow/0", service.http()))
         .await
         .unwrap();
     assert_eq!(shed.status(), 503);
     assert_eq!(shed.headers()["content-type"], "application/problem+json");
     // Probes bypass the limit, so an overloaded instance is not restarted.
     assert_eq!(
-        reqwest::get(format!("{}/health/live", service.http()))
+        tessera_testkit::get(format!("{}/health/live", service.http()))
             .await
             .unwrap()
             .status(),
@@ -297,7 +300,7 @@ async fn requests_over_the_concurrency_limit_are_shed_with_503() {
 async fn requests_over_the_timeout_get_504() {
     let database = TestDatabase::empty().await;
     let service = start(env_with(database.url(), &[("REQUEST_TIMEOUT_MS", "200")])).await;
-    let response = reqwest::get(format!("{}/slow/2000", service.http()))
+    let response = tessera_testkit::get(format!("{}/slow/2000", service.http()))
         .await
         .unwrap();
     assert_eq!(response.status(), 504);
@@ -310,7 +313,7 @@ async fn requests_over_the_timeout_get_504() {
 async fn bodies_over_the_limit_get_413_and_unknown_methods_405() {
     let database = TestDatabase::empty().await;
     let service = start(env_with(database.url(), &[("BODY_LIMIT_BYTES", "32")])).await;
-    let client = reqwest::Client::new();
+    let client = tessera_testkit::http_client();
     let post = |body: String| {
         client
             .post(format!("{}/echo", service.http()))
@@ -345,7 +348,7 @@ async fn bodies_over_the_limit_get_413_and_unknown_methods_405() {
 async fn incoming_request_ids_are_echoed_and_missing_ones_made() {
     let database = TestDatabase::empty().await;
     let service = start(env_with(database.url(), &[])).await;
-    let client = reqwest::Client::new();
+    let client = tessera_testkit::http_client();
     let url = format!("{}/slow/0", service.http());
     let echoed = client
         .get(&url)
@@ -410,7 +413,7 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_0() {
     .await;
     let http = child.http_url().to_owned();
 
-    let in_flight = tokio::spawn(reqwest::get(format!("{http}/slow/1500")));
+    let in_flight = tokio::spawn(tessera_testkit::get(format!("{http}/slow/1500")));
     tokio::time::sleep(Duration::from_millis(300)).await;
     kill(
         Pid::from_raw(i32::try_from(child.pid()).unwrap()),
@@ -421,7 +424,7 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_0() {
     // During the shutdown delay the service still answers, but no longer claims readiness.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
-        reqwest::get(format!("{http}/health/ready"))
+        tessera_testkit::get(format!("{http}/health/ready"))
             .await
             .unwrap()
             .status(),
@@ -434,14 +437,18 @@ async fn sigterm_lets_the_in_flight_request_finish_and_exits_0() {
     let status = child.wait_for_exit(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
     // The listener is gone: new connections are refused.
-    assert!(reqwest::get(format!("{http}/health/live")).await.is_err());
+    assert!(
+        tessera_testkit::get(format!("{http}/health/live"))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
 async fn events_written_by_a_request_are_published_by_the_services_relay() {
     let database = TestDatabase::empty().await;
     let service = start(env_with(database.url(), &[])).await;
-    let response = reqwest::Client::new()
+    let response = tessera_testkit::http_client()
         .post(format!("{}/emit", service.http()))
         .send()
         .await
@@ -487,19 +494,20 @@ async fn start_with_task(database: &TestDatabase, task: &str) -> InProcess {
 /// A failed task takes the service out of readiness (naming the task), is counted, and
 /// stops the service with an error naming it.
 async fn assert_task_failure_stops_the_service(service: InProcess, task: &str, reason: &str) {
-    let pulled = reqwest::Client::new()
+    let pulled = tessera_testkit::http_client()
         .post(format!("{}/trigger", service.http()))
         .send()
         .await
         .unwrap();
     assert_eq!(pulled.status(), 200);
     service.wait_for_ready(503).await;
-    let report: serde_json::Value = reqwest::get(format!("{}/health/ready", service.http()))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let report: serde_json::Value =
+        tessera_testkit::get(format!("{}/health/ready", service.http()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     let tasks = report["checks"]
         .as_array()
         .unwrap()
@@ -576,7 +584,7 @@ async fn a_setting_refused_by_build_is_a_configuration_error_with_the_prefix() {
 async fn detached_work_finishes_before_the_service_stops() {
     let database = TestDatabase::empty().await;
     let service = start(env_with(database.url(), &[])).await;
-    let response = reqwest::Client::new()
+    let response = tessera_testkit::http_client()
         .post(format!("{}/later", service.http()))
         .send()
         .await

@@ -32,6 +32,7 @@ async fn main() {
         eprintln!("RATE and SECONDS must be above 0");
         std::process::exit(2);
     }
+    tessera_testkit::install_tls_provider();
     let client = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .pool_max_idle_per_host(usize::MAX)

@@ -149,7 +149,7 @@ impl InProcess {
 
     /// The status `/health/ready` answers, 0 when it does not answer.
     pub async fn ready_status(&self) -> u16 {
-        match reqwest::get(format!("{}/health/ready", self.http)).await {
+        match crate::get(format!("{}/health/ready", self.http)).await {
             Ok(response) => response.status().as_u16(),
             Err(_) => 0,
         }

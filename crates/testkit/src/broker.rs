@@ -150,6 +150,7 @@ impl Admin {
         let Self::Management { user, password, .. } = self else {
             unreachable!("only the management API is called over HTTP");
         };
+        crate::install_tls_provider();
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(10))

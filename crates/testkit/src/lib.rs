@@ -92,6 +92,23 @@ pub fn set_var(
     env.push((name, value.into()));
 }
 
+/// An HTTP client for tests. reqwest's TLS carries no crypto provider of its own here (the
+/// services' JWKS client configures one explicitly), so this installs ring first.
+pub fn http_client() -> reqwest::Client {
+    install_tls_provider();
+    reqwest::Client::new()
+}
+
+/// `GET url` with an [`http_client`].
+pub async fn get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http_client().get(url).send().await
+}
+
+/// Makes ring the process's rustls provider, which reqwest clients built here need.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The environment a service needs to run against the test servers: `<prefix>DATABASE_URL`,
 /// the broker and virtual host at `amqp_url` (a [`broker::TestBroker`]'s), terse logs. Ports
 /// are chosen where the service is started ([`app::InProcess`], [`process::ServiceProcess`]).

@@ -54,7 +54,7 @@ impl Operation {
 
 /// The document served at `<http>/openapi.json` (`http` as in `http://127.0.0.1:<port>`).
 pub async fn fetch(http: &str) -> Value {
-    let response = reqwest::get(format!("{http}/openapi.json")).await.unwrap();
+    let response = crate::get(format!("{http}/openapi.json")).await.unwrap();
     assert_eq!(
         response.status(),
         reqwest::StatusCode::OK,

@@ -158,7 +158,7 @@ impl ServiceProcess {
     async fn wait_until_ready(&mut self, limit: Duration) -> Result<(), ExitStatus> {
         let deadline = Instant::now() + limit;
         let url = format!("{}/health/ready", self.http);
-        let client = reqwest::Client::new();
+        let client = crate::http_client();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Err(status);

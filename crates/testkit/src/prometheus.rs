@@ -3,7 +3,7 @@
 
 /// The `/metrics` text of the service whose REST side is at `http` (`http://127.0.0.1:<port>`).
 pub async fn scrape(http: &str) -> String {
-    reqwest::get(format!("{http}/metrics"))
+    crate::get(format!("{http}/metrics"))
         .await
         .unwrap()
         .text()

@@ -29,7 +29,7 @@ pub async fn serves_health_metrics_and_grpc_health_with(
         crate::set_var(&mut env, prefix, name, value);
     }
     let service = ServiceProcess::start(binary, &[], prefix, &env).await;
-    let client = reqwest::Client::new();
+    let client = crate::http_client();
 
     let ready = client
         .get(format!("{}/health/ready", service.http_url()))

@@ -44,7 +44,7 @@ impl Service for Orders {
     type Settings = Settings;
 
     async fn build(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
-        let verifier = Verifier::remote(settings.keys.verifier())?
+        let verifier = Verifier::remote(settings.keys.verifier()?)?
             .with_denylist(Denylist::new(context.redis.clone()));
         let client_metrics = ClientMetrics::register(context.metrics.registry())?;
         let users = users::UsersClient::new(

@@ -38,7 +38,7 @@ impl Service for Users {
     type Settings = Settings;
 
     async fn build(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
-        let verifier = Verifier::remote(settings.keys.verifier())?
+        let verifier = Verifier::remote(settings.keys.verifier()?)?
             .with_denylist(Denylist::new(context.redis.clone()));
         let repository = repository::Cached::new(
             repository::Postgres::new(context.db.clone(), context.outbox.clone()),

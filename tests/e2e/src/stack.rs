@@ -155,7 +155,7 @@ impl StackBuilder {
             orders,
             admin: self.admin,
             amqp_url,
-            client: reqwest::Client::new(),
+            client: tessera_testkit::http_client(),
             keys,
             _databases: databases,
             _broker: broker,

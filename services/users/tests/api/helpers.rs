@@ -55,7 +55,7 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
         service,
         issuer,
         database,
-        client: reqwest::Client::new(),
+        client: tessera_testkit::http_client(),
         broker,
     }
 }

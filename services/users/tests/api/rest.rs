@@ -32,7 +32,9 @@ async fn requests_without_a_valid_token_are_unauthorized() {
     let user = app.create_user(Role::User).await;
     let stranger = TestIssuer::start().await.token(user.id, Role::Admin);
 
-    let anonymous = reqwest::get(app.url("/api/v1/users/me")).await.unwrap();
+    let anonymous = tessera_testkit::get(app.url("/api/v1/users/me"))
+        .await
+        .unwrap();
     assert!(anonymous.headers().contains_key("www-authenticate"));
     assert_problem(anonymous, 401, None).await;
     for token in ["not-a-jwt", &stranger] {
@@ -265,7 +267,9 @@ async fn bad_paging_parameters_are_refused_naming_them() {
 async fn the_openapi_document_describes_every_route() {
     let app = spawn_app().await;
 
-    let response = reqwest::get(app.url("/openapi.json")).await.unwrap();
+    let response = tessera_testkit::get(app.url("/openapi.json"))
+        .await
+        .unwrap();
 
     assert_eq!(response.status(), StatusCode::OK);
     let api: Value = response.json().await.unwrap();

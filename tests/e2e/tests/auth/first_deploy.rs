@@ -57,7 +57,7 @@ async fn a_user_deleted_before_auth_ever_ran_loses_their_credential_once_auth_st
     .await
     .unwrap();
 
-    let deleted = reqwest::Client::new()
+    let deleted = tessera_testkit::http_client()
         .delete(format!("{}/api/v1/users/{id}", users.http_url()))
         .bearer_auth(issuer.token(id, Role::User))
         .send()

@@ -110,7 +110,7 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
             keys,
             users_proxy,
             auth_env,
-            client: reqwest::Client::new(),
+            client: tessera_testkit::http_client(),
             broker,
         };
     }

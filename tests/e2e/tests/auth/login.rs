@@ -153,7 +153,7 @@ async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
         ("TRUST_FORWARDED_FOR", "true".to_owned()),
     ])
     .await;
-    let client = reqwest::Client::new();
+    let client = tessera_testkit::http_client();
     let attempt = |forwarded: &'static str| {
         client
             .post(app.auth_url("/api/v1/auth/login"))

@@ -213,7 +213,7 @@ async fn deleting_the_user_revokes_every_session_and_the_credential() {
     let kept = app.login(&account).await;
     let active = app.login(&account).await;
 
-    let deleted = reqwest::Client::new()
+    let deleted = tessera_testkit::http_client()
         .delete(app.users_url(&format!("/api/v1/users/{}", account.id)))
         .bearer_auth(&active.access)
         .send()
@@ -257,7 +257,7 @@ async fn the_bootstrapped_admin_can_promote_a_user_whose_next_tokens_say_admin()
     let account = app.register().await;
     let user = app.login(&account).await;
 
-    let promoted = reqwest::Client::new()
+    let promoted = tessera_testkit::http_client()
         .patch(app.users_url(&format!("/api/v1/users/{}", account.id)))
         .bearer_auth(&admin.access)
         .json(&json!({ "role": "admin" }))
@@ -280,7 +280,7 @@ async fn the_bootstrapped_admin_can_promote_a_user_whose_next_tokens_say_admin()
     })
     .await;
     let renewed = app.login(&account).await;
-    let everyone = reqwest::Client::new()
+    let everyone = tessera_testkit::http_client()
         .get(app.users_url("/api/v1/users"))
         .bearer_auth(&renewed.access)
         .send()
@@ -291,7 +291,7 @@ async fn the_bootstrapped_admin_can_promote_a_user_whose_next_tokens_say_admin()
 
 /// `role` for `user` set with `token`: the status users answers.
 async fn set_role(app: &TestApp, token: &str, user: Uuid, role: &str) -> StatusCode {
-    reqwest::Client::new()
+    tessera_testkit::http_client()
         .patch(app.users_url(&format!("/api/v1/users/{user}")))
         .bearer_auth(token)
         .json(&json!({ "role": role }))

@@ -71,7 +71,7 @@ async fn forged_and_stale_tokens_are_refused_by_every_verifier() {
 async fn the_jwks_publishes_public_keys_only_with_cache_headers() {
     let app = spawn_app().await;
 
-    let response = reqwest::get(app.auth_url("/.well-known/jwks.json"))
+    let response = tessera_testkit::get(app.auth_url("/.well-known/jwks.json"))
         .await
         .unwrap();
 
@@ -134,7 +134,7 @@ async fn session_refreshes(app: &TestApp, refresh: &str) {
 #[tokio::test]
 async fn the_openapi_document_describes_every_route() {
     let app = spawn_app().await;
-    let doc: Value = reqwest::get(app.auth_url("/openapi.json"))
+    let doc: Value = tessera_testkit::get(app.auth_url("/openapi.json"))
         .await
         .unwrap()
         .json()

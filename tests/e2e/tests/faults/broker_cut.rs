@@ -33,7 +33,7 @@ async fn every_order_placed_while_the_broker_is_cut_off_is_published_once() {
         broker.cut();
         wait_for_broker_connection(&app, 0.0).await;
         // Degraded, not out of rotation: the outbox absorbs the outage.
-        let ready = reqwest::get(format!("{}/health/ready", app.orders.http_url()))
+        let ready = tessera_testkit::get(format!("{}/health/ready", app.orders.http_url()))
             .await
             .unwrap();
         assert_eq!(ready.status(), 200);

@@ -129,7 +129,7 @@ pub async fn spawn_app_on(
         issuer,
         database,
         env,
-        client: reqwest::Client::new(),
+        client: tessera_testkit::http_client(),
         broker,
     }
 }

@@ -71,7 +71,7 @@ pub async fn spawn_stack() -> Stack {
     Stack {
         receiver,
         services,
-        client: reqwest::Client::new(),
+        client: tessera_testkit::http_client(),
     }
 }
 
