@@ -134,7 +134,7 @@ hello_pid=$!; pids+=("$hello_pid")
 
 # One auth for the whole run (its per-email limit counts logins in flight, and the login run
 # sends 16 at once for one account), users and orders trusting its JWKS.
-start_auth AUTH_LOGIN_MAX_FAILURES_PER_EMAIL=1000
+start_auth AUTH_LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT=1000
 wait_for "$auth_url/health/ready"
 start_users
 start_orders
@@ -295,7 +295,7 @@ wait_for "$users_url/health/ready"
 # and time how long until users accepts a token signed with it.
 openssl genpkey -algorithm ed25519 -out "$work/keys/bench-2.pem"
 stop "$auth_pid"
-start_auth AUTH_LOGIN_MAX_FAILURES_PER_EMAIL=1000 AUTH_SIGNING_KID=bench-2
+start_auth AUTH_LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT=1000 AUTH_SIGNING_KID=bench-2
 wait_for "$auth_url/health/ready"
 rotated=$(json_post "$auth_url/api/v1/auth/login" "$credentials" | field access_token)
 started=$(date +%s.%N)

@@ -39,7 +39,7 @@ admin_email=admin-$$@example.com admin_password="contract admin password $RANDOM
 # Schemathesis registers and logs in far more often than a person would: the limits that
 # stop that are tested elsewhere, and would only make it see 429s here.
 start_auth AUTH_ADMIN_EMAIL="$admin_email" AUTH_ADMIN_PASSWORD="$admin_password" \
-  AUTH_REGISTRATIONS_PER_CLIENT=100000 AUTH_LOGIN_MAX_FAILURES_PER_EMAIL=100000 \
+  AUTH_REGISTRATIONS_PER_CLIENT=100000 AUTH_LOGIN_MAX_FAILURES_PER_EMAIL=100000 AUTH_LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT=100000 \
   AUTH_LOGIN_MAX_FAILURES_PER_CLIENT=100000 AUTH_ARGON2_MEMORY_KIB=1024 AUTH_ARGON2_ITERATIONS=1
 start_users
 start_orders

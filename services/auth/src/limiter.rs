@@ -1,12 +1,19 @@
-//! Limits on what costs a password hash, counted in Redis: failed logins per email and per
-//! client address, and registrations per client address.
+//! Limits on what costs a password hash, counted in Redis: failed logins per email and client
+//! address, per email, and per address, and registrations per address.
+//!
+//! A lockout must not be a weapon: failures lock an email out only *from the address they
+//! came from* (`per_email_client`), so guessing at someone's account from one place does not
+//! keep its owner out. Failures from many addresses against one email are slowed instead:
+//! past `per_email_client` of them, each attempt from an address that never logged in to
+//! the account must wait a doubling delay (1 s up to a minute) after the one before, up to
+//! the `per_email` ceiling for the window. An address that has logged in to the account in
+//! the last 30 days is known to it and passes the delay and the ceiling.
 //!
 //! Every login attempt is counted before its password is checked, in one atomic step with the
-//! limit check, so a burst of parallel guesses cannot all slip past the limit (logins of one
-//! email in flight at once count against it too); a successful or refused attempt is taken
-//! back off (a success clears the email's counter). Counters expire a window after
-//! their first attempt; while one is over its limit, logins for that email or from that
-//! address are refused with the counter's remaining lifetime as `Retry-After`.
+//! limit check (a Lua script), so a burst of parallel guesses cannot all slip past the limit
+//! (logins of one email in flight at once count against it too); a successful or refused
+//! attempt is taken back off. Counters expire a window after their first attempt; a refused
+//! attempt is told how long to wait in `Retry-After`.
 //! Registrations are counted the same way, per address, whatever their outcome: each one
 //! that gets as far as hashing its password costs as much as a login.
 //!
@@ -22,10 +29,20 @@ use sha2::{Digest, Sha256};
 use tessera_observability::trace_context;
 use tracing::Instrument;
 
+/// How long an address that logged in to an account stays known to it.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The first delay between attempts at a contested email; it doubles up to [`MAX_DELAY`].
+const FIRST_DELAY: Duration = Duration::from_secs(1);
+/// The longest delay between attempts at a contested email.
+const MAX_DELAY: Duration = Duration::from_secs(60);
+
 /// How many attempts are allowed, and over how long.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Failed logins per email within the window.
+    /// Failed logins per email from one client address within the window: the lockout.
+    pub per_email_client: u32,
+    /// Failed logins per email from every address together within the window: the ceiling
+    /// for addresses not known to the account.
     pub per_email: u32,
     /// Failed logins per client address within the window.
     pub per_client: u32,
@@ -50,9 +67,51 @@ pub struct Limiter {
 /// as a failure (it is counted already).
 #[must_use]
 pub struct Attempt {
+    pair_key: String,
     email_key: String,
     client_key: String,
+    known_key: String,
 }
+
+/// [`ATTEMPT`], hashed once: Redis runs it by its SHA-1 (loading it when it has not yet).
+static ATTEMPT_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(ATTEMPT));
+
+/// The decision on a login attempt, atomically: refused (uncounted) with the wait in
+/// milliseconds, or counted.
+///
+/// KEYS: known, gate, pair, email, client. ARGV: window (s), per_email_client, per_email,
+/// per_client, first delay (ms), longest delay (ms). Returns the wait, 0 when let through.
+const ATTEMPT: &str = r"
+local known = redis.call('EXISTS', KEYS[1]) == 1
+if not known then
+  local gate = redis.call('PTTL', KEYS[2])
+  if gate > 0 then return gate end
+end
+local counts, ttls = {}, {}
+for i = 3, 5 do
+  redis.call('SET', KEYS[i], 0, 'EX', ARGV[1], 'NX')
+  counts[i] = redis.call('INCR', KEYS[i])
+  ttls[i] = redis.call('PTTL', KEYS[i])
+end
+local wait = 0
+local function over(i, limit)
+  if counts[i] > tonumber(limit) then wait = math.max(wait, ttls[i], 1) end
+end
+over(3, ARGV[2])
+over(5, ARGV[4])
+if not known then over(4, ARGV[3]) end
+if wait > 0 then
+  for i = 3, 5 do redis.call('DECR', KEYS[i]) end
+  return wait
+end
+local contested = counts[4] - tonumber(ARGV[2])
+if not known and contested > 0 then
+  local delay = math.min(tonumber(ARGV[5]) * 2 ^ math.min(contested - 1, 16), tonumber(ARGV[6]))
+  redis.call('SET', KEYS[2], 1, 'PX', math.floor(delay))
+end
+return 0
+";
 
 impl Limiter {
     /// A limiter in the Redis behind `pool` with keys under `prefix`, each call bounded by
@@ -71,38 +130,37 @@ impl Limiter {
         }
     }
 
-    /// Counts an attempt for `email` from `client`; `Err(retry_after)` when that puts either
-    /// over its limit.
+    /// Counts an attempt for `email` from `client`; `Err(retry_after)` when a limit refuses
+    /// it (and then it does not count).
     pub async fn attempt(&self, email: &str, client: IpAddr) -> Result<Attempt, Duration> {
+        let email_key = self.email_key(email);
+        let client_part = self.client_part(client);
         let attempt = Attempt {
-            email_key: self.email_key(email),
-            client_key: self.client_key("client", client),
+            pair_key: format!("{email_key}:from:{client_part}"),
+            known_key: format!("{email_key}:known:{client_part}"),
+            client_key: format!("{}:client:{client_part}", self.prefix),
+            email_key,
         };
-        let window = self.limits.window;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for key in [&attempt.email_key, &attempt.client_key] {
-            count(&mut pipe, key, window);
-        }
-        let Some((email_count, email_ttl, client_count, client_ttl)) =
-            self.run::<(u32, i64, u32, i64)>(&pipe).await
-        else {
-            return Ok(attempt);
-        };
-        let waits = [
-            over(email_count, self.limits.per_email, email_ttl, window),
-            over(client_count, self.limits.per_client, client_ttl, window),
-        ];
-        match waits.into_iter().flatten().max() {
-            Some(wait) => {
-                // A refused attempt checks no password: it does not count.
-                let mut pipe = redis::pipe();
-                take_back(&mut pipe, &attempt.email_key, window);
-                take_back(&mut pipe, &attempt.client_key, window);
-                let _: Option<()> = self.run(&pipe).await;
-                Err(wait)
-            }
-            None => Ok(attempt),
+        let gate_key = format!("{}:gate", attempt.email_key);
+        let mut script = ATTEMPT_SCRIPT.prepare_invoke();
+        script
+            .key(&attempt.known_key)
+            .key(&gate_key)
+            .key(&attempt.pair_key)
+            .key(&attempt.email_key)
+            .key(&attempt.client_key)
+            .arg(self.limits.window.as_secs().max(1))
+            .arg(self.limits.per_email_client)
+            .arg(self.limits.per_email)
+            .arg(self.limits.per_client)
+            .arg(millis(FIRST_DELAY))
+            .arg(millis(MAX_DELAY));
+        let outcome = self
+            .within_timeout(async |connection| script.invoke_async::<i64>(connection).await)
+            .await;
+        match outcome {
+            Some(wait) if wait > 0 => Err(Duration::from_millis(wait.unsigned_abs())),
+            _ => Ok(attempt),
         }
     }
 
@@ -133,12 +191,20 @@ impl Limiter {
         }
     }
 
-    /// Takes a successful attempt back off: the email starts afresh, and the address keeps
-    /// only its failures (so many people behind one address can log in).
+    /// Takes a successful attempt back off: its address starts afresh with the email and is
+    /// known to it from now on; the email and the address keep only their failures (so many
+    /// people behind one address can log in).
     pub async fn succeeded(&self, attempt: Attempt) {
         let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(&attempt.email_key).ignore();
+        pipe.cmd("DEL").arg(&attempt.pair_key).ignore();
+        take_back(&mut pipe, &attempt.email_key, self.limits.window);
         take_back(&mut pipe, &attempt.client_key, self.limits.window);
+        pipe.cmd("SET")
+            .arg(&attempt.known_key)
+            .arg(1)
+            .arg("EX")
+            .arg(KNOWN_FOR.as_secs())
+            .ignore();
         let _: Option<()> = self.run(&pipe).await;
     }
 
@@ -152,25 +218,37 @@ impl Limiter {
         key
     }
 
+    fn client_key(&self, kind: &str, client: IpAddr) -> String {
+        format!("{}:{kind}:{}", self.prefix, self.client_part(client))
+    }
+
     /// IPv6 clients are counted per /64, the block one subscriber gets: counting single
     /// addresses would give each of them billions of fresh counters.
-    fn client_key(&self, kind: &str, client: IpAddr) -> String {
+    fn client_part(&self, client: IpAddr) -> String {
         match client.to_canonical() {
-            IpAddr::V4(v4) => format!("{}:{kind}:{v4}", self.prefix),
+            IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => {
                 let [a, b, c, d, ..] = v6.segments();
-                format!("{}:{kind}:{a:x}:{b:x}:{c:x}:{d:x}::/64", self.prefix)
+                format!("{a:x}:{b:x}:{c:x}:{d:x}::/64")
             }
         }
     }
 
     /// Runs `pipe` within the timeout; `None` (and a warning) when Redis cannot answer.
     async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Option<T> {
+        self.within_timeout(async |connection| pipe.query_async::<T>(connection).await)
+            .await
+    }
+
+    /// Runs `work` on a pooled connection within the timeout; `None` (and a warning) when
+    /// Redis cannot answer.
+    async fn within_timeout<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+    ) -> Option<T> {
         let outcome = tokio::time::timeout(self.timeout, async {
             let mut connection = self.pool.get().await.map_err(|e| e.to_string())?;
-            pipe.query_async::<T>(&mut connection)
-                .await
-                .map_err(|e| e.to_string())
+            work(&mut connection).await.map_err(|e| e.to_string())
         })
         .instrument(trace_context::redis_span("MULTI"))
         .await;
@@ -217,6 +295,10 @@ fn take_back(pipe: &mut redis::Pipeline, key: &str, window: Duration) {
         .ignore();
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// How long to wait when `count` is over `limit`: the counter's remaining lifetime `ttl`
 /// (milliseconds), or the whole `window` if that is unknown.
 fn over(count: u32, limit: u32, ttl: i64, window: Duration) -> Option<Duration> {
@@ -232,6 +314,7 @@ mod tests {
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .unwrap();
         let limits = Limits {
+            per_email_client: 1,
             per_email: 1,
             per_client: 1,
             window: Duration::from_secs(1),

@@ -66,7 +66,13 @@ pub struct Settings {
     #[serde(default = "defaults::users_timeout_ms")]
     pub users_timeout_ms: u64,
 
-    /// Failed logins allowed per email within the window, before 429.
+    /// Failed logins allowed per email from one client address within the window, before
+    /// 429 for that address: the lockout, which cannot keep the owner out from elsewhere.
+    #[serde(default = "defaults::login_max_failures_per_email_client")]
+    pub login_max_failures_per_email_client: u32,
+    /// Failed logins allowed per email from every address together within the window,
+    /// before 429 for addresses that never logged in to it; past the per-address limit,
+    /// attempts from such addresses also wait a doubling delay.
     #[serde(default = "defaults::login_max_failures_per_email")]
     pub login_max_failures_per_email: u32,
     /// Failed logins allowed per client address within the window, before 429.
@@ -170,6 +176,7 @@ impl Settings {
     /// The login and registration limits.
     pub fn limits(&self) -> Limits {
         Limits {
+            per_email_client: self.login_max_failures_per_email_client,
             per_email: self.login_max_failures_per_email,
             per_client: self.login_max_failures_per_client,
             window: Duration::from_secs(self.login_failure_window_secs),
@@ -351,8 +358,11 @@ mod defaults {
     pub fn users_timeout_ms() -> u64 {
         2_000
     }
-    pub fn login_max_failures_per_email() -> u32 {
+    pub fn login_max_failures_per_email_client() -> u32 {
         5
+    }
+    pub fn login_max_failures_per_email() -> u32 {
+        100
     }
     pub fn login_max_failures_per_client() -> u32 {
         50

@@ -106,9 +106,9 @@ async fn missing_and_unknown_fields_are_named() {
 }
 
 #[tokio::test]
-async fn failed_logins_per_email_are_limited_until_the_window_passes() {
+async fn failed_logins_per_email_and_address_are_limited_until_the_window_passes() {
     let app = spawn_app_with(&[
-        ("LOGIN_MAX_FAILURES_PER_EMAIL", "3".to_owned()),
+        ("LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT", "3".to_owned()),
         ("LOGIN_FAILURE_WINDOW_SECS", "2".to_owned()),
     ])
     .await;
@@ -130,6 +130,82 @@ async fn failed_logins_per_email_are_limited_until_the_window_passes() {
     tokio::time::sleep(retry_after + Duration::from_millis(200)).await;
     let response = app.login_with(&account.email, PASSWORD).await;
     session(response).await;
+}
+
+/// A login for `email` with `password`, as from `address` behind the trusted proxy.
+async fn login_from(
+    app: &crate::helpers::TestApp,
+    address: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    tessera_testkit::http_client()
+        .post(app.auth_url("/api/v1/auth/login"))
+        .header("x-forwarded-for", address)
+        .json(&json!({ "email": email, "password": password }))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn guessing_from_one_address_does_not_lock_the_owner_out_elsewhere() {
+    let app = spawn_app_with(&[
+        ("LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT", "3".to_owned()),
+        ("TRUST_FORWARDED_FOR", "true".to_owned()),
+    ])
+    .await;
+    let account = app.register().await;
+    for _ in 0..3 {
+        let guess = login_from(&app, "203.0.113.7", &account.email, "wrong wrong wrong").await;
+        assert_problem(guess, 401, None).await;
+    }
+    let locked = login_from(&app, "203.0.113.7", &account.email, PASSWORD).await;
+    assert_problem(locked, 429, None).await;
+
+    // The owner, from anywhere else, gets in.
+    let owner = login_from(&app, "198.51.100.20", &account.email, PASSWORD).await;
+    session(owner).await;
+}
+
+#[tokio::test]
+async fn guesses_from_many_addresses_are_slowed_then_stopped_but_a_known_address_gets_in() {
+    let app = spawn_app_with(&[
+        ("LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT", "1".to_owned()),
+        ("LOGIN_MAX_FAILURES_PER_EMAIL", "2".to_owned()),
+        ("TRUST_FORWARDED_FOR", "true".to_owned()),
+    ])
+    .await;
+    let account = app.register().await;
+    // The owner logged in from home before: that address is known to the account.
+    session(login_from(&app, "198.51.100.20", &account.email, PASSWORD).await).await;
+
+    let guess = |n: u8| {
+        let address = format!("203.0.113.{n}");
+        let email = account.email.clone();
+        let app = &app;
+        async move { login_from(app, &address, &email, "wrong wrong wrong").await }
+    };
+    assert_problem(guess(1).await, 401, None).await;
+    // Past one failure per address, every new address waits a delay after the last try.
+    assert_problem(guess(2).await, 401, None).await;
+    let slowed = guess(3).await;
+    let wait = retry_after(&slowed);
+    assert!((1..=2).contains(&wait.as_secs()), "{wait:?}");
+    assert_problem(slowed, 429, None).await;
+    // The owner's known address is not slowed.
+    session(login_from(&app, "198.51.100.20", &account.email, PASSWORD).await).await;
+
+    // Past the ceiling, no unknown address gets a try for the rest of the window...
+    tokio::time::sleep(wait + Duration::from_millis(200)).await;
+    let stopped = guess(4).await;
+    assert!(
+        retry_after(&stopped).as_secs() > 2,
+        "the window, not a delay"
+    );
+    assert_problem(stopped, 429, None).await;
+    // ...and the owner still gets in from home.
+    session(login_from(&app, "198.51.100.20", &account.email, PASSWORD).await).await;
 }
 
 #[tokio::test]
@@ -181,7 +257,7 @@ async fn logins_still_work_when_redis_is_unreachable() {
 
 #[tokio::test]
 async fn a_burst_of_parallel_guesses_cannot_slip_past_the_limit() {
-    let app = spawn_app_with(&[("LOGIN_MAX_FAILURES_PER_EMAIL", "3".to_owned())]).await;
+    let app = spawn_app_with(&[("LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT", "3".to_owned())]).await;
     let account = app.register().await;
 
     let passwords: Vec<String> = (0..12).map(|n| format!("guess number {n}")).collect();
