@@ -40,22 +40,63 @@ impl Denylist {
     /// Lists `jti` until `until` (the token's expiry) plus [`Self::EXPIRY_MARGIN`]; nothing to do
     /// for a token already past that.
     pub async fn revoke(&self, jti: Uuid, until: DateTime<Utc>) -> Result<(), DenylistError> {
-        let listed_until = until
-            .checked_add_signed(Self::EXPIRY_MARGIN)
-            .unwrap_or(until);
-        let left = (listed_until - Utc::now()).num_milliseconds();
-        if left <= 0 {
+        self.revoke_all(&[(jti, until)]).await
+    }
+
+    /// [`Self::revoke`] for each `(jti, until)`, in one round trip.
+    pub async fn revoke_all(&self, tokens: &[(Uuid, DateTime<Utc>)]) -> Result<(), DenylistError> {
+        let mut pipe = redis::pipe();
+        for (jti, until) in tokens {
+            let listed_until = until
+                .checked_add_signed(Self::EXPIRY_MARGIN)
+                .unwrap_or(*until);
+            let left = (listed_until - Utc::now()).num_milliseconds();
+            if left > 0 {
+                // Round up: a key that expires a fraction early would let the token back in.
+                let seconds = (left + 999) / 1000;
+                pipe.cmd("SET")
+                    .arg(key(*jti))
+                    .arg(1)
+                    .arg("EX")
+                    .arg(seconds)
+                    .ignore();
+            }
+        }
+        if pipe.is_empty() {
             return Ok(());
         }
-        // Round up: a key that expires a fraction early would let the token back in.
-        let seconds = (left + 999) / 1000;
+        async {
+            let mut connection = self.pool.get().await?;
+            pipe.query_async::<()>(&mut connection).await?;
+            Ok(())
+        }
+        .instrument(trace_context::redis_span("SET"))
+        .await
+    }
+
+    /// Whether this Redis holds every revocation pushed since [`Self::mark_complete`]: false
+    /// when it has lost its data (a restart without persistence, a flush) or never had it,
+    /// and then every revocation still in force must be pushed again.
+    pub async fn is_complete(&self) -> Result<bool, DenylistError> {
+        async {
+            let mut connection = self.pool.get().await?;
+            let complete = redis::cmd("EXISTS")
+                .arg(COMPLETE_KEY)
+                .query_async::<bool>(&mut connection)
+                .await?;
+            Ok(complete)
+        }
+        .instrument(trace_context::redis_span("EXISTS"))
+        .await
+    }
+
+    /// Records that every revocation in force has been pushed to this Redis.
+    pub async fn mark_complete(&self) -> Result<(), DenylistError> {
         async {
             let mut connection = self.pool.get().await?;
             redis::cmd("SET")
-                .arg(key(jti))
+                .arg(COMPLETE_KEY)
                 .arg(1)
-                .arg("EX")
-                .arg(seconds)
                 .query_async::<()>(&mut connection)
                 .await?;
             Ok(())
@@ -78,6 +119,9 @@ impl Denylist {
         .await
     }
 }
+
+/// Set once the denylist holds every revocation in force; gone with the rest of Redis' data.
+const COMPLETE_KEY: &str = "tessera:jwt:denylist:complete";
 
 fn key(jti: Uuid) -> String {
     format!("tessera:jwt:denylist:{jti}")

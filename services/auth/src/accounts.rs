@@ -294,15 +294,14 @@ impl<R: AccountRepository> Accounts<R> {
     /// Ends the session of `presented` (if it is the caller's) and revokes its access tokens
     /// and the caller's until they expire. Ending an ended session is not an error.
     pub async fn logout(&self, caller: &Principal, presented: &RefreshToken) -> Result<(), Error> {
-        let mut revoke = vec![AccessGrant {
+        let caller_grant = AccessGrant {
             jti: caller.jti,
             expires_at: caller.expires_at,
-        }];
-        revoke.extend(
-            self.repository
-                .revoke_session(presented, caller.user_id)
-                .await?,
-        );
+        };
+        let revoke = self
+            .repository
+            .revoke_session(presented, caller.user_id, caller_grant)
+            .await?;
         for grant in revoke {
             self.denylist
                 .revoke(grant.jti, grant.expires_at)

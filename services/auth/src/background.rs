@@ -1,10 +1,12 @@
-//! Work the service does on its own: the admin bootstrap and the janitor.
+//! Work the service does on its own: the admin bootstrap, the janitor, and keeping the
+//! denylist complete.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_domain::Role;
 use tessera_errors::Error;
+use tessera_jwt::Denylist;
 use tessera_runtime::Task;
 use tokio_util::sync::CancellationToken;
 
@@ -14,6 +16,12 @@ use crate::repository::AccountRepository;
 
 /// How often the janitor runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
+/// How often revocations Redis has not taken are pushed again: with the time Redis was
+/// unreachable, the longest a revoked token can still pass a verifier (never beyond its own
+/// expiry).
+pub const DENYLIST_SYNC_EVERY: Duration = Duration::from_secs(5);
+/// Revocations pushed per round trip.
+const SYNC_BATCH: i64 = 500;
 
 /// The one-off task that makes sure `admin` exists.
 pub fn admin_bootstrap<R: AccountRepository>(
@@ -30,6 +38,76 @@ pub fn admin_bootstrap<R: AccountRepository>(
 /// The lifelong task that sweeps dead rows every minute.
 pub fn janitor<R: AccountRepository>(repository: R, stop: CancellationToken) -> Task {
     Task::lifelong("janitor", sweep_until_stopped(repository, stop))
+}
+
+/// The lifelong task that keeps Redis' denylist complete: every revocation recorded while
+/// Redis could not take it is pushed once Redis answers, and all of them again when Redis has
+/// lost its data.
+pub fn denylist_sync<R: AccountRepository>(
+    repository: R,
+    denylist: Denylist,
+    stop: CancellationToken,
+) -> Task {
+    Task::lifelong("denylist-sync", async move {
+        let mut failing = false;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(DENYLIST_SYNC_EVERY) => {}
+            }
+            let outcome = push_revocations(&repository, &denylist).await;
+            match &outcome {
+                Ok(0) => {}
+                Ok(pushed) => tracing::info!(pushed, "pushed revocations to the denylist"),
+                // Once per outage: the verifiers say it too, on every request.
+                Err(error) if !failing => {
+                    tracing::warn!(%error, "cannot push revocations to the denylist; retrying");
+                }
+                Err(_) => {}
+            }
+            failing = outcome.is_err();
+        }
+    })
+}
+
+/// Pushes the revocations Redis has not taken (all of them, if it lost its data); returns
+/// how many.
+async fn push_revocations<R: AccountRepository>(
+    repository: &R,
+    denylist: &Denylist,
+) -> Result<usize, String> {
+    let complete = denylist.is_complete().await.map_err(|e| e.to_string())?;
+    if !complete {
+        repository
+            .unmark_pushed()
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let mut pushed = 0;
+    loop {
+        let batch = repository
+            .unpushed_revocations(SYNC_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        if batch.is_empty() {
+            break;
+        }
+        let tokens: Vec<_> = batch.iter().map(|g| (g.jti, g.expires_at)).collect();
+        denylist
+            .revoke_all(&tokens)
+            .await
+            .map_err(|e| e.to_string())?;
+        let jtis: Vec<_> = batch.iter().map(|g| g.jti).collect();
+        repository
+            .mark_pushed(&jtis)
+            .await
+            .map_err(|e| e.to_string())?;
+        pushed += batch.len();
+    }
+    if !complete {
+        denylist.mark_complete().await.map_err(|e| e.to_string())?;
+    }
+    Ok(pushed)
 }
 
 /// Makes sure `admin` exists, retrying while the users service or the database cannot be

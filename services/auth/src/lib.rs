@@ -63,7 +63,7 @@ impl Service for Auth {
             signer: Arc::clone(&signer),
             verifier: verifier.clone(),
             users: users::UsersClient::new(&settings.users_grpc_url, settings.users_timeout())?,
-            denylist,
+            denylist: denylist.clone(),
             limiter: limiter::Limiter::new(
                 context.redis.clone(),
                 settings.limits(),
@@ -75,10 +75,14 @@ impl Service for Auth {
             detacher: context.detacher(),
         });
 
-        let mut tasks = vec![background::janitor(
-            repository.clone(),
-            context.shutdown.clone(),
-        )];
+        let mut tasks = vec![
+            background::janitor(repository.clone(), context.shutdown.clone()),
+            background::denylist_sync(
+                repository.clone(),
+                denylist.clone(),
+                context.shutdown.clone(),
+            ),
+        ];
         if let Some(admin) = settings.admin_account()? {
             tasks.push(background::admin_bootstrap(
                 Arc::clone(&accounts),

@@ -59,7 +59,15 @@ async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
         let opened = store.open_session(user, access(), refresh, refresh_expiry());
         assert!(opened.await.unwrap());
     }
-    assert_eq!(store.revoke_session(&ended, user).await.unwrap().len(), 1);
+    assert_eq!(
+        store
+            .revoke_session(&ended, user, access())
+            .await
+            .unwrap()
+            .len(),
+        2,
+        "the caller's token and the session's"
+    );
     // Let every access token expire, and leave an abandoned registration behind.
     for sql in [
         "UPDATE session_access_tokens SET expires_at = now() - interval '1 minute'",

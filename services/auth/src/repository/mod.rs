@@ -92,19 +92,37 @@ pub trait AccountRepository: Send + Sync + 'static {
         issue: impl FnOnce(Uuid, Role) -> Result<IssuedToken, E> + Send,
     ) -> impl Future<Output = Result<Rotation<IssuedToken>, E>> + Send;
 
-    /// Revokes the session `presented` belongs to, if it is `user_id`'s; returns its
-    /// unexpired access tokens. A session revoked already answers them too, so a logout
-    /// retried after its denylisting failed denylists them after all.
+    /// Revokes the session `presented` belongs to, if it is `user_id`'s, and the access
+    /// token `caller` presented; returns the revoked unexpired access tokens, `caller`'s
+    /// first. A session revoked already answers them too, so a logout retried after its
+    /// denylisting failed denylists them after all.
     fn revoke_session(
         &self,
         presented: &RefreshToken,
         user_id: Uuid,
+        caller: AccessGrant,
     ) -> impl Future<Output = Result<Vec<AccessGrant>, RepositoryError>> + Send;
 
+    /// Up to `limit` revocations of unexpired tokens that Redis has not taken yet.
+    fn unpushed_revocations(
+        &self,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<AccessGrant>, RepositoryError>> + Send;
+
+    /// Records that Redis took the revocations of `jtis`.
+    fn mark_pushed(
+        &self,
+        jtis: &[Uuid],
+    ) -> impl Future<Output = Result<(), RepositoryError>> + Send;
+
+    /// Marks every revocation of an unexpired token as not taken by Redis, for a Redis that
+    /// lost them.
+    fn unmark_pushed(&self) -> impl Future<Output = Result<(), RepositoryError>> + Send;
+
     /// Deletes pending credentials older than `abandoned_after`, expired sessions, revoked
-    /// ones whose access tokens have all expired, expired access tokens and expired refresh
-    /// tokens (a used one is kept until then, to recognise its reuse). Returns how many rows
-    /// went.
+    /// ones whose access tokens have all expired, expired access tokens, expired refresh
+    /// tokens (a used one is kept until then, to recognise its reuse) and the revocations
+    /// of expired tokens. Returns how many rows went.
     fn sweep(
         &self,
         abandoned_after: Duration,

@@ -288,10 +288,20 @@ impl AccountRepository for Postgres {
         &self,
         presented: &RefreshToken,
         user_id: Uuid,
+        caller: AccessGrant,
     ) -> Result<Vec<AccessGrant>, RepositoryError> {
         let mut tx = self.db.begin().await?;
+        sqlx::query!(
+            "INSERT INTO revoked_access_tokens (jti, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (jti) DO NOTHING",
+            caller.jti,
+            caller.expires_at
+        )
+        .execute(&mut *tx)
+        .await?;
+        let mut revoked = vec![caller];
         // The row lock waits for a refresh in flight, whose access token is then seen.
-        let Some(session) = sqlx::query_scalar!(
+        if let Some(session) = sqlx::query_scalar!(
             "UPDATE sessions s SET revoked_at = coalesce(s.revoked_at, now()) \
              FROM refresh_tokens t \
              WHERE t.token_hash = $1 AND s.id = t.session_id AND s.user_id = $2 \
@@ -301,12 +311,63 @@ impl AccountRepository for Postgres {
         )
         .fetch_optional(&mut *tx)
         .await?
-        else {
-            return Ok(Vec::new());
-        };
-        let live = live_access(&mut tx, session).await?;
+        {
+            revoked.extend(
+                live_access(&mut tx, session)
+                    .await?
+                    .into_iter()
+                    .filter(|grant| grant.jti != caller.jti),
+            );
+        }
         tx.commit().await?;
-        Ok(live)
+        Ok(revoked)
+    }
+
+    #[tracing::instrument(
+        name = "accounts.unpushed_revocations",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
+    async fn unpushed_revocations(&self, limit: i64) -> Result<Vec<AccessGrant>, RepositoryError> {
+        Ok(sqlx::query_as!(
+            AccessGrant,
+            "SELECT jti, expires_at FROM revoked_access_tokens \
+             WHERE pushed_at IS NULL AND expires_at > now() \
+             ORDER BY expires_at LIMIT $1",
+            limit
+        )
+        .fetch_all(&self.db)
+        .await?)
+    }
+
+    #[tracing::instrument(
+        name = "accounts.unmark_pushed",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
+    async fn unmark_pushed(&self) -> Result<(), RepositoryError> {
+        sqlx::query!(
+            "UPDATE revoked_access_tokens SET pushed_at = NULL \
+             WHERE pushed_at IS NOT NULL AND expires_at > now()"
+        )
+        .execute(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    #[tracing::instrument(
+        name = "accounts.mark_pushed",
+        skip_all,
+        fields(otel.kind = "client", db.system.name = "postgresql")
+    )]
+    async fn mark_pushed(&self, jtis: &[Uuid]) -> Result<(), RepositoryError> {
+        sqlx::query!(
+            "UPDATE revoked_access_tokens SET pushed_at = now() WHERE jti = ANY($1)",
+            jtis
+        )
+        .execute(&self.db)
+        .await?;
+        Ok(())
     }
 
     #[tracing::instrument(
@@ -360,6 +421,13 @@ impl AccountRepository for Postgres {
                 sqlx::query!(
                     "DELETE FROM refresh_tokens WHERE token_hash IN ( \
                         SELECT token_hash FROM refresh_tokens WHERE expires_at < now() LIMIT $1)",
+                    BATCH
+                )
+                .execute(&self.db)
+                .await?,
+                sqlx::query!(
+                    "DELETE FROM revoked_access_tokens WHERE jti IN ( \
+                        SELECT jti FROM revoked_access_tokens WHERE expires_at < now() LIMIT $1)",
                     BATCH
                 )
                 .execute(&self.db)
@@ -459,9 +527,12 @@ async fn live_access_of_user(
     .await?;
     Ok(sqlx::query_as!(
         AccessGrant,
-        "SELECT a.jti, a.expires_at FROM session_access_tokens a \
+        "INSERT INTO revoked_access_tokens (jti, expires_at) \
+         SELECT a.jti, a.expires_at FROM session_access_tokens a \
          JOIN sessions s ON s.id = a.session_id \
-         WHERE s.user_id = $1 AND a.expires_at > now()",
+         WHERE s.user_id = $1 AND a.expires_at > now() \
+         ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+         RETURNING jti, expires_at",
         user_id
     )
     .fetch_all(&mut *connection)
@@ -485,15 +556,19 @@ async fn remember_access(
     Ok(())
 }
 
-/// The access tokens `session` issued that have not expired.
+/// Records the access tokens `session` issued that have not expired as revoked, and returns
+/// them.
 async fn live_access(
     connection: &mut PgConnection,
     session: Uuid,
 ) -> Result<Vec<AccessGrant>, RepositoryError> {
     Ok(sqlx::query_as!(
         AccessGrant,
-        "SELECT jti, expires_at FROM session_access_tokens \
-         WHERE session_id = $1 AND expires_at > now()",
+        "INSERT INTO revoked_access_tokens (jti, expires_at) \
+         SELECT jti, expires_at FROM session_access_tokens \
+         WHERE session_id = $1 AND expires_at > now() \
+         ON CONFLICT (jti) DO UPDATE SET expires_at = EXCLUDED.expires_at \
+         RETURNING jti, expires_at",
         session
     )
     .fetch_all(connection)

@@ -2,6 +2,7 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tessera_testkit::proxy::TcpProxy;
 
 use uuid::Uuid;
 
@@ -415,4 +416,85 @@ async fn role_changes_are_ordered_by_profile_version_not_by_their_clocks() {
     })
     .await;
     assert_eq!(app.role_of(&account.email).await, "user");
+}
+
+/// The `jti` claim of `access`.
+fn jti_of(access: &str) -> String {
+    use base64::Engine as _;
+    let payload = access.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    claims["jti"].as_str().unwrap().to_owned()
+}
+
+/// Sends one command to the test Redis and reads its one-line answer.
+async fn redis_command(args: &[&str]) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let url = tessera_testkit::redis_url();
+    let address = url
+        .trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let mut command = format!("*{}\r\n", args.len());
+    for arg in args {
+        command.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    stream.write_all(command.as_bytes()).await.unwrap();
+    let mut line = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .await
+        .unwrap();
+    line
+}
+
+#[tokio::test]
+async fn a_revocation_made_while_redis_was_down_holds_once_it_is_back() {
+    let (redis, through_proxy) = TcpProxy::in_front_of(&tessera_testkit::redis_url()).await;
+    let app = spawn_app_with(&[("REDIS_URL", through_proxy)]).await;
+    let account = app.register().await;
+    let stolen = app.login(&account).await;
+    let current = session(app.refresh(&stolen.refresh).await).await;
+    age_exchanges(&app, 31.0).await;
+
+    // auth cannot reach Redis as it detects the replay and revokes the session...
+    redis.cut();
+    assert_problem(app.refresh(&stolen.refresh).await, 401, None).await;
+    // ...so users, which can, still takes the session's token for now.
+    assert_eq!(app.me(&current.access).await.status(), StatusCode::OK);
+
+    redis.restore();
+    eventually("the revocation reaches the denylist", || async {
+        app.me(&current.access).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn revocations_are_pushed_again_to_a_redis_that_lost_its_data() {
+    let app = spawn_app().await;
+    let account = app.register().await;
+    let ended = app.login(&account).await;
+    assert_eq!(app.logout(&ended).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.me(&ended.access).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+
+    // Redis restarts empty: the revocation and the mark of a complete denylist are gone.
+    let key = format!("tessera:jwt:denylist:{}", jti_of(&ended.access));
+    redis_command(&["DEL", &key, "tessera:jwt:denylist:complete"]).await;
+    assert_eq!(app.me(&ended.access).await.status(), StatusCode::OK);
+
+    eventually("the revocation is pushed again", || async {
+        app.me(&ended.access).await.status() == StatusCode::UNAUTHORIZED
+    })
+    .await;
 }
