@@ -94,7 +94,7 @@ impl Service for Auth {
             accounts: Arc::clone(&accounts),
             verifier,
             jwks: http::Jwks::new(&signer.jwks())?,
-            trust_forwarded_for: settings.trust_forwarded_for,
+            trusted_proxy_hops: settings.trusted_proxy_hops,
         };
         Ok(Endpoints {
             http: http::router(state),

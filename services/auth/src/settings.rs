@@ -91,10 +91,11 @@ pub struct Settings {
     /// Prefix of the limits' Redis keys; distinct per deployment sharing a Redis.
     #[serde(default = "defaults::login_limits_key_prefix")]
     pub login_limits_key_prefix: String,
-    /// Take the client address from the last `X-Forwarded-For` entry (set by the reverse
-    /// proxy in front) instead of the TCP peer. Only behind a proxy that sets it.
+    /// How many reverse proxies in front of auth append the client's address to `Forwarded`
+    /// (RFC 7239) or `X-Forwarded-For`: the address is then the one the outermost of them
+    /// appended, and nothing a client wrote there itself. 0 (the default): the TCP peer.
     #[serde(default)]
-    pub trust_forwarded_for: bool,
+    pub trusted_proxy_hops: usize,
 
     /// Email of an admin account created at startup if it does not exist.
     pub admin_email: Option<String>,

@@ -119,7 +119,7 @@ fn a_variable_counts_as_read_only_if_the_binary_reads_it() {
     for read in [
         "AUTH_SIGNING_KEYS_DIR",
         "AUTH_ADMIN_PASSWORD_FILE",
-        "AUTH_TRUST_FORWARDED_FOR",
+        "AUTH_TRUSTED_PROXY_HOPS",
         "AUTH_USERS_GRPC_URL",
     ] {
         assert!(auth.reads(read), "{read}");

@@ -29,8 +29,8 @@ pub struct AppState {
     pub verifier: Verifier,
     /// The public keys, ready to serve.
     pub jwks: Jwks,
-    /// Whether the client address comes from `X-Forwarded-For`.
-    pub trust_forwarded_for: bool,
+    /// How many reverse proxies in front append to `Forwarded`/`X-Forwarded-For`.
+    pub trusted_proxy_hops: usize,
 }
 
 impl FromRef<AppState> for Verifier {
@@ -39,9 +39,9 @@ impl FromRef<AppState> for Verifier {
     }
 }
 
-/// The address a request came from: the TCP peer, or behind a trusted reverse proxy the
-/// last `X-Forwarded-For` entry (the one that proxy appended; earlier ones are the client's
-/// word).
+/// The address a request came from: the TCP peer, or behind `trusted_proxy_hops` reverse
+/// proxies the address the outermost of them appended to `Forwarded` (RFC 7239, preferred)
+/// or `X-Forwarded-For`. Entries to the left of it are the client's word, and ignored.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub IpAddr);
 
@@ -49,16 +49,7 @@ impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        if state.trust_forwarded_for
-            && let Some(addr) = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .next_back()
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.rsplit(',').next())
-                .and_then(|last| last.trim().parse().ok())
-        {
+        if let Some(addr) = forwarded_client(&parts.headers, state.trusted_proxy_hops) {
             return Ok(Self(addr));
         }
         parts
@@ -67,6 +58,33 @@ impl FromRequestParts<AppState> for ClientAddr {
             .map(|ConnectInfo(peer)| Self(peer.ip()))
             .ok_or_else(|| Error::internal("the server does not record peer addresses"))
     }
+}
+
+/// The client address `hops` trusted proxies recorded in `headers`: the `hops`-th
+/// forwarded-for entry from the right (the leftmost, if the chain is shorter: the request
+/// entered at an inner proxy). `None` without trusted proxies or a usable entry.
+fn forwarded_client(headers: &http::HeaderMap, hops: usize) -> Option<IpAddr> {
+    use forwarded_header_value::ForwardedHeaderValue;
+    if hops == 0 {
+        return None;
+    }
+    // Several header lines are one comma-separated list, in order.
+    let joined = |name: &str| {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    let chain = match joined("forwarded") {
+        Some(value) => ForwardedHeaderValue::from_forwarded(&value).ok()?,
+        None => ForwardedHeaderValue::from_x_forwarded_for(&joined("x-forwarded-for")?).ok()?,
+    };
+    let entries: Vec<_> = chain.iter().collect();
+    entries
+        .get(entries.len().saturating_sub(hops))?
+        .forwarded_for_ip()
 }
 
 #[derive(OpenApi)]
@@ -90,4 +108,63 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .split_for_parts();
     router.merge(tessera_runtime::openapi::route(api))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in pairs {
+            headers.append(*name, http::HeaderValue::from_static(value));
+        }
+        headers
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_address_the_outermost_trusted_proxy_appended_is_the_client() {
+        let xff = headers(&[("x-forwarded-for", "1.1.1.1, 203.0.113.7")]);
+        assert_eq!(forwarded_client(&xff, 0), None, "no proxies trusted");
+        assert_eq!(forwarded_client(&xff, 1), ip("203.0.113.7"));
+        assert_eq!(forwarded_client(&xff, 2), ip("1.1.1.1"));
+        assert_eq!(
+            forwarded_client(&xff, 3),
+            ip("1.1.1.1"),
+            "entered at an inner proxy"
+        );
+        let lines = headers(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]);
+        assert_eq!(forwarded_client(&lines, 1), ip("203.0.113.7"));
+    }
+
+    #[test]
+    fn rfc_7239_forwarded_is_read_and_preferred() {
+        let both = headers(&[
+            (
+                "forwarded",
+                "for=192.0.2.60;proto=http, for=\"[2001:db8::1]:4711\"",
+            ),
+            ("x-forwarded-for", "198.51.100.9"),
+        ]);
+        assert_eq!(forwarded_client(&both, 1), ip("2001:db8::1"));
+        assert_eq!(forwarded_client(&both, 2), ip("192.0.2.60"));
+    }
+
+    #[test]
+    fn unreadable_or_obfuscated_entries_give_no_address() {
+        for value in ["not an address", "unknown", ""] {
+            let garbage = headers(&[("x-forwarded-for", value)]);
+            assert_eq!(forwarded_client(&garbage, 1), None, "{value:?}");
+        }
+        let hidden = headers(&[("forwarded", "for=_hidden")]);
+        assert_eq!(forwarded_client(&hidden, 1), None);
+        assert_eq!(forwarded_client(&http::HeaderMap::new(), 1), None);
+    }
 }

@@ -152,7 +152,7 @@ async fn login_from(
 async fn guessing_from_one_address_does_not_lock_the_owner_out_elsewhere() {
     let app = spawn_app_with(&[
         ("LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT", "3".to_owned()),
-        ("TRUST_FORWARDED_FOR", "true".to_owned()),
+        ("TRUSTED_PROXY_HOPS", "1".to_owned()),
     ])
     .await;
     let account = app.register().await;
@@ -173,7 +173,7 @@ async fn guesses_from_many_addresses_are_slowed_then_stopped_but_a_known_address
     let app = spawn_app_with(&[
         ("LOGIN_MAX_FAILURES_PER_EMAIL_CLIENT", "1".to_owned()),
         ("LOGIN_MAX_FAILURES_PER_EMAIL", "2".to_owned()),
-        ("TRUST_FORWARDED_FOR", "true".to_owned()),
+        ("TRUSTED_PROXY_HOPS", "1".to_owned()),
     ])
     .await;
     let account = app.register().await;
@@ -226,7 +226,7 @@ async fn failed_logins_per_client_address_are_limited_across_emails() {
 async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
     let app = spawn_app_with(&[
         ("LOGIN_MAX_FAILURES_PER_CLIENT", "2".to_owned()),
-        ("TRUST_FORWARDED_FOR", "true".to_owned()),
+        ("TRUSTED_PROXY_HOPS", "1".to_owned()),
     ])
     .await;
     let client = tessera_testkit::http_client();
