@@ -126,13 +126,21 @@ impl Verified {
         self.lock().get(token).cloned()
     }
 
+    /// Remembers `token`. When full, expired entries go first; if every entry is live, the
+    /// one closest to expiry makes room, so a flood of new tokens never sends every client's
+    /// next request through the signature check at once.
     fn insert(&self, token: &str, entry: Entry) {
         let mut entries = self.lock();
-        if entries.len() >= VERIFIED_CAPACITY {
+        if entries.len() >= VERIFIED_CAPACITY && !entries.contains_key(token) {
             let now = Utc::now();
             entries.retain(|_, entry| entry.principal.expires_at > now);
-            if entries.len() >= VERIFIED_CAPACITY {
-                entries.clear();
+            if entries.len() >= VERIFIED_CAPACITY
+                && let Some(soonest) = entries
+                    .iter()
+                    .min_by_key(|(_, entry)| entry.principal.expires_at)
+                    .map(|(token, _)| token.clone())
+            {
+                entries.remove(&soonest);
             }
         }
         entries.insert(token.into(), entry);
@@ -437,5 +445,59 @@ impl RemoteKeys {
             return Err("the JWKS has no usable Ed25519 key".to_owned());
         }
         Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(expires_in: chrono::TimeDelta) -> Entry {
+        Entry {
+            kid: Arc::from("k"),
+            keys: Arc::new(KeySet::default()),
+            principal: Principal {
+                user_id: uuid::Uuid::now_v7(),
+                role: tessera_domain::Role::User,
+                jti: uuid::Uuid::now_v7(),
+                expires_at: Utc::now() + expires_in,
+            },
+        }
+    }
+
+    #[test]
+    fn a_full_memo_of_live_tokens_makes_room_one_at_a_time() {
+        let verified = Verified::default();
+        for n in 0..VERIFIED_CAPACITY {
+            let minutes = i64::try_from(n).unwrap() + 1;
+            verified.insert(
+                &format!("token-{n}"),
+                entry(chrono::TimeDelta::minutes(minutes)),
+            );
+        }
+        verified.insert("newcomer", entry(chrono::TimeDelta::minutes(15)));
+
+        assert_eq!(verified.lock().len(), VERIFIED_CAPACITY);
+        assert!(verified.get("newcomer").is_some());
+        assert!(
+            verified.get("token-0").is_none(),
+            "the soonest to expire made room"
+        );
+        assert!(verified.get("token-1").is_some() && verified.get("token-1023").is_some());
+    }
+
+    #[test]
+    fn expired_entries_make_room_first() {
+        let verified = Verified::default();
+        for n in 0..VERIFIED_CAPACITY {
+            let expires_in = if n < 10 {
+                chrono::TimeDelta::seconds(-1)
+            } else {
+                chrono::TimeDelta::minutes(15)
+            };
+            verified.insert(&format!("token-{n}"), entry(expires_in));
+        }
+        verified.insert("newcomer", entry(chrono::TimeDelta::minutes(15)));
+        assert_eq!(verified.lock().len(), VERIFIED_CAPACITY - 10 + 1);
     }
 }
