@@ -368,15 +368,11 @@ impl Consumer {
         topology: &QueueTopology,
         stop: &CancellationToken,
     ) -> lapin::Result<()> {
-        let consumer = self.settings.name.as_str();
         let mut outages = 0;
         let outcome = loop {
             match self.attempt(&delivery).await {
                 Err(Failure::Unavailable(reason)) => {
-                    self.metrics
-                        .consumed
-                        .with_label_values(&[consumer, "deferred"])
-                        .inc();
+                    self.count("deferred");
                     tracing::warn!(%reason, "cannot apply an event while the database is unavailable; holding it");
                     outages += 1;
                     if !self.database_answers(outages, stop).await {
@@ -386,32 +382,27 @@ impl Consumer {
                 outcome => break outcome,
             }
         };
-        let result = match outcome {
-            Ok(Applied::Processed) => {
-                self.metrics
-                    .consumed
-                    .with_label_values(&[consumer, "processed"])
-                    .inc();
-                Ok(())
-            }
-            Ok(Applied::Duplicate) => {
-                self.metrics
-                    .consumed
-                    .with_label_values(&[consumer, "duplicate"])
-                    .inc();
-                Ok(())
-            }
+        match outcome {
+            Ok(Applied::Processed) => self.count("processed"),
+            Ok(Applied::Duplicate) => self.count("duplicate"),
             Err(failure) => {
                 self.settle_failure(channel, &delivery, topology, &failure)
-                    .await
+                    .await?;
             }
-        };
-        result?;
+        }
         delivery
             .acker
             .ack(BasicAckOptions::default())
             .await
             .map(drop)
+    }
+
+    /// Counts a delivery's `outcome` for this consumer.
+    fn count(&self, outcome: &str) {
+        self.metrics
+            .consumed
+            .with_label_values(&[self.settings.name.as_str(), outcome])
+            .inc();
     }
 
     /// Waits, with backoff, until the database answers (`true`) or `stop` (`false`).
@@ -548,7 +539,6 @@ impl Consumer {
     ) -> lapin::Result<()> {
         let attempt = attempt_of(delivery) + 1;
         let reason = failure.describe();
-        let consumer = self.settings.name.as_str();
         let retryable = !matches!(failure, Failure::Malformed(_));
         let (target, outcome) = if retryable && attempt <= topology.retry_delays.len() {
             (topology.retry_queue(attempt), "retried")
@@ -568,10 +558,7 @@ impl Consumer {
             .with_headers(headers)
             .with_delivery_mode(2);
         republish(channel, &target, &delivery.data, properties).await?;
-        self.metrics
-            .consumed
-            .with_label_values(&[consumer, outcome])
-            .inc();
+        self.count(outcome);
         Ok(())
     }
 }

@@ -135,6 +135,11 @@ impl Pipeline {
     }
 
     fn consumer(&self) -> Consumer {
+        self.consumer_on(self.pool.clone())
+    }
+
+    /// The test consumer, on its database through `pool`.
+    fn consumer_on(&self, pool: PgPool) -> Consumer {
         Consumer::new(
             ConsumerSettings {
                 name: "test-consumer".to_owned(),
@@ -147,7 +152,7 @@ impl Pipeline {
                 prune_interval: Duration::from_secs(3_600),
                 prune_batch: 2,
             },
-            self.pool.clone(),
+            pool,
             self.broker.clone(),
             self.metrics.clone(),
         )
@@ -951,24 +956,8 @@ async fn a_database_outage_longer_than_every_retry_dead_letters_nothing() {
         .connect(&proxied)
         .await
         .unwrap();
-    let consumer = Consumer::new(
-        ConsumerSettings {
-            name: "test-consumer".to_owned(),
-            exchange: pipeline.exchange.clone(),
-            queue: pipeline.queue.clone(),
-            prefetch: 50,
-            // 150 ms of retries in all; the outage lasts more than ten times as long.
-            retry_delays: vec![Duration::from_millis(50), Duration::from_millis(100)],
-            queue_expires: Some(Duration::from_secs(300)),
-            processed_retention: Duration::from_secs(3_600),
-            prune_interval: Duration::from_secs(3_600),
-            prune_batch: 100,
-        },
-        consumer_pool,
-        pipeline.broker.clone(),
-        pipeline.metrics.clone(),
-    )
-    .on::<Counted, _>(Record);
+    // Retries take 150 ms in all; the outage lasts more than ten times as long.
+    let consumer = pipeline.consumer_on(consumer_pool);
     pipeline.start_relay();
     pipeline
         .tasks

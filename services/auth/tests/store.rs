@@ -20,6 +20,17 @@ fn access() -> AccessGrant {
     }
 }
 
+/// Signs access tokens as auth does.
+fn signer() -> Signer {
+    Signer::new(
+        vec![SigningKey::generate("test-1")],
+        "tessera-auth",
+        "tessera",
+        Duration::from_secs(900),
+    )
+    .unwrap()
+}
+
 fn refresh_expiry() -> chrono::DateTime<Utc> {
     Utc::now() + TimeDelta::days(1)
 }
@@ -85,13 +96,7 @@ async fn the_janitor_sweeps_dead_sessions_tokens_and_registrations() {
          the abandoned registration"
     );
     assert_eq!(credentials_for(&db, "abandoned@example.com").await, 0);
-    let signer = Signer::new(
-        vec![SigningKey::generate("test-1")],
-        "tessera-auth",
-        "tessera",
-        Duration::from_secs(900),
-    )
-    .unwrap();
+    let signer = signer();
     let rotation = store
         .rotate(
             &live,
@@ -125,13 +130,7 @@ async fn two_refreshes_of_one_token_at_once_rotate_it_once_and_keep_the_session(
             .await
             .unwrap()
     );
-    let signer = Signer::new(
-        vec![SigningKey::generate("test-1")],
-        "tessera-auth",
-        "tessera",
-        Duration::from_secs(900),
-    )
-    .unwrap();
+    let signer = signer();
     let (next_a, next_b, next_c) = (
         RefreshToken::generate(),
         RefreshToken::generate(),
