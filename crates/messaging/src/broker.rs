@@ -185,8 +185,14 @@ async fn supervise(
                     () = stop.cancelled() => None,
                     reason = async {
                         while let Some(event) = events.next().await {
-                            if let lapin::Event::Error(error) = event {
-                                return error.to_string();
+                            match event {
+                                // The broker closed one channel (over a message it refused,
+                                // say): its user opens another; the connection stays.
+                                lapin::Event::Error(error) if error.is_amqp_soft_error() => {
+                                    tracing::debug!(%error, "the broker closed a channel");
+                                }
+                                lapin::Event::Error(error) => return error.to_string(),
+                                _ => {}
                             }
                         }
                         "connection closed".to_owned()

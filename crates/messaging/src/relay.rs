@@ -160,7 +160,7 @@ impl Relay {
         if let Some(connection) = self.broker.connection()
             && let Ok(channel) = self.open_channel(&connection).await
         {
-            while let Ok(published) = self.publish_batch(&channel, &connection).await {
+            while let Ok(published) = self.publish_batch(&channel).await {
                 if published < self.settings.batch_size {
                     break;
                 }
@@ -179,9 +179,7 @@ impl Relay {
     ) -> Ended {
         match self.open_channel(connection).await {
             Ok(channel) => {
-                let ended = self
-                    .publish_until_failure(&channel, connection, listener, stop)
-                    .await;
+                let ended = self.publish_until_failure(&channel, listener, stop).await;
                 close(&channel).await;
                 ended
             }
@@ -198,13 +196,12 @@ impl Relay {
     async fn publish_until_failure(
         &self,
         channel: &Channel,
-        connection: &lapin::Connection,
         listener: &mut Option<PgListener>,
         stop: &CancellationToken,
     ) -> Ended {
         let mut last_cleanup = tokio::time::Instant::now();
         loop {
-            match self.publish_batch(channel, connection).await {
+            match self.publish_batch(channel).await {
                 Ok(published) if published >= self.settings.batch_size => continue,
                 Ok(_) => {}
                 Err(RelayError::Database(error)) => {
@@ -273,13 +270,10 @@ impl Relay {
     /// Returns how many were published; 0 when another replica holds the relay lock.
     ///
     /// The first row the broker does not take ends the batch: the rows before it are marked
-    /// sent, and it is charged an attempt when the broker refused it (rather than the
-    /// connection failing under it, which is no fault of the row's).
-    pub(crate) async fn publish_batch(
-        &self,
-        channel: &Channel,
-        connection: &lapin::Connection,
-    ) -> Result<i64, RelayError> {
+    /// sent, and it is charged an attempt when the broker refused it (nacked, returned, or
+    /// closed the channel over it) rather than the connection failing under it, which is no
+    /// fault of the row's.
+    pub(crate) async fn publish_batch(&self, channel: &Channel) -> Result<i64, RelayError> {
         let mut tx = self.pool.begin().await?;
         let leader: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
             .bind(RELAY_LOCK)
@@ -367,9 +361,12 @@ impl Relay {
             None => Ok(i64::try_from(confirmed.len()).unwrap_or(i64::MAX)),
             Some(refusal) => {
                 self.metrics.publish_failures.inc();
-                // An error while the connection is still up is the broker closing the
-                // channel over this message; with the connection gone, it is the network.
-                let charged = refusal.error.is_none() || connection.status().connected();
+                // A channel-level (soft) error is the broker closing the channel over this
+                // message; any other error is the connection's, no fault of the row's.
+                let charged = refusal
+                    .error
+                    .as_ref()
+                    .is_none_or(lapin::Error::is_amqp_soft_error);
                 match (charged, refusal.error) {
                     (false, Some(error)) => Err(RelayError::Broker(error)),
                     _ => Err(self

@@ -1022,3 +1022,47 @@ async fn processed_event_records_past_retention_are_pruned_in_batches() {
     );
     pipeline.stop().await;
 }
+
+#[tokio::test]
+async fn a_channel_the_broker_closes_over_an_event_charges_it_one_attempt_and_recovers() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.start_consumer().await;
+    pipeline.start_relay_with(RelaySettings {
+        retry_min: Duration::from_millis(20),
+        retry_max: Duration::from_millis(100),
+        ..RelaySettings::default()
+    });
+    pipeline.write(events(1, 1)).await;
+    pipeline.wait_for_applied(1, Duration::from_secs(30)).await;
+
+    // The exchange goes while the relay's channel is open: publishing to it makes the broker
+    // close that channel (404), over that event, on a connection that stays up.
+    let connection = pipeline.broker.connected().await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .exchange_delete(
+            pipeline.exchange.as_str().into(),
+            lapin::options::ExchangeDeleteOptions::default(),
+        )
+        .await
+        .unwrap();
+    pipeline
+        .write([Counted {
+            aggregate: "after-close".to_owned(),
+            n: 1,
+        }])
+        .await;
+
+    // A new channel declares the exchange and the bindings again, and the event goes out.
+    let applied = pipeline.wait_for_applied(2, Duration::from_secs(30)).await;
+    assert_eq!(applied[1], ("after-close".to_owned(), 1));
+    let (attempts, error): (i32, Option<String>) = sqlx::query_as(
+        "SELECT attempts, last_error FROM messaging_outbox WHERE aggregate_id = 'after-close'",
+    )
+    .fetch_one(&pipeline.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1, "{error:?}");
+    assert!(error.unwrap().to_lowercase().contains("not_found"));
+    pipeline.stop().await;
+}
