@@ -96,9 +96,11 @@ impl Context {
         )
     }
 
-    /// The service's event consumer, on its queue `<PREFIX>EVENTS_QUEUE` with the
-    /// `<PREFIX>EVENTS_*` settings; add its handlers with [`Consumer::on`] and hand it over in
-    /// [`Endpoints::consumer`].
+    /// The service's event consumer, on the queue the event contract names for it
+    /// (`<service>.events`) with the `<PREFIX>EVENTS_*` settings; add its handlers with
+    /// [`Consumer::on`] and hand it over in [`Endpoints::consumer`]. They must handle exactly
+    /// the types `tessera_events::subscriptions` routes to the service: it refuses to start
+    /// otherwise.
     ///
     /// `name` is the consumer's lasting identity: the key of its processed-event records
     /// (so a duplicate is known as one) and the `consumer` label of its metrics. Never
