@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use futures::FutureExt as _;
+
 use lapin::Confirmation;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -253,7 +255,9 @@ impl Relay {
         let notified = async {
             match listener.as_mut() {
                 Some(active) => match active.recv().await {
-                    Ok(_) => while active.next_buffered().is_some() {},
+                    // Take the ones already here too, without waiting (reading a message is
+                    // cancel-safe): one batch serves them all.
+                    Ok(_) => while let Some(Ok(Some(_))) = active.try_recv().now_or_never() {},
                     Err(_) => *listener = None,
                 },
                 None => std::future::pending().await,
@@ -577,4 +581,63 @@ pub(crate) async fn open_channel(
         .await?;
     topology::declare_exchange(&channel, exchange).await?;
     Ok(channel)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::broker::BrokerSettings;
+    use tessera_testkit::database::TestDatabase;
+
+    #[tokio::test]
+    async fn one_wake_up_takes_every_notification_that_arrived() {
+        let database = TestDatabase::migrated(&crate::MIGRATOR).await;
+        let pool = PgPool::connect(database.url()).await.unwrap();
+        let metrics = MessagingMetrics::unregistered();
+        // Never connected: waiting for rows needs only the database.
+        let broker = Broker::start(
+            BrokerSettings {
+                url: "amqp://127.0.0.1:1/%2f".to_owned().into(),
+                connection_name: "relay-test".to_owned(),
+                min_backoff: Duration::from_secs(60),
+                max_backoff: Duration::from_secs(60),
+            },
+            metrics.connection_up.clone(),
+        );
+        let relay = Relay::new(
+            pool.clone(),
+            broker.clone(),
+            RelaySettings::default(),
+            metrics,
+        );
+        let mut listener = PgListener::connect_with(&pool).await.unwrap();
+        listener.listen(NOTIFY_CHANNEL).await.unwrap();
+        let mut listener = Some(listener);
+
+        // Five commits' worth of notifications, all arrived before the relay looks.
+        let mut tx = pool.begin().await.unwrap();
+        for n in 0..5 {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(n.to_string())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        relay
+            .wait_for_rows(&mut listener, &CancellationToken::new())
+            .await;
+
+        let left = listener.as_mut().unwrap().try_recv().now_or_never();
+        assert!(
+            left.is_none(),
+            "a notification was left for another wake-up: {left:?}"
+        );
+        broker.close().await;
+    }
 }
