@@ -156,7 +156,9 @@ impl Relay {
                     let delay = backoff(failures, self.settings.retry_min, self.settings.retry_max);
                     sleep_unless_stopped(delay, &stop).await;
                 }
-                Ended::Stopped | Ended::Lost | Ended::Refused { .. } => {}
+                // Whatever failed under the channel, a new one is not opened in a tight loop.
+                Ended::Lost => sleep_unless_stopped(self.settings.retry_min, &stop).await,
+                Ended::Stopped | Ended::Refused { .. } => {}
             }
         }
         if let Some(connection) = self.broker.connection()
