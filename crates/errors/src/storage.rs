@@ -26,13 +26,16 @@ pub fn is_unreachable(error: &sqlx::Error) -> bool {
         // What a connection closed before the server spoke looks like: a proxy or load
         // balancer in front of a database that is down.
         sqlx::Error::Protocol(_) => true,
-        sqlx::Error::Database(error) => error.code().is_some_and(|code| {
-            // Class 08: connection exceptions; 57P01-57P03: the server is shutting down or
-            // not accepting connections; 53300: too many connections.
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
-        }),
+        sqlx::Error::Database(error) => error.code().is_some_and(|code| is_unreachable_code(&code)),
         _ => false,
     }
+}
+
+/// Whether a PostgreSQL error `code` says the server cannot be used now. Class 08:
+/// connection exceptions; 57P01-57P03: the server is shutting down or not accepting
+/// connections; 53300: too many connections.
+pub fn is_unreachable_code(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300")
 }
 
 /// Maps `error` to what the client sees; unique violations are named by `unique`.

@@ -78,16 +78,7 @@ impl Denylist {
     /// when it has lost its data (a restart without persistence, a flush) or never had it,
     /// and then every revocation still in force must be pushed again.
     pub async fn is_complete(&self) -> Result<bool, DenylistError> {
-        async {
-            let mut connection = self.pool.get().await?;
-            let complete = redis::cmd("EXISTS")
-                .arg(COMPLETE_KEY)
-                .query_async::<bool>(&mut connection)
-                .await?;
-            Ok(complete)
-        }
-        .instrument(trace_context::redis_span("EXISTS"))
-        .await
+        self.exists(COMPLETE_KEY).await
     }
 
     /// Records that every revocation in force has been pushed to this Redis.
@@ -107,13 +98,17 @@ impl Denylist {
 
     /// Whether `jti` was revoked.
     pub async fn is_revoked(&self, jti: Uuid) -> Result<bool, DenylistError> {
+        self.exists(&key(jti)).await
+    }
+
+    async fn exists(&self, key: &str) -> Result<bool, DenylistError> {
         async {
             let mut connection = self.pool.get().await?;
-            let revoked = redis::cmd("EXISTS")
-                .arg(key(jti))
+            let exists = redis::cmd("EXISTS")
+                .arg(key)
                 .query_async::<bool>(&mut connection)
                 .await?;
-            Ok(revoked)
+            Ok(exists)
         }
         .instrument(trace_context::redis_span("EXISTS"))
         .await

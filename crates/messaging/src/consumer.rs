@@ -89,9 +89,12 @@ impl<E: Event, H: Handler<E>> ErasedHandler for Typed<E, H> {
             self.0
                 .handle(event, envelope, connection)
                 .await
-                .map_err(|error| match transient(&*error) {
-                    true => Failure::Unavailable(error.to_string()),
-                    false => Failure::Handler(error),
+                .map_err(|error| {
+                    if transient(&*error) {
+                        Failure::Unavailable(error.to_string())
+                    } else {
+                        Failure::Handler(error)
+                    }
                 })
         })
     }
@@ -134,38 +137,27 @@ impl From<sqlx::Error> for Failure {
 /// Whether `error`, or an error in its chain, says the database is unreachable now or asks
 /// for the transaction to be tried again, rather than refusing it.
 fn transient(error: &(dyn std::error::Error + 'static)) -> bool {
+    use tessera_errors::storage::{is_unreachable, is_unreachable_code};
+    // Serialization failure and deadlock: the database asks for the transaction again.
+    let retry_requested =
+        |code: &str| is_unreachable_code(code) || matches!(code, "40001" | "40P01");
     let mut next = Some(error);
     while let Some(error) = next {
-        if let Some(error) = error.downcast_ref::<sqlx::Error>()
-            && (tessera_errors::storage::is_unreachable(error) || retry_requested(error))
-        {
-            return true;
-        }
-        if let Some(error) = error.downcast_ref::<sqlx::postgres::PgDatabaseError>()
-            && is_transient_code(error.code())
-        {
-            return true;
-        }
-        if error.is::<std::io::Error>() {
+        let transient = if let Some(error) = error.downcast_ref::<sqlx::Error>() {
+            is_unreachable(error)
+                || matches!(error, sqlx::Error::Database(database)
+                    if database.code().is_some_and(|code| retry_requested(&code)))
+        } else if let Some(error) = error.downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+            retry_requested(error.code())
+        } else {
+            error.is::<std::io::Error>()
+        };
+        if transient {
             return true;
         }
         next = error.source();
     }
     false
-}
-
-fn retry_requested(error: &sqlx::Error) -> bool {
-    matches!(error, sqlx::Error::Database(database) if database.code().is_some_and(|code| is_transient_code(&code)))
-}
-
-/// Connection exceptions, shutdown and connection limits, serialization failures and
-/// deadlocks.
-fn is_transient_code(code: &str) -> bool {
-    code.starts_with("08")
-        || matches!(
-            code,
-            "57P01" | "57P02" | "57P03" | "53300" | "40001" | "40P01"
-        )
 }
 
 /// How a consumer runs.
@@ -409,9 +401,12 @@ impl Consumer {
     async fn database_answers(&self, mut failures: u32, stop: &CancellationToken) -> bool {
         loop {
             let delay = backoff(failures, Duration::from_millis(100), Duration::from_secs(5));
-            tokio::select! {
-                () = stop.cancelled() => return false,
-                () = tokio::time::sleep(delay) => {}
+            if stop
+                .run_until_cancelled(tokio::time::sleep(delay))
+                .await
+                .is_none()
+            {
+                return false;
             }
             if sqlx::query("SELECT 1").execute(&self.pool).await.is_ok() {
                 return true;
@@ -508,25 +503,23 @@ impl Consumer {
 
     /// Deletes the records past retention; returns how many.
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
-        let mut deleted = 0;
-        loop {
-            let batch = sqlx::query(
+        let settings = &self.settings;
+        let pool = &self.pool;
+        crate::outbox::delete_in_batches(settings.prune_batch, || async move {
+            sqlx::query(
                 "DELETE FROM messaging_processed_events WHERE consumer = $1 AND event_id IN ( \
                    SELECT event_id FROM messaging_processed_events \
                    WHERE consumer = $1 AND processed_at < now() - make_interval(secs => $2) \
                    ORDER BY processed_at LIMIT $3)",
             )
-            .bind(&self.settings.name)
-            .bind(self.settings.processed_retention.as_secs_f64())
-            .bind(self.settings.prune_batch)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            deleted += batch;
-            if batch < self.settings.prune_batch.unsigned_abs() {
-                return Ok(deleted);
-            }
-        }
+            .bind(&settings.name)
+            .bind(settings.processed_retention.as_secs_f64())
+            .bind(settings.prune_batch)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .await
     }
 
     /// Sends a failed message to its next retry queue, or to the dead-letter queue.

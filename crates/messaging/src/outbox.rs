@@ -63,3 +63,23 @@ impl Outbox {
         Ok(envelope.id)
     }
 }
+
+/// Runs `delete`, a statement deleting at most `batch` rows, until a run deletes fewer: a
+/// backlog of old rows goes in short transactions. Returns how many rows went.
+pub(crate) async fn delete_in_batches<F, Deleting>(
+    batch: i64,
+    mut delete: F,
+) -> Result<u64, sqlx::Error>
+where
+    F: FnMut() -> Deleting,
+    Deleting: std::future::Future<Output = Result<u64, sqlx::Error>>,
+{
+    let mut deleted = 0;
+    loop {
+        let rows = delete().await?;
+        deleted += rows;
+        if rows < batch.unsigned_abs() {
+            return Ok(deleted);
+        }
+    }
+}

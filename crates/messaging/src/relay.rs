@@ -154,10 +154,13 @@ impl Relay {
                 } => {
                     let failures = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0);
                     let delay = backoff(failures, self.settings.retry_min, self.settings.retry_max);
-                    sleep_unless_stopped(delay, &stop).await;
+                    stop.run_until_cancelled(tokio::time::sleep(delay)).await;
                 }
                 // Whatever failed under the channel, a new one is not opened in a tight loop.
-                Ended::Lost => sleep_unless_stopped(self.settings.retry_min, &stop).await,
+                Ended::Lost => {
+                    stop.run_until_cancelled(tokio::time::sleep(self.settings.retry_min))
+                        .await;
+                }
                 Ended::Stopped | Ended::Refused { .. } => {}
             }
         }
@@ -191,7 +194,8 @@ impl Relay {
                 // A subscription's queue declared elsewhere with other arguments lands here
                 // for good: nothing is published (nothing lost) until an operator fixes it.
                 tracing::error!(%error, "relay cannot open a channel and declare the subscriptions; retrying");
-                sleep_unless_stopped(self.settings.poll_interval, stop).await;
+                stop.run_until_cancelled(tokio::time::sleep(self.settings.poll_interval))
+                    .await;
                 Ended::Lost
             }
         }
@@ -490,32 +494,24 @@ impl Relay {
     /// holds locks over (or bloats the log with) an unbounded number of rows.
     async fn delete_sent(&self) {
         let retention = format!("{} seconds", self.settings.retention.as_secs());
-        let mut deleted = 0;
-        loop {
-            let batch = sqlx::query(
+        let (retention, pool, batch) = (&retention, &self.pool, self.settings.cleanup_batch);
+        let deleted = crate::outbox::delete_in_batches(batch, || async move {
+            sqlx::query(
                 "DELETE FROM messaging_outbox WHERE seq IN ( \
                    SELECT seq FROM messaging_outbox WHERE sent_at < now() - $1::interval \
                    ORDER BY sent_at LIMIT $2)",
             )
-            .bind(&retention)
-            .bind(self.settings.cleanup_batch)
-            .execute(&self.pool)
-            .await;
-            match batch {
-                Ok(result) => {
-                    deleted += result.rows_affected();
-                    if result.rows_affected() < self.settings.cleanup_batch.unsigned_abs() {
-                        break;
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot delete sent outbox events");
-                    break;
-                }
-            }
-        }
-        if deleted > 0 {
-            tracing::debug!(rows = deleted, "deleted sent outbox events past retention");
+            .bind(retention)
+            .bind(batch)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .await;
+        match deleted {
+            Ok(0) => {}
+            Ok(rows) => tracing::debug!(rows, "deleted sent outbox events past retention"),
+            Err(error) => tracing::warn!(%error, "cannot delete sent outbox events"),
         }
     }
 
@@ -536,13 +532,6 @@ struct Refusal {
     event_id: uuid::Uuid,
     reason: String,
     error: Option<lapin::Error>,
-}
-
-async fn sleep_unless_stopped(delay: Duration, stop: &CancellationToken) {
-    tokio::select! {
-        () = stop.cancelled() => {}
-        () = tokio::time::sleep(delay) => {}
-    }
 }
 
 /// The PRODUCER span of one event's publication.

@@ -227,6 +227,21 @@ impl Pipeline {
         }
     }
 
+    /// Waits until at most `left` events are unsent, for up to 30 s; `what` names the wait.
+    async fn wait_for_pending(&self, left: i64, what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.pending().await > left {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A channel on the pipeline's broker connection, for the test's own broker calls.
+    async fn channel(&self) -> lapin::Channel {
+        let connection = self.broker.connected().await.unwrap();
+        connection.create_channel().await.unwrap()
+    }
+
     async fn pending(&self) -> i64 {
         sqlx::query_scalar("SELECT count(*) FROM messaging_outbox WHERE sent_at IS NULL")
             .fetch_one(&self.pool)
@@ -758,11 +773,7 @@ async fn an_event_published_before_its_consumer_ever_ran_waits_for_it() {
     // Only the relay runs: it declares the subscription before it publishes.
     pipeline.start_relay();
     pipeline.write(events(1, 5)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pipeline.pending().await > 0 {
-        assert!(Instant::now() < deadline, "events never published");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pipeline.wait_for_pending(0, "events never published").await;
 
     // The consumer comes later and declares nothing before it subscribes.
     let consumer = pipeline.consumer();
@@ -783,15 +794,12 @@ async fn an_event_whose_queue_was_deleted_is_not_confirmed_into_the_void() {
         ..RelaySettings::default()
     });
     pipeline.write(events(1, 1)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while pipeline.pending().await > 0 {
-        assert!(Instant::now() < deadline, "first event never published");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pipeline
+        .wait_for_pending(0, "first event never published")
+        .await;
     // An operator deletes the queue: the next event comes back unroutable, is not marked
     // sent, and is published again once the relay has declared the queue anew.
-    let connection = pipeline.broker.connected().await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let channel = pipeline.channel().await;
     channel
         .queue_delete(
             pipeline.queue.as_str().into(),
@@ -805,10 +813,9 @@ async fn an_event_whose_queue_was_deleted_is_not_confirmed_into_the_void() {
             n: 1,
         }])
         .await;
-    while pipeline.pending().await > 0 {
-        assert!(Instant::now() < deadline, "second event never published");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    pipeline
+        .wait_for_pending(0, "second event never published")
+        .await;
     pipeline.start_consumer().await;
     let applied = pipeline.wait_for_applied(1, Duration::from_secs(30)).await;
     assert_eq!(applied, vec![("after-delete".to_owned(), 1)]);
@@ -839,8 +846,7 @@ impl Pipeline {
     /// Makes the broker refuse (nack) every `test.refused` event: it routes to a queue that
     /// holds nothing and rejects what it cannot hold.
     async fn refuse_refused_events(&self) {
-        let connection = self.broker.connected().await.unwrap();
-        let channel = connection.create_channel().await.unwrap();
+        let channel = self.channel().await;
         tessera_messaging::topology::declare_exchange(&channel, &self.exchange)
             .await
             .unwrap();
@@ -933,10 +939,7 @@ async fn an_event_refused_too_often_is_set_aside_and_the_rest_flow() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Every event after it is published and marked sent.
-    while pipeline.pending().await > 1 {
-        assert!(Instant::now() < deadline, "the rest never flowed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    pipeline.wait_for_pending(1, "the rest never flowed").await;
     let applied = pipeline.wait_for_applied(6, Duration::from_secs(30)).await;
     assert_once_in_order(&applied, 2, 3);
     let (attempts, error, poisoned) = pipeline.refused_row().await;
@@ -1037,8 +1040,7 @@ async fn a_channel_the_broker_closes_over_an_event_charges_it_one_attempt_and_re
 
     // The exchange goes while the relay's channel is open: publishing to it makes the broker
     // close that channel (404), over that event, on a connection that stays up.
-    let connection = pipeline.broker.connected().await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
+    let channel = pipeline.channel().await;
     channel
         .exchange_delete(
             pipeline.exchange.as_str().into(),

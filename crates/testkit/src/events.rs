@@ -182,28 +182,3 @@ pub async fn queue_depth_at(amqp_url: &str, queue: &str) -> Option<u32> {
     let _ = connection.close(200, "done".into()).await;
     declared
 }
-
-/// Waits until `queue` exists on the broker and virtual host at `amqp_url`.
-pub async fn wait_for_queue_at(amqp_url: &str, queue: &str) {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default())
-        .await
-        .unwrap();
-    for _ in 0..100 {
-        // A passive declare of a missing queue closes the channel: use a new one each time.
-        let channel = connection.create_channel().await.unwrap();
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        if channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .is_ok()
-        {
-            let _ = connection.close(200, "done".into()).await;
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("nobody declared the queue {queue}");
-}

@@ -51,9 +51,12 @@ pub fn denylist_sync<R: AccountRepository>(
     Task::lifelong("denylist-sync", async move {
         let mut failing = false;
         loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                () = tokio::time::sleep(DENYLIST_SYNC_EVERY) => {}
+            if stop
+                .run_until_cancelled(tokio::time::sleep(DENYLIST_SYNC_EVERY))
+                .await
+                .is_none()
+            {
+                return;
             }
             let outcome = push_revocations(&repository, &denylist).await;
             match &outcome {

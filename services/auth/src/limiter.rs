@@ -156,7 +156,9 @@ impl Limiter {
             .arg(millis(FIRST_DELAY))
             .arg(millis(MAX_DELAY));
         let outcome = self
-            .within_timeout(async |connection| script.invoke_async::<i64>(connection).await)
+            .within_timeout("EVALSHA", async |connection| {
+                script.invoke_async::<i64>(connection).await
+            })
             .await;
         match outcome {
             Some(wait) if wait > 0 => Err(Duration::from_millis(wait.unsigned_abs())),
@@ -236,21 +238,24 @@ impl Limiter {
 
     /// Runs `pipe` within the timeout; `None` (and a warning) when Redis cannot answer.
     async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Option<T> {
-        self.within_timeout(async |connection| pipe.query_async::<T>(connection).await)
-            .await
+        self.within_timeout("MULTI", async |connection| {
+            pipe.query_async::<T>(connection).await
+        })
+        .await
     }
 
-    /// Runs `work` on a pooled connection within the timeout; `None` (and a warning) when
-    /// Redis cannot answer.
+    /// Runs `work` (`command`, for its span) on a pooled connection within the timeout;
+    /// `None` (and a warning) when Redis cannot answer.
     async fn within_timeout<T>(
         &self,
+        command: &'static str,
         work: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
     ) -> Option<T> {
         let outcome = tokio::time::timeout(self.timeout, async {
             let mut connection = self.pool.get().await.map_err(|e| e.to_string())?;
             work(&mut connection).await.map_err(|e| e.to_string())
         })
-        .instrument(trace_context::redis_span("MULTI"))
+        .instrument(trace_context::redis_span(command))
         .await;
         match outcome {
             Ok(Ok(value)) => Some(value),

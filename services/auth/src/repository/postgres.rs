@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, TimeDelta, Utc};
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use tessera_domain::{Email, Role};
 use tessera_jwt::IssuedToken;
@@ -221,7 +221,7 @@ impl AccountRepository for Postgres {
              WHERE t.token_hash = $1 \
              FOR UPDATE OF s, t",
             &digest[..],
-            seconds(policy.reuse_grace)
+            policy.reuse_grace.as_seconds_f64()
         )
         .fetch_optional(&mut *tx)
         .await
@@ -578,9 +578,4 @@ async fn live_access(
 fn parse_role(user_id: Uuid, role: String) -> Result<Role, RepositoryError> {
     role.parse()
         .map_err(|_| RepositoryError::CorruptRole { user_id, role })
-}
-
-/// `delta` in seconds, for `make_interval(secs => …)`.
-fn seconds(delta: TimeDelta) -> f64 {
-    delta.as_seconds_f64()
 }

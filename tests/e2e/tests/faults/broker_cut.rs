@@ -5,23 +5,19 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use tessera_jwt::Role;
-use tessera_testkit::broker::TestBroker;
-use tessera_testkit::events::EventTap;
-use tessera_testkit::proxy::TcpProxy;
 
 use crate::delivery::{
-    assert_each_published_once, assert_one_event_written_per_order, wait_for_broker_connection,
+    assert_each_published_once, assert_one_event_written_per_order, spawn_app_behind_broker_proxy,
+    wait_for_broker_connection,
 };
-use crate::helpers::{UsersAt, spawn_app_on};
+use crate::helpers::UsersAt;
 use crate::load::{Load, customers, tally};
 
 #[tokio::test]
 async fn every_order_placed_while_the_broker_is_cut_off_is_published_once() {
+    let (app, broker) = spawn_app_behind_broker_proxy(UsersAt::Proxied, &[]).await;
     // The tap reads from the broker directly: only orders' connections go through the proxy.
-    let vhost = TestBroker::isolated().await;
-    let mut tap = EventTap::bind_at(vhost.amqp_url(), "order.created").await;
-    let (broker, amqp_url) = TcpProxy::in_front_of(vhost.amqp_url()).await;
-    let app = spawn_app_on(vhost, UsersAt::Proxied, &[("AMQP_URL", amqp_url)]).await;
+    let mut tap = app.tap("order.created").await;
     wait_for_broker_connection(&app, 1.0).await;
     let tokens = customers(&app, 8).await;
 
@@ -57,10 +53,8 @@ async fn every_order_placed_while_the_broker_is_cut_off_is_published_once() {
 
 #[tokio::test]
 async fn an_event_sent_while_orders_is_cut_off_is_consumed_once_it_is_back() {
-    let vhost = TestBroker::isolated().await;
-    let mut tap = EventTap::bind_at(vhost.amqp_url(), "order.cancelled").await;
-    let (broker, amqp_url) = TcpProxy::in_front_of(vhost.amqp_url()).await;
-    let app = spawn_app_on(vhost, UsersAt::Proxied, &[("AMQP_URL", amqp_url)]).await;
+    let (app, broker) = spawn_app_behind_broker_proxy(UsersAt::Proxied, &[]).await;
+    let mut tap = app.tap("order.cancelled").await;
     wait_for_broker_connection(&app, 1.0).await;
     let user = app.create_user(Role::User).await;
     let admin = app.create_user(Role::Admin).await;

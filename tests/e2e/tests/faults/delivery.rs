@@ -1,13 +1,16 @@
 //! What a fault may not cost: every committed order reaches the bus as its `order.created`,
-//! under one event id; and whether orders is connected to the bus at all.
+//! under one event id; whether orders is connected to the bus at all; and an orders whose
+//! bus can be cut.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
+use tessera_testkit::broker::TestBroker;
 use tessera_testkit::events::EventTap;
+use tessera_testkit::proxy::TcpProxy;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, UsersAt, spawn_app_on};
 
 /// After the last expected event, how long to keep listening for a second one about the same
 /// order under another id.
@@ -123,4 +126,17 @@ fn event_ids(tap: &EventTap, ids: &BTreeSet<String>) -> BTreeMap<String, BTreeSe
         }
     }
     events
+}
+
+/// [`spawn_app_on`] a vhost of its own, orders reaching its broker through a proxy the test
+/// can cut (users and the test's taps reach it directly).
+pub async fn spawn_app_behind_broker_proxy(
+    users_at: UsersAt,
+    overrides: &[(&str, String)],
+) -> (TestApp, TcpProxy) {
+    let broker = TestBroker::isolated().await;
+    let (proxy, proxied) = TcpProxy::in_front_of(broker.amqp_url()).await;
+    let mut overrides = overrides.to_vec();
+    overrides.push(("AMQP_URL", proxied));
+    (spawn_app_on(broker, users_at, &overrides).await, proxy)
 }

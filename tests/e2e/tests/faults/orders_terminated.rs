@@ -5,12 +5,12 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use tessera_jwt::Role;
-use tessera_testkit::proxy::TcpProxy;
 
-use crate::delivery::{committed_orders, unsent_events, wait_for_broker_connection};
-use crate::helpers::{UsersAt, spawn_app_on, spawn_app_with};
+use crate::delivery::{
+    committed_orders, spawn_app_behind_broker_proxy, unsent_events, wait_for_broker_connection,
+};
+use crate::helpers::{UsersAt, spawn_app_with};
 use crate::load::{Load, Outcome, Request, customers, tally};
-use tessera_testkit::broker::TestBroker;
 
 /// Readiness fails this long before the listeners close (5 s in production). A request sent
 /// before the signal has then long been read; without the delay, one sent a moment before
@@ -91,14 +91,10 @@ async fn sigterm_under_load_answers_every_request_taken_and_exits_0() {
 
 #[tokio::test]
 async fn sigterm_with_the_broker_cut_off_exits_0_within_its_bound_keeping_the_events() {
-    let vhost = TestBroker::isolated().await;
-    let (broker, amqp_url) = TcpProxy::in_front_of(vhost.amqp_url()).await;
     let millis = |duration: Duration| duration.as_millis().to_string();
-    let mut app = spawn_app_on(
-        vhost,
+    let (mut app, broker) = spawn_app_behind_broker_proxy(
         UsersAt::Proxied,
         &[
-            ("AMQP_URL", amqp_url),
             ("SHUTDOWN_DELAY_MS", millis(SHUTDOWN_DELAY)),
             ("SHUTDOWN_TIMEOUT_MS", millis(SHUTDOWN_TIMEOUT)),
         ],
