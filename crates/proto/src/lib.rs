@@ -2,8 +2,10 @@
 //!
 //! Each package is exposed under its proto name, e.g. `tessera_proto::users::v1::UserService`
 //! client and server. [`FILE_DESCRIPTOR_SET`] feeds gRPC server reflection, and [`convert`]
-//! is the one translation between these messages and the shared domain types.
+//! is the one translation between these messages and the shared domain types; [`callers`]
+//! says who may call each method.
 
+pub mod callers;
 pub mod convert;
 
 /// `tessera.auth.v1`: tokens and identities.

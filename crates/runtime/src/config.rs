@@ -8,6 +8,8 @@ use serde::Deserialize;
 use tessera_messaging::ConsumerSettings;
 use tessera_observability::LogFormat;
 
+use crate::grpc::GrpcTls;
+
 /// The runtime's settings. Everything has a default except the connection URLs, which carry
 /// credentials and may come from files (`USERS_DATABASE_URL_FILE`).
 #[derive(Debug, Clone, Deserialize)]
@@ -15,15 +17,25 @@ pub struct RuntimeConfig {
     /// Address the REST server binds to: every interface unless told otherwise.
     #[serde(default = "defaults::host")]
     pub host: IpAddr,
-    /// Address the gRPC server binds to. Internal gRPC has no TLS of its own, so it is served
-    /// on the loopback interface unless deployed where the network keeps strangers away
-    /// (compose's internal network, a Kubernetes NetworkPolicy), which set `0.0.0.0`.
-    #[serde(default = "defaults::grpc_host")]
-    pub grpc_host: IpAddr,
+    /// Address the gRPC server binds to. Unset: every interface with mutual TLS, the
+    /// loopback interface without, where only this host's processes can call.
+    pub grpc_host: Option<IpAddr>,
     /// REST port; the service's default when unset.
     pub http_port: Option<u16>,
     /// gRPC port; the service's default when unset.
     pub grpc_port: Option<u16>,
+
+    /// The service's certificate chain on internal gRPC (PEM, usually from the file
+    /// `<PREFIX>GRPC_TLS_CERT_FILE` names), presented as server and as client; its first DNS
+    /// name is the service's identity. With `_KEY` and `_CA`, turns on mutual TLS.
+    pub grpc_tls_cert: Option<String>,
+    /// The certificate's private key (PEM).
+    pub grpc_tls_key: Option<SecretString>,
+    /// The CA certificates (PEM) that peers' certificates must chain to.
+    pub grpc_tls_ca: Option<String>,
+    /// The three above, checked by [`crate::configure`].
+    #[serde(skip)]
+    pub grpc_tls: Option<GrpcTls>,
 
     /// `postgres://user:password@host:5432/database` of the service's own database.
     pub database_url: SecretString,
@@ -116,7 +128,21 @@ impl RuntimeConfig {
 
     /// The gRPC listen address.
     pub fn grpc_addr(&self, default_port: u16) -> SocketAddr {
-        SocketAddr::new(self.grpc_host, self.grpc_port.unwrap_or(default_port))
+        let host = self.grpc_host.unwrap_or(match self.grpc_tls {
+            Some(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        });
+        SocketAddr::new(host, self.grpc_port.unwrap_or(default_port))
+    }
+
+    /// Checks the `grpc_tls_*` settings into [`Self::grpc_tls`].
+    pub(crate) fn load_grpc_tls(&mut self) -> Result<(), tessera_config::ConfigError> {
+        self.grpc_tls = GrpcTls::from_pem(
+            self.grpc_tls_cert.as_deref(),
+            self.grpc_tls_key.as_ref(),
+            self.grpc_tls_ca.as_deref(),
+        )?;
+        Ok(())
     }
 
     /// The settings of `service`'s event consumer `name`, on its queue of the event
@@ -157,9 +183,6 @@ mod defaults {
 
     pub fn host() -> IpAddr {
         IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-    }
-    pub fn grpc_host() -> IpAddr {
-        IpAddr::V4(Ipv4Addr::LOCALHOST)
     }
     pub fn log_filter() -> String {
         "info,sqlx=warn,lapin=warn".to_owned()
@@ -248,6 +271,24 @@ mod tests {
             [Duration::from_millis(100), Duration::from_secs(2)]
         );
         assert_eq!(set.processed_retention, Duration::from_secs(86_400));
+    }
+
+    #[test]
+    fn grpc_binds_to_loopback_without_tls_and_everywhere_with_it_unless_told() {
+        let plain = config(&[]);
+        assert_eq!(plain.grpc_addr(50052).to_string(), "127.0.0.1:50052");
+        let ca = tessera_testkit::pki::TestCa::new();
+        let issued = ca.issue("users");
+        let ca_pem = ca.pem();
+        let mut tls = config(&[
+            ("GRPC_TLS_CERT", &issued.cert_pem),
+            ("GRPC_TLS_KEY", &issued.key_pem),
+            ("GRPC_TLS_CA", &ca_pem),
+        ]);
+        tls.load_grpc_tls().unwrap();
+        assert_eq!(tls.grpc_addr(50052).to_string(), "0.0.0.0:50052");
+        let told = config(&[("GRPC_HOST", "0.0.0.0"), ("GRPC_PORT", "7000")]);
+        assert_eq!(told.grpc_addr(50052).to_string(), "0.0.0.0:7000");
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //!         default_grpc_port: 50050,
 //!         migrator: &sqlx::migrate::Migrator::DEFAULT,
 //!         descriptors: &[],
+//!         grpc_callers: &[],
 //!     };
 //!     type Settings = NoSettings;
 //!
@@ -77,7 +78,7 @@ pub use cache::{CacheMetrics, JsonCache};
 pub use cli::Command;
 pub use config::RuntimeConfig;
 pub use error::RunError;
-pub use grpc::GrpcServices;
+pub use grpc::{Grants, GrpcServices, GrpcTls};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 pub use serve::{Listeners, serve};
 pub use service::{Context, Detacher, Endpoints, NoSettings, Service, ServiceSpec};
@@ -220,6 +221,9 @@ pub fn configure<S: Service>(
 ) -> Result<(RuntimeConfig, S::Settings), ConfigError> {
     let prefix = S::SPEC.env_prefix;
     let mut config: RuntimeConfig = tessera_config::from_vars(prefix, vars.clone())?;
+    config
+        .load_grpc_tls()
+        .map_err(|error| error.in_scope(prefix))?;
     config.in_kubernetes = vars
         .clone()
         .into_iter()

@@ -122,8 +122,14 @@ pub async fn serve<S: Service>(
     health.mark_started();
     let (http_addr, grpc_addr) = addresses;
     tracing::info!(%http_addr, %grpc_addr, "{} is serving", spec.name);
-    // Internal gRPC has no TLS here: say where that leaves it, so an exposed port is seen.
-    if grpc_addr.ip().is_loopback() {
+    // Say who may reach internal gRPC, so an exposed port is seen.
+    if let Some(tls) = &resources.config.grpc_tls {
+        tracing::info!(
+            %grpc_addr,
+            identity = tls.name(),
+            "gRPC over mutual TLS: callers need a certificate of the CA and a grant per method"
+        );
+    } else if grpc_addr.ip().is_loopback() {
         tracing::info!(%grpc_addr, "gRPC without TLS, on the loopback interface only");
     } else {
         tracing::warn!(
@@ -306,6 +312,7 @@ impl Servers {
                 request_timeout: config.request_timeout(),
                 concurrency: config.concurrency_limit,
                 descriptors: spec.descriptors,
+                tls: config.grpc_tls.clone().map(|tls| (tls, spec.grpc_callers)),
             };
             async move {
                 grpc::serve(

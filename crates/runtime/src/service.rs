@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use crate::cache::{CacheMetrics, JsonCache};
 use crate::config::RuntimeConfig;
-use crate::grpc::GrpcServices;
+use crate::grpc::{self, Grants, GrpcServices};
 use crate::tasks::Task;
 
 /// A tessera service: what the runtime needs to boot it. `main` is then
@@ -52,6 +52,10 @@ pub struct ServiceSpec {
     pub migrator: &'static Migrator,
     /// Encoded file descriptor sets of its gRPC services, for reflection.
     pub descriptors: &'static [&'static [u8]],
+    /// Over mutual TLS, the identities allowed to call each of its methods
+    /// (`package.Service/Method`, e.g. `tessera_proto::callers::GRANTS`); a method not
+    /// listed is refused to every caller. Without TLS nothing is checked.
+    pub grpc_callers: Grants,
 }
 
 /// Settings with no variables, for a service that has none of its own.
@@ -112,6 +116,20 @@ impl Context {
             self.broker.clone(),
             self.messaging.clone(),
         )
+    }
+
+    /// The endpoint of calls to the internal gRPC service `server` (its identity: `users`)
+    /// at `url`, the value of the setting `setting` (`users_grpc_url`). With this service's
+    /// mutual TLS configured, `url` must be `https://` and the peer must present the CA's
+    /// certificate for `server`, whatever address `url` names; without, it must be
+    /// `http://`.
+    pub fn grpc_endpoint(
+        &self,
+        setting: &str,
+        url: &str,
+        server: &str,
+    ) -> Result<tonic::transport::Endpoint, tessera_config::ConfigError> {
+        grpc::endpoint(self.config.grpc_tls.as_ref(), setting, url, server)
     }
 
     /// Runs work to its end even when the request that started it goes away (a client

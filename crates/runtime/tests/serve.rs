@@ -57,6 +57,7 @@ impl Service for TestService {
         default_grpc_port: 0,
         migrator: &MIGRATOR,
         descriptors: &[],
+        grpc_callers: &[],
     };
     type Settings = TestSettings;
 

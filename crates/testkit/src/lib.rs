@@ -8,6 +8,7 @@
 //! - [`jwks`]: a token issuer with a JWKS endpoint, to test token verification end to end.
 //! - [`openapi`]: a service's operations read from its `/openapi.json`, to sweep every route.
 //! - [`otlp`]: an OTLP trace receiver, to see the spans services export.
+//! - [`pki`]: a CA of the test's own, for internal gRPC over mutual TLS.
 //! - [`process`]: a service binary started as a real process on free ports.
 //! - [`proxy`]: a TCP proxy that can cut a dependency off and bring it back.
 //! - [`prometheus`]: reading `/metrics` (a counter's value) and checking its exposition text.
@@ -27,6 +28,7 @@ pub mod forge;
 pub mod jwks;
 pub mod openapi;
 pub mod otlp;
+pub mod pki;
 pub mod process;
 pub mod prometheus;
 pub mod proxy;

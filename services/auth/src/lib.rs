@@ -47,6 +47,7 @@ impl Service for Auth {
         default_grpc_port: 50051,
         migrator: &MIGRATOR,
         descriptors: &[tessera_proto::FILE_DESCRIPTOR_SET],
+        grpc_callers: tessera_proto::callers::GRANTS,
     };
     type Settings = Settings;
 
@@ -62,7 +63,10 @@ impl Service for Auth {
             hasher: hashing::Hasher::new(settings.hashing(), context.metrics.registry()).await?,
             signer: Arc::clone(&signer),
             verifier: verifier.clone(),
-            users: users::UsersClient::new(&settings.users_grpc_url, settings.users_timeout())?,
+            users: users::UsersClient::new(
+                context.grpc_endpoint("users_grpc_url", &settings.users_grpc_url, "users")?,
+                settings.users_timeout(),
+            ),
             denylist: denylist.clone(),
             limiter: limiter::Limiter::new(
                 context.redis.clone(),

@@ -40,20 +40,14 @@ pub struct UsersClient {
 }
 
 impl UsersClient {
-    /// A client of the service at `url` (connecting on first use), each call bounded by
-    /// `deadline`.
-    pub fn new(url: &str, deadline: Duration) -> Result<Self, tessera_config::ConfigError> {
-        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|error| {
-            tessera_config::ConfigError::setting(
-                "users_grpc_url",
-                format!("not a valid URL: {error}"),
-            )
-        })?;
+    /// A client of the service at `endpoint` (connecting on first use), each call bounded
+    /// by `deadline`.
+    pub fn new(endpoint: Endpoint, deadline: Duration) -> Self {
         let channel = endpoint.connect_timeout(deadline).connect_lazy();
-        Ok(Self {
+        Self {
             client: UserServiceClient::new(trace_context::traced(channel)),
             deadline,
-        })
+        }
     }
 
     /// Creates the profile `id` (or finds the one that has `email` already).

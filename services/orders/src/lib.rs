@@ -40,6 +40,7 @@ impl Service for Orders {
         default_grpc_port: 50053,
         migrator: &MIGRATOR,
         descriptors: &[tessera_proto::FILE_DESCRIPTOR_SET],
+        grpc_callers: tessera_proto::callers::GRANTS,
     };
     type Settings = Settings;
 
@@ -48,7 +49,7 @@ impl Service for Orders {
             .with_denylist(Denylist::new(context.redis.clone()));
         let client_metrics = ClientMetrics::register(context.metrics.registry())?;
         let users = users::UsersClient::new(
-            &settings.users_grpc_url,
+            context.grpc_endpoint("users_grpc_url", &settings.users_grpc_url, "users")?,
             settings.users_policy(),
             &client_metrics,
         )?;

@@ -32,18 +32,13 @@ pub struct UsersClient {
 }
 
 impl UsersClient {
-    /// A client of the service at `url` (connecting on first use), calls guarded by `policy`.
+    /// A client of the service at `endpoint` (connecting on first use), calls guarded by
+    /// `policy`.
     pub fn new(
-        url: &str,
+        endpoint: Endpoint,
         policy: CallPolicy,
         metrics: &ClientMetrics,
     ) -> Result<Self, tessera_config::ConfigError> {
-        let endpoint = Endpoint::from_shared(url.to_owned()).map_err(|error| {
-            tessera_config::ConfigError::setting(
-                "users_grpc_url",
-                format!("not a valid URL: {error}"),
-            )
-        })?;
         let channel = endpoint
             .connect_timeout(policy.attempt_timeout)
             .tcp_nodelay(true)

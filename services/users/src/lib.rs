@@ -34,6 +34,7 @@ impl Service for Users {
         default_grpc_port: 50052,
         migrator: &MIGRATOR,
         descriptors: &[tessera_proto::FILE_DESCRIPTOR_SET],
+        grpc_callers: tessera_proto::callers::GRANTS,
     };
     type Settings = Settings;
 

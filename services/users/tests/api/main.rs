@@ -6,5 +6,6 @@
 mod cache;
 mod events;
 mod grpc;
+mod grpc_tls;
 mod helpers;
 mod rest;

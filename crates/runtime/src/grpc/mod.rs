@@ -1,9 +1,14 @@
-//! The gRPC side: the service's services plus `grpc.health.v1` and reflection.
+//! The gRPC side: the service's services plus `grpc.health.v1` and reflection, over mutual
+//! TLS with per-method callers when configured.
+
+mod callers;
+mod tls;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_config::ConfigError;
 use tessera_observability::health::Status;
 use tessera_observability::{Health, Metrics, request_id, trace_context};
 use tokio_util::sync::CancellationToken;
@@ -14,6 +19,10 @@ use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
+
+pub(crate) use callers::CallerCheck;
+pub use callers::Grants;
+pub use tls::GrpcTls;
 
 /// The gRPC services a service offers, with their names for `grpc.health.v1`.
 #[derive(Default)]
@@ -61,6 +70,8 @@ pub struct GrpcSettings {
     pub concurrency: usize,
     /// Encoded file descriptor sets of the offered services, for reflection.
     pub descriptors: &'static [&'static [u8]],
+    /// Mutual TLS, and who may call each method over it; plaintext when `None`.
+    pub tls: Option<(GrpcTls, Grants)>,
 }
 
 /// Serves `services` with health and reflection on `listener` until `shutdown` fires, then
@@ -94,8 +105,15 @@ pub async fn serve(
         .map_request(request_id::sanitize)
         .layer(request_id::set_layer())
         .layer(request_id::propagate_layer())
-        .layer(metrics.grpc_layer());
-    tonic::transport::Server::builder()
+        .layer(metrics.grpc_layer())
+        .layer(CallerCheck::new(
+            settings.tls.as_ref().map(|(_, grants)| *grants),
+        ));
+    let mut server = tonic::transport::Server::builder();
+    if let Some((tls, _)) = &settings.tls {
+        server = server.tls_config(tls.server())?;
+    }
+    server
         .timeout(settings.request_timeout)
         .concurrency_limit_per_connection(settings.concurrency)
         .load_shed(true)
@@ -110,6 +128,31 @@ pub async fn serve(
             shutdown.cancelled_owned(),
         )
         .await
+}
+
+/// See [`crate::Context::grpc_endpoint`].
+pub(crate) fn endpoint(
+    tls: Option<&GrpcTls>,
+    setting: &str,
+    url: &str,
+    server: &str,
+) -> Result<tonic::transport::Endpoint, ConfigError> {
+    let invalid = |problem: String| ConfigError::setting(setting, problem);
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|error| invalid(format!("not a valid URL: {error}")))?;
+    match (tls, endpoint.uri().scheme_str()) {
+        (Some(tls), Some("https")) => endpoint
+            .tls_config(tls.client(server))
+            .map_err(|error| invalid(format!("TLS: {error}"))),
+        (None, Some("http")) => Ok(endpoint),
+        (Some(_), _) => Err(invalid(format!(
+            "{url} is not https://: with GRPC_TLS_* set, calls go over mutual TLS"
+        ))),
+        (None, _) => Err(invalid(format!(
+            "{url} is not http://: calls over TLS need this service's GRPC_TLS_CERT, \
+             GRPC_TLS_KEY and GRPC_TLS_CA"
+        ))),
+    }
 }
 
 /// The SERVER span of one call, named `package.Service/Method`, continuing the caller's
