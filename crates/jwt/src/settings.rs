@@ -1,7 +1,5 @@
 //! The settings every service that verifies tokens against auth's JWKS reads.
 
-use std::path::PathBuf;
-
 use reqwest::Url;
 use serde::Deserialize;
 use tessera_config::ConfigError;
@@ -20,9 +18,9 @@ pub struct RemoteKeys {
     /// can mint tokens.
     #[serde(default, deserialize_with = "tessera_config::flattened::flag")]
     pub jwks_allow_http: bool,
-    /// A PEM file of CA certificates to trust for the JWKS, besides the public roots (an
-    /// internal CA).
-    pub jwks_ca_file: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for the JWKS besides the public roots (an internal
+    /// CA), usually from the file `<PREFIX>JWKS_CA_FILE` names.
+    pub jwks_ca: Option<String>,
     /// The `iss` access tokens must carry.
     #[serde(default = "defaults::jwt_issuer")]
     pub jwt_issuer: String,
@@ -33,22 +31,13 @@ pub struct RemoteKeys {
 
 impl RemoteKeys {
     /// The token verifier's settings; refuses a JWKS URL that could be answered by anyone
-    /// on the path, and a CA file that cannot be read.
+    /// on the path.
     pub fn verifier(&self) -> Result<VerifierSettings, ConfigError> {
         check_jwks_url(&self.jwks_url, self.jwks_allow_http)
             .map_err(|problem| ConfigError::setting("jwks_url", problem))?;
-        let jwks_ca_pem = match &self.jwks_ca_file {
-            None => None,
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|error| {
-                ConfigError::setting(
-                    "jwks_ca_file",
-                    format!("cannot read {}: {error}", path.display()),
-                )
-            })?),
-        };
         Ok(VerifierSettings {
             jwks_url: Some(self.jwks_url.clone()),
-            jwks_ca_pem,
+            jwks_ca_pem: self.jwks_ca.clone(),
             ..VerifierSettings::new(&self.jwt_issuer, &self.jwt_audience)
         })
     }
@@ -126,6 +115,22 @@ mod tests {
         .unwrap();
         let error = refused.keys.verifier().unwrap_err();
         assert_eq!(error.variable, "JWKS_URL");
+    }
+
+    #[test]
+    fn the_ca_comes_from_the_file_jwks_ca_file_names() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut file, b"-----BEGIN CERTIFICATE-----\n").unwrap();
+        let vars = [(
+            "SVC_JWKS_CA_FILE".to_owned(),
+            file.path().display().to_string(),
+        )];
+        let service: Service = tessera_config::from_vars("SVC_", vars).unwrap();
+        let settings = service.keys.verifier().unwrap();
+        assert_eq!(
+            settings.jwks_ca_pem.as_deref(),
+            Some("-----BEGIN CERTIFICATE-----")
+        );
     }
 
     #[test]
