@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tessera_jwt::{Signer, SigningKey};
 use tessera_testkit::broker::TestBroker;
 use tessera_testkit::database::TestDatabase;
+use tessera_testkit::pki::TestCa;
 use tessera_testkit::process::ServiceProcess;
 use uuid::Uuid;
 
@@ -63,6 +64,7 @@ pub struct StackBuilder {
     env: Vec<(String, String)>,
     settings: Vec<(Service, String, String)>,
     admin: Option<String>,
+    ca: Option<TestCa>,
 }
 
 impl StackBuilder {
@@ -92,6 +94,15 @@ impl StackBuilder {
         )
     }
 
+    /// Has the services call each other over mutual TLS, each with a certificate of a CA
+    /// of the stack's own ([`Stack::ca`]) naming it, and gRPC bound where TLS binds it by
+    /// default: every interface.
+    #[must_use]
+    pub fn mutual_tls(mut self) -> Self {
+        self.ca = Some(TestCa::new());
+        self
+    }
+
     /// Starts users, auth and orders (in that order: each needs the one before), each
     /// ready, on a RabbitMQ vhost of their own (see [`TestBroker`]) where the contract's
     /// queues are declared.
@@ -110,8 +121,12 @@ impl StackBuilder {
             let prefix = service.prefix();
             let mut env = tessera_testkit::service_env(prefix, database.url(), &amqp_url);
             env.extend(self.env.iter().cloned());
+            if let Some(ca) = &self.ca {
+                env.extend(ca.service_env(prefix, service.name()));
+            }
             env
         };
+        let tls = self.ca.is_some();
         let overridden = |service: Service, env: &mut Vec<(String, String)>| {
             for (_, name, value) in self.settings.iter().filter(|(s, ..)| *s == service) {
                 tessera_testkit::set_var(env, service.prefix(), name, value.clone());
@@ -135,7 +150,7 @@ impl StackBuilder {
         overridden(Service::Auth, &mut auth_env);
         let mut users_env = env(Service::Users, users_db);
         overridden(Service::Users, &mut users_env);
-        let (auth, users) = start_auth_and_users(&auth_env, &users_env).await;
+        let (auth, users) = start_auth_and_users(&auth_env, &users_env, tls).await;
 
         let mut orders_env = env(Service::Orders, orders_db);
         let jwks_url = format!("{}/.well-known/jwks.json", auth.http_url());
@@ -144,7 +159,7 @@ impl StackBuilder {
             &mut orders_env,
             "ORDERS_",
             "USERS_GRPC_URL",
-            users.grpc_url(),
+            grpc_url(&users, tls),
         );
         overridden(Service::Orders, &mut orders_env);
         let orders = ServiceProcess::start(binary("orders"), &[], "ORDERS_", &orders_env).await;
@@ -154,6 +169,7 @@ impl StackBuilder {
             users,
             orders,
             admin: self.admin,
+            ca: self.ca,
             amqp_url,
             client: tessera_testkit::http_client(),
             keys,
@@ -163,11 +179,22 @@ impl StackBuilder {
     }
 }
 
+/// Where `process` serves gRPC: over TLS (`https`) or not.
+fn grpc_url(process: &ServiceProcess, tls: bool) -> String {
+    let url = process.grpc_url();
+    if tls {
+        url.replacen("http://", "https://", 1)
+    } else {
+        url.to_owned()
+    }
+}
+
 /// users, told where auth's JWKS will be, then auth on those ports. Another process can take
 /// the ports meanwhile; then auth exits, and the pair starts again.
 async fn start_auth_and_users(
     auth_env: &[(String, String)],
     users_env: &[(String, String)],
+    tls: bool,
 ) -> (ServiceProcess, ServiceProcess) {
     for attempt in 1..=3 {
         let auth_ports = (tessera_testkit::free_port(), tessera_testkit::free_port());
@@ -176,7 +203,7 @@ async fn start_auth_and_users(
         tessera_testkit::set_var(&mut users_env, "USERS_", "JWKS_URL", jwks_url);
         let users = ServiceProcess::start(binary("users"), &[], "USERS_", &users_env).await;
         let mut auth_env = auth_env.to_vec();
-        tessera_testkit::set_var(&mut auth_env, "AUTH_", "USERS_GRPC_URL", users.grpc_url());
+        tessera_testkit::set_var(&mut auth_env, "AUTH_", "USERS_GRPC_URL", grpc_url(&users, tls));
         match ServiceProcess::start_on(binary("auth"), &[], "AUTH_", &auth_env, auth_ports).await {
             Ok(auth) => return (auth, users),
             Err(status) if attempt < 3 => {
@@ -198,6 +225,7 @@ pub struct Stack {
     /// The orders process.
     pub orders: ServiceProcess,
     admin: Option<String>,
+    ca: Option<TestCa>,
     amqp_url: String,
     client: reqwest::Client,
     keys: tempfile::TempDir,
@@ -231,6 +259,7 @@ impl Stack {
             env: Vec::new(),
             settings: Vec::new(),
             admin: None,
+            ca: None,
         }
     }
 
@@ -246,6 +275,16 @@ impl Stack {
     /// `<service's REST base URL><path>`.
     pub fn url(&self, service: Service, path: &str) -> String {
         format!("{}{path}", self.process(service).http_url())
+    }
+
+    /// The CA of [`StackBuilder::mutual_tls`], to issue a test's own callers.
+    pub fn ca(&self) -> Option<&TestCa> {
+        self.ca.as_ref()
+    }
+
+    /// Where `service` serves gRPC: an `https` URL with mutual TLS.
+    pub fn grpc_url(&self, service: Service) -> String {
+        grpc_url(self.process(service), self.ca.is_some())
     }
 
     /// The AMQP URL the services use, for the test's own connections to the same vhost.

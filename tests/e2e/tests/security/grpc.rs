@@ -1,7 +1,7 @@
-//! Internal gRPC takes no end-user credentials: `UserService` and `OrderService` answer any
-//! caller about any user, since their callers are the other services. What keeps end users
-//! off them is where they are served: never on the public REST port, and, without TLS, on
-//! the loopback interface only unless deliberately bound elsewhere.
+//! Internal gRPC takes no end-user credentials: its callers are the other services. What
+//! keeps end users off it is where it is served (never on the public REST port; without TLS
+//! on the loopback interface only unless deliberately bound elsewhere) and, with mutual TLS,
+//! who the caller's certificate says it is (`tessera_proto::callers`).
 
 use reqwest::StatusCode;
 use tessera_e2e::binary;
@@ -127,4 +127,63 @@ async fn without_tls_grpc_listens_on_the_loopback_interface_only_by_default() {
         "gRPC without TLS is reachable beyond this machine, listening on {listening:?} \
          (00000000 is every interface)"
     );
+}
+
+#[tokio::test]
+async fn over_mutual_tls_the_story_runs_and_only_granted_callers_get_in() {
+    let stack = Stack::builder().mutual_tls().start().await;
+    // Registration makes the profile through users' CreateUser, an order asks users'
+    // GetUser: both over TLS, as the services' own certificates.
+    let account = stack.register().await;
+    let session = stack.login(&account).await;
+    let order = stack.placed(&session.access).await;
+    assert_eq!(order["user_id"], account.id.to_string());
+
+    let ca = stack.ca().unwrap();
+    let users = stack.grpc_url(Service::Users);
+    let create = |role: i32| tessera_proto::users::v1::CreateUserRequest {
+        id: uuid::Uuid::now_v7().to_string(),
+        email: format!("{}@example.com", uuid::Uuid::now_v7().simple()),
+        display_name: "Mallory".to_owned(),
+        role,
+    };
+    let admin = tessera_proto::users::v1::Role::Admin as i32;
+    // orders may read profiles but not make an admin; an operator may read only.
+    for caller in ["orders", "operator"] {
+        let channel = ca
+            .channel(&users, Some(&ca.issue(caller)), "users")
+            .await
+            .unwrap();
+        let refused = UserServiceClient::new(channel)
+            .create_user(create(admin))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{caller}");
+    }
+    let operator = ca
+        .channel(&users, Some(&ca.issue("operator")), "users")
+        .await
+        .unwrap();
+    let found = UserServiceClient::new(operator)
+        .get_user(GetUserRequest {
+            id: account.id.to_string(),
+        })
+        .await
+        .unwrap();
+    assert!(found.into_inner().user.is_some());
+
+    // Plaintext gRPC gets nothing, though TLS serves every interface by default.
+    let (_, grpc) = stack.users.ports();
+    assert!(
+        listening_on(grpc).iter().any(|address| !is_loopback(address)),
+        "with TLS gRPC is meant to be reachable by peers on other hosts"
+    );
+    let plaintext = answered(
+        Service::Users,
+        stack.users.grpc_url(),
+        &account.id.to_string(),
+        &session.access,
+    )
+    .await;
+    assert!(plaintext.is_err(), "plaintext gRPC answered over TLS");
 }
