@@ -190,6 +190,7 @@ write_override() {
 services:
   postgres: { image: $postgres }
   auth-keygen: { image: $postgres }
+  grpc-certs: { image: $postgres }
   redis: { image: $redis }
   rabbitmq: { image: $rabbitmq }
   auth-migrate: { image: localhost/tessera/auth:smoke }
@@ -232,7 +233,7 @@ trap 'exit 130' INT TERM
 
 # Long-running services that must end healthy, and one-shots that must end with status 0.
 healthy=(postgres redis rabbitmq auth users orders gateway)
-oneshots=(auth-keygen auth-migrate users-migrate orders-migrate)
+oneshots=(auth-keygen grpc-certs auth-migrate users-migrate orders-migrate)
 
 # container_of SERVICE: the id of its container, if any.
 container_of() {

@@ -20,6 +20,17 @@ if ! compgen -G "$keys/*.pem" >/dev/null; then
 fi
 export AUTH_SIGNING_KEYS_DIR=$keys
 
+# Internal gRPC over mutual TLS, with a development CA made on first run (RUN_GRPC_TLS=no:
+# plaintext on the loopback interface instead). grpcurl can call as the `operator`:
+#   grpcurl -cacert .dev/grpc-tls/operator/ca.crt -cert .dev/grpc-tls/operator/tls.crt \
+#     -key .dev/grpc-tls/operator/tls.key -authority users 127.0.0.1:50052 list
+tls=${RUN_GRPC_TLS_DIR:-.dev/grpc-tls}
+grpc_scheme=http grpc_mode="plaintext on loopback"
+if [[ ${RUN_GRPC_TLS:-yes} != no ]]; then
+  deploy/dev-grpc-certs.sh "$tls" >&2
+  grpc_scheme=https grpc_mode="mutual TLS, certificates in $tls"
+fi
+
 pids=()
 stop() {
   trap - INT TERM EXIT
@@ -39,6 +50,15 @@ start() {
     default "${prefix}_REDIS_URL" "redis://127.0.0.1:6379/0"
     default "${prefix}_AMQP_URL" "amqp://guest:guest@127.0.0.1:5672/%2f"
     default "${prefix}_LOG_FORMAT" pretty
+    if [[ $grpc_scheme == https ]]; then
+      default "${prefix}_GRPC_TLS_CERT_FILE" "$tls/$name/tls.crt"
+      default "${prefix}_GRPC_TLS_KEY_FILE" "$tls/$name/tls.key"
+      default "${prefix}_GRPC_TLS_CA_FILE" "$tls/$name/ca.crt"
+      # A laptop's other interfaces need not see it, certificates or not.
+      default "${prefix}_GRPC_HOST" 127.0.0.1
+    fi
+    # auth and orders call users.
+    [[ $name == users ]] || default "${prefix}_USERS_GRPC_URL" "$grpc_scheme://127.0.0.1:50052"
     # Prefix each line with the service, since the three share one terminal.
     exec "$bin/$name" serve > >(sed -u "s/^/$name | /") 2>&1
   ) &
@@ -56,7 +76,7 @@ start auth AUTH
 start users USERS
 start orders ORDERS
 services=("${pids[@]}")
-echo "run: auth http://127.0.0.1:8081 (gRPC 50051), users http://127.0.0.1:8082 (gRPC 50052), orders http://127.0.0.1:8083 (gRPC 50053); Ctrl-C stops them" >&2
+echo "run: auth http://127.0.0.1:8081 (gRPC 50051), users http://127.0.0.1:8082 (gRPC 50052), orders http://127.0.0.1:8083 (gRPC 50053); gRPC over $grpc_mode; Ctrl-C stops them" >&2
 
 # The storefront: built, then served with the API proxied to the services above (the
 # STOREFRONT_{AUTH,USERS,ORDERS}_URL variables point it elsewhere). Without Node.js the

@@ -20,7 +20,9 @@ pub struct Service {
     pub binary: Binary,
     /// Its `command` (`["migrate"]`), empty for the image's default (`serve`).
     pub command: Vec<String>,
-    /// Its `environment`, interpolated.
+    /// Its `environment`, interpolated; a `<NAME>_FILE` of an internal gRPC identity
+    /// (`.../<identity>/tls.crt`, made by a one-shot at `up`) is `<NAME>` with a stand-in
+    /// ([`crate::tls_stand_in`]).
     pub environment: Vars,
     /// The container ports it publishes or exposes.
     pub container_ports: Vec<u16>,
@@ -45,7 +47,7 @@ pub fn services() -> Option<Vec<Service>> {
                     name: text(name)?,
                     binary,
                     command: strings(at(service, &["command"])),
-                    environment: environment(service),
+                    environment: with_tls_stand_ins(environment(service)),
                     container_ports: list(service, &["ports"])
                         .iter()
                         .chain(list(service, &["expose"]))
@@ -78,6 +80,20 @@ fn strings(value: Option<&Value>) -> Vec<String> {
             .unwrap_or_default(),
         None => Vec::new(),
     }
+}
+
+fn with_tls_stand_ins(vars: Vars) -> Vars {
+    vars.into_iter()
+        .map(|(name, value)| {
+            let stand_in = name.strip_suffix("_FILE").and_then(|base| {
+                let path = Path::new(&value);
+                let file = path.file_name()?.to_str()?;
+                let identity = path.parent()?.file_name()?.to_str()?;
+                Some((base.to_owned(), crate::tls_stand_in(identity, file)?))
+            });
+            stand_in.unwrap_or((name, value))
+        })
+        .collect()
 }
 
 /// `environment:` as a mapping or as `NAME=value` lines.

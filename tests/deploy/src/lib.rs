@@ -166,6 +166,32 @@ fn reacts(name: &str, others: Vars, load: impl Fn(Vars) -> Result<String, Config
     load(with) != without
 }
 
+/// What a file of an internal gRPC identity holds (`tls.crt`, `tls.key`, `ca.crt`, as in a
+/// Kubernetes TLS Secret) where the real one is not in the repository: a certificate of a
+/// CA of this process for `identity`, so the binaries' checks of it pass as they would
+/// with a deployment's. `None` for any other file.
+pub fn tls_stand_in(identity: &str, file: &str) -> Option<String> {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use tessera_testkit::pki::{Issued, TestCa};
+
+    static PKI: OnceLock<Mutex<(TestCa, BTreeMap<String, Issued>)>> = OnceLock::new();
+    let pki = PKI.get_or_init(|| Mutex::new((TestCa::new(), BTreeMap::new())));
+    let mut pki = pki.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (ca, issued) = &mut *pki;
+    let ca_pem = ca.pem();
+    let identity = issued
+        .entry(identity.to_owned())
+        .or_insert_with(|| ca.issue(identity));
+    match file {
+        "tls.crt" => Some(identity.cert_pem.clone()),
+        "tls.key" => Some(identity.key_pem.clone()),
+        "ca.crt" => Some(ca_pem),
+        _ => None,
+    }
+}
+
 /// An internal URL a variable holds, split into what the checks need.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Url {

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use tessera_deploy_tests::k8s::{self, Container, Manifests};
 use tessera_deploy_tests::yaml::{at, list, string_map, text_at};
-use tessera_deploy_tests::{Binary, HEALTH_PATHS, JWKS_PATH, Url, Vars, compose, url_target};
+use tessera_deploy_tests::{
+    Binary, HEALTH_PATHS, JWKS_PATH, Url, Vars, compose, tls_stand_in, url_target,
+};
 
 fn overlays() -> Vec<Manifests> {
     let overlays: Vec<_> = k8s::overlays()
@@ -81,7 +83,12 @@ fn resolved_env(
             None => templates
                 .get(&secret)
                 .filter(|keys| keys.contains(&key))
-                .map(|_| "stand-in".to_owned()),
+                .map(|_| {
+                    secret
+                        .strip_suffix("-grpc-tls")
+                        .and_then(|identity| tls_stand_in(identity, &key))
+                        .unwrap_or_else(|| "stand-in".to_owned())
+                }),
         };
         match content {
             Some(content) => vars.push((base.to_owned(), content)),
