@@ -178,7 +178,9 @@ pub fn tls_stand_in(identity: &str, file: &str) -> Option<String> {
 
     static PKI: OnceLock<Mutex<(TestCa, BTreeMap<String, Issued>)>> = OnceLock::new();
     let pki = PKI.get_or_init(|| Mutex::new((TestCa::new(), BTreeMap::new())));
-    let mut pki = pki.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut pki = pki
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let (ca, issued) = &mut *pki;
     let ca_pem = ca.pem();
     let identity = issued

@@ -203,7 +203,12 @@ async fn start_auth_and_users(
         tessera_testkit::set_var(&mut users_env, "USERS_", "JWKS_URL", jwks_url);
         let users = ServiceProcess::start(binary("users"), &[], "USERS_", &users_env).await;
         let mut auth_env = auth_env.to_vec();
-        tessera_testkit::set_var(&mut auth_env, "AUTH_", "USERS_GRPC_URL", grpc_url(&users, tls));
+        tessera_testkit::set_var(
+            &mut auth_env,
+            "AUTH_",
+            "USERS_GRPC_URL",
+            grpc_url(&users, tls),
+        );
         match ServiceProcess::start_on(binary("auth"), &[], "AUTH_", &auth_env, auth_ports).await {
             Ok(auth) => return (auth, users),
             Err(status) if attempt < 3 => {

@@ -175,7 +175,9 @@ async fn over_mutual_tls_the_story_runs_and_only_granted_callers_get_in() {
     // Plaintext gRPC gets nothing, though TLS serves every interface by default.
     let (_, grpc) = stack.users.ports();
     assert!(
-        listening_on(grpc).iter().any(|address| !is_loopback(address)),
+        listening_on(grpc)
+            .iter()
+            .any(|address| !is_loopback(address)),
         "with TLS gRPC is meant to be reachable by peers on other hosts"
     );
     let plaintext = answered(
