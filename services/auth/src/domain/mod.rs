@@ -1,5 +1,6 @@
 //! Accounts, credentials, sessions and their tokens: types and rules, no I/O.
 
+mod common_passwords;
 mod password;
 mod refresh;
 

@@ -37,8 +37,8 @@ pub struct Register {
     pub display_name: DisplayName,
 }
 
-/// A new password's schema: every rule but "not containing the email" is in its pattern
-/// and lengths, made from the policy itself.
+/// A new password's schema: the lengths and the pattern come from the policy itself; the
+/// rules no pattern can state (the common-password corpus, the email) are described.
 fn new_password_schema() -> Object {
     ObjectBuilder::new()
         .schema_type(Type::String)
@@ -47,8 +47,9 @@ fn new_password_schema() -> Object {
         .max_length(Some(domain::MAX_CHARS))
         .pattern(Some(Password::pattern()))
         .description(Some(
-            "12 to 128 characters, at least 5 different ones, not a common password, not \
-             containing the email.",
+            "12 to 128 characters, at least 5 different ones, not containing the email, and \
+             not one of the 30,000 most common passwords (in any case, with digits or symbols \
+             after it, or typed twice).",
         ))
         .build()
 }
