@@ -25,7 +25,7 @@ pub fn is_common(password: &str) -> bool {
 fn halves(text: &str) -> Option<&str> {
     let middle = text.len() / 2;
     let (first, second) = text.split_at_checked(middle)?;
-    (text.len() % 2 == 0 && first == second).then_some(first)
+    (text.len().is_multiple_of(2) && first == second).then_some(first)
 }
 
 /// Whether `word` is a line of [`LIST`].
