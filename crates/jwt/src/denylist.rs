@@ -2,6 +2,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use deadpool_redis::redis;
+use deadpool_redis::redis::aio::ConnectionManager;
 use tessera_observability::trace_context;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -9,32 +10,34 @@ use uuid::Uuid;
 /// Revoked access-token ids in Redis, each kept until the token would have expired anyway
 /// (plus [`Denylist::EXPIRY_MARGIN`]), so the list never outgrows the tokens alive.
 ///
-/// Every call waits as long as the pool allows: give it one with bounded waits (the runtime's
-/// pool has them; redis itself bounds connecting and each response).
-#[derive(Debug, Clone)]
+/// Every request asks it, so it sends its commands over one multiplexed connection shared
+/// with the request's other Redis work (no checkout per command); a call waits as long as
+/// that connection's timeouts allow (the runtime's `SharedRedis` bounds connecting and each
+/// answer).
+#[derive(Clone)]
 pub struct Denylist {
-    pool: deadpool_redis::Pool,
+    redis: ConnectionManager,
+}
+
+impl std::fmt::Debug for Denylist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Denylist").finish_non_exhaustive()
+    }
 }
 
 /// Redis could not be asked.
 #[derive(Debug, thiserror::Error)]
-pub enum DenylistError {
-    /// No connection from the pool.
-    #[error("no Redis connection for the token denylist")]
-    Pool(#[from] deadpool_redis::PoolError),
-    /// The command failed.
-    #[error("the token denylist command failed")]
-    Redis(#[from] redis::RedisError),
-}
+#[error("the token denylist command failed")]
+pub struct DenylistError(#[from] redis::RedisError);
 
 impl Denylist {
     /// How long past its `exp` a revoked token stays listed: longer than a verifier's leeway
     /// (30 s by default), during which the token would otherwise still be accepted.
     pub const EXPIRY_MARGIN: TimeDelta = TimeDelta::seconds(60);
 
-    /// A denylist in the Redis behind `pool`, under keys `tessera:jwt:denylist:{jti}`.
-    pub fn new(pool: deadpool_redis::Pool) -> Self {
-        Self { pool }
+    /// A denylist in the Redis behind `redis`, under keys `tessera:jwt:denylist:{jti}`.
+    pub fn new(redis: ConnectionManager) -> Self {
+        Self { redis }
     }
 
     /// Lists `jti` until `until` (the token's expiry) plus [`Self::EXPIRY_MARGIN`]; nothing to do
@@ -65,13 +68,11 @@ impl Denylist {
         if pipe.is_empty() {
             return Ok(());
         }
-        async {
-            let mut connection = self.pool.get().await?;
-            pipe.query_async::<()>(&mut connection).await?;
-            Ok(())
-        }
-        .instrument(trace_context::redis_span("SET"))
-        .await
+        let mut connection = self.redis.clone();
+        pipe.query_async::<()>(&mut connection)
+            .instrument(trace_context::redis_span("SET"))
+            .await?;
+        Ok(())
     }
 
     /// Whether this Redis holds every revocation pushed since [`Self::mark_complete`]: false
@@ -83,17 +84,14 @@ impl Denylist {
 
     /// Records that every revocation in force has been pushed to this Redis.
     pub async fn mark_complete(&self) -> Result<(), DenylistError> {
-        async {
-            let mut connection = self.pool.get().await?;
-            redis::cmd("SET")
-                .arg(COMPLETE_KEY)
-                .arg(1)
-                .query_async::<()>(&mut connection)
-                .await?;
-            Ok(())
-        }
-        .instrument(trace_context::redis_span("SET"))
-        .await
+        let mut connection = self.redis.clone();
+        redis::cmd("SET")
+            .arg(COMPLETE_KEY)
+            .arg(1)
+            .query_async::<()>(&mut connection)
+            .instrument(trace_context::redis_span("SET"))
+            .await?;
+        Ok(())
     }
 
     /// Whether `jti` was revoked.
@@ -102,16 +100,13 @@ impl Denylist {
     }
 
     async fn exists(&self, key: &str) -> Result<bool, DenylistError> {
-        async {
-            let mut connection = self.pool.get().await?;
-            let exists = redis::cmd("EXISTS")
-                .arg(key)
-                .query_async::<bool>(&mut connection)
-                .await?;
-            Ok(exists)
-        }
-        .instrument(trace_context::redis_span("EXISTS"))
-        .await
+        let mut connection = self.redis.clone();
+        let exists = redis::cmd("EXISTS")
+            .arg(key)
+            .query_async::<bool>(&mut connection)
+            .instrument(trace_context::redis_span("EXISTS"))
+            .await?;
+        Ok(exists)
     }
 }
 

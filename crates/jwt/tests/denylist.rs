@@ -15,7 +15,11 @@ fn pool(url: &str) -> Pool {
 }
 
 fn denylist() -> Denylist {
-    Denylist::new(pool(&tessera_testkit::redis_url()))
+    Denylist::new(shared(&tessera_testkit::redis_url()))
+}
+
+fn shared(url: &str) -> tessera_runtime::SharedRedis {
+    tessera_runtime::shared_redis(url, std::time::Duration::from_millis(500)).unwrap()
 }
 
 async fn ttl_of(jti: Uuid) -> i64 {
@@ -79,7 +83,7 @@ async fn revoking_a_long_expired_token_stores_nothing() {
 async fn an_unreachable_denylist_fails_open() {
     let issuer = TestIssuer::start().await;
     let dead = format!("redis://127.0.0.1:{}/0", tessera_testkit::free_port());
-    let denylist = Denylist::new(pool(&dead));
+    let denylist = Denylist::new(shared(&dead));
     let verifier = Verifier::remote(issuer.verifier_settings())
         .unwrap()
         .with_denylist(denylist.clone());

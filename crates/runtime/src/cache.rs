@@ -4,8 +4,9 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deadpool_redis::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use deadpool_redis::redis::{AsyncCommands, RedisResult};
-use deadpool_redis::{Config, Connection, Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
 use futures::future::BoxFuture;
 use secrecy::ExposeSecret;
 use serde::Serialize;
@@ -29,6 +30,28 @@ pub fn pool(config: &RuntimeConfig) -> Result<Pool, deadpool_redis::CreatePoolEr
     let mut redis = Config::from_url(config.redis_url.expose_secret());
     redis.pool = Some(pool_config);
     redis.create_pool(Some(Runtime::Tokio1))
+}
+
+/// One multiplexed connection for the commands requests send (the denylist check, the
+/// cache): concurrent requests share it, their commands pipelined, with no checkout and no
+/// recycling per command (a pooled connection is recycled with `UNWATCH` and `PING`, two
+/// more round trips for each command). It connects on first use and again after a failure;
+/// each connection attempt and each answer is bounded by `timeout`. The pool is for work
+/// that needs a connection of its own.
+pub type SharedRedis = ConnectionManager;
+
+/// The [`SharedRedis`] of the Redis at `url`; connects on first use.
+pub fn shared(url: &str, timeout: Duration) -> RedisResult<SharedRedis> {
+    let client = deadpool_redis::redis::Client::open(url)?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        // A failed connection is tried again by the next command: one retry, soon, so a
+        // command waits about one timeout for an absent Redis, not a backoff series.
+        .set_number_of_retries(1)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(200));
+    ConnectionManager::new_lazy_with_config(client, config)
 }
 
 /// Readiness check: optional, since the cache is only an accelerator.
@@ -99,7 +122,7 @@ impl CacheMetrics {
 /// `ttl`, which bounds staleness if the process dies with invalidations still pending.
 #[derive(Clone)]
 pub struct JsonCache {
-    pool: Pool,
+    redis: SharedRedis,
     name: &'static str,
     ttl: Duration,
     timeout: Duration,
@@ -137,14 +160,14 @@ impl Operation {
 impl JsonCache {
     /// A cache named `name` (its keys are `cache:<name>:<key>`).
     pub fn new(
-        pool: Pool,
+        redis: SharedRedis,
         name: &'static str,
         ttl: Duration,
         timeout: Duration,
         metrics: CacheMetrics,
     ) -> Self {
         Self {
-            pool,
+            redis,
             name,
             ttl,
             timeout,
@@ -237,15 +260,15 @@ impl JsonCache {
         format!("cache:{}:{key}", self.name)
     }
 
-    /// Runs one command on a pooled connection within the timeout; failures are logged and
-    /// counted here so callers only see "no value".
+    /// Runs one command on the shared connection within the timeout; failures are logged
+    /// and counted here so callers only see "no value".
     async fn run<T>(
         &self,
         operation: Operation,
-        command: impl AsyncFnOnce(&mut Connection) -> RedisResult<T>,
+        command: impl AsyncFnOnce(&mut SharedRedis) -> RedisResult<T>,
     ) -> Result<T, ()> {
         let attempt = async {
-            let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
+            let mut connection = self.redis.clone();
             command(&mut connection)
                 .await
                 .map_err(|error| error.to_string())

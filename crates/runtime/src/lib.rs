@@ -74,7 +74,7 @@ mod tasks;
 
 use std::process::ExitCode;
 
-pub use cache::{CacheMetrics, JsonCache};
+pub use cache::{CacheMetrics, JsonCache, SharedRedis, shared as shared_redis};
 pub use cli::Command;
 pub use config::RuntimeConfig;
 pub use error::RunError;

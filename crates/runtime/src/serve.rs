@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret as _;
 use sqlx::PgPool;
 use tessera_messaging::{Broker, MessagingMetrics, Outbox, Relay};
 use tessera_observability::{Health, Metrics};
@@ -181,6 +182,7 @@ struct Resources {
     metrics: Arc<Metrics>,
     db: PgPool,
     redis: deadpool_redis::Pool,
+    shared_redis: cache::SharedRedis,
     broker: Broker,
     messaging: MessagingMetrics,
     cache_metrics: CacheMetrics,
@@ -199,6 +201,11 @@ impl Resources {
             database::migrate(&config, &db, spec.migrator).await?;
         }
         let redis = cache::pool(&config).map_err(RunError::other)?;
+        let shared_redis = cache::shared(
+            config.redis_url.expose_secret(),
+            Duration::from_millis(config.redis_timeout_ms),
+        )
+        .map_err(RunError::other)?;
         let messaging = MessagingMetrics::register(metrics.registry()).map_err(RunError::other)?;
         let cache_metrics = CacheMetrics::register(metrics.registry()).map_err(RunError::other)?;
         let broker = Broker::start(
@@ -210,6 +217,7 @@ impl Resources {
             metrics,
             db,
             redis,
+            shared_redis,
             broker,
             messaging,
             cache_metrics,
@@ -231,6 +239,7 @@ impl Resources {
             config: Arc::clone(&self.config),
             db: self.db.clone(),
             redis: self.redis.clone(),
+            shared_redis: self.shared_redis.clone(),
             broker: self.broker.clone(),
             outbox: Outbox::new(spec.name),
             messaging: self.messaging.clone(),

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cache::{CacheMetrics, JsonCache};
+use crate::cache::{CacheMetrics, JsonCache, SharedRedis};
 use crate::config::RuntimeConfig;
 use crate::grpc::{self, Grants, GrpcServices};
 use crate::tasks::Task;
@@ -70,8 +70,10 @@ pub struct Context {
     pub config: Arc<RuntimeConfig>,
     /// The service's PostgreSQL pool.
     pub db: PgPool,
-    /// The service's Redis pool.
+    /// The service's Redis pool, for work that needs a connection of its own.
     pub redis: deadpool_redis::Pool,
+    /// The connection requests share for their Redis commands (see [`SharedRedis`]).
+    pub shared_redis: SharedRedis,
     /// The service's broker connection.
     pub broker: Broker,
     /// Writes the service's events inside its transactions.
@@ -92,7 +94,7 @@ impl Context {
     /// are bounded by `redis_timeout_ms`.
     pub fn cache(&self, name: &'static str, ttl: Duration) -> JsonCache {
         JsonCache::new(
-            self.redis.clone(),
+            self.shared_redis.clone(),
             name,
             ttl,
             Duration::from_millis(self.config.redis_timeout_ms),

@@ -23,11 +23,11 @@ pub fn consumer<R: AccountRepository + Clone>(context: &Context, repository: &R)
         .consumer(CONSUMER)
         .on::<UserDeleted, _>(ForgetUser {
             repository: repository.clone(),
-            denylist: Denylist::new(context.redis.clone()),
+            denylist: Denylist::new(context.shared_redis.clone()),
         })
         .on::<UserUpdated, _>(FollowRole {
             repository: repository.clone(),
-            denylist: Denylist::new(context.redis.clone()),
+            denylist: Denylist::new(context.shared_redis.clone()),
         })
 }
 

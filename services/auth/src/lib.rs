@@ -53,7 +53,7 @@ impl Service for Auth {
 
     async fn build(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
         let signer = Arc::new(settings.signer()?);
-        let denylist = Denylist::new(context.redis.clone());
+        let denylist = Denylist::new(context.shared_redis.clone());
         let verifier =
             Verifier::from_jwks(signer.jwks(), &settings.jwt_issuer, &settings.jwt_audience)
                 .with_denylist(denylist.clone());

@@ -46,7 +46,7 @@ impl Service for Orders {
 
     async fn build(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
         let verifier = Verifier::remote(settings.keys.verifier()?)?
-            .with_denylist(Denylist::new(context.redis.clone()));
+            .with_denylist(Denylist::new(context.shared_redis.clone()));
         let client_metrics = ClientMetrics::register(context.metrics.registry())?;
         let users = users::UsersClient::new(
             context.grpc_endpoint("users_grpc_url", &settings.users_grpc_url, "users")?,

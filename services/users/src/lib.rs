@@ -40,7 +40,7 @@ impl Service for Users {
 
     async fn build(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
         let verifier = Verifier::remote(settings.keys.verifier()?)?
-            .with_denylist(Denylist::new(context.redis.clone()));
+            .with_denylist(Denylist::new(context.shared_redis.clone()));
         let repository = repository::Cached::new(
             repository::Postgres::new(context.db.clone(), context.outbox.clone()),
             context.cache("users", settings.cache_ttl()),
