@@ -375,14 +375,14 @@ ${profile_top}
 
 Reading: about half of users' CPU is the kernel's (socket reads and writes, waking tasks).
 A cache hit is one exchange with the client plus two Redis lookups (the token's denylist entry,
-then the profile), and the pool pings each connection it hands out, so about four Redis round
-trips per request where hello makes none; allocation and copying (malloc, free, memcpy) come
-next, and the request's span and JSON log line (tracing_subscriber) a few percent. What
-limits each scenario: cache hits, those round trips (a multiplexed Redis connection without
-the checkout ping, and one round trip for both lookups, would remove most of them), which is
-also where their p99 goes once the run queues; orders, PostgreSQL's CPU and the round trips
-of one transaction (the CPU per order above); reads of an order, PostgreSQL; logins,
-argon2id by design.
+then the profile), one after the other, on the one multiplexed connection every request
+shares (commands of concurrent requests pipelined, no checkout); allocation and copying
+(malloc, free, memcpy) come next, and the request's span and JSON log line
+(tracing_subscriber) a few percent. What limits each scenario: cache hits, those two round
+trips and the Redis server's CPU on the same two cores (one round trip for both lookups, or
+a near cache with local revocations, would remove them), which is also where their p99 goes
+once the run queues; orders, PostgreSQL's CPU and the round trips of one transaction (the
+CPU per order above); reads of an order, PostgreSQL; logins, argon2id by design.
 
 ## Tracing when nothing is exported
 

@@ -36,8 +36,7 @@ pub fn pool(config: &RuntimeConfig) -> Result<Pool, deadpool_redis::CreatePoolEr
 /// cache): concurrent requests share it, their commands pipelined, with no checkout and no
 /// recycling per command (a pooled connection is recycled with `UNWATCH` and `PING`, two
 /// more round trips for each command). It connects on first use and again after a failure;
-/// each connection attempt and each answer is bounded by `timeout`. The pool is for work
-/// that needs a connection of its own.
+/// each connection attempt and each answer is bounded by `timeout`.
 pub type SharedRedis = ConnectionManager;
 
 /// The [`SharedRedis`] of the Redis at `url`; connects on first use.

@@ -70,7 +70,7 @@ pub struct Context {
     pub config: Arc<RuntimeConfig>,
     /// The service's PostgreSQL pool.
     pub db: PgPool,
-    /// The service's Redis pool, for work that needs a connection of its own.
+    /// The service's Redis pool (deadpool); requests' own commands go over `shared_redis`.
     pub redis: deadpool_redis::Pool,
     /// The connection requests share for their Redis commands (see [`SharedRedis`]).
     pub shared_redis: SharedRedis,
