@@ -97,3 +97,27 @@ async fn an_unreachable_denylist_fails_open() {
 
     assert_eq!(principal.user_id, user);
 }
+
+#[tokio::test]
+async fn a_revocation_is_seen_at_once_where_it_was_made_and_within_the_recheck_interval_elsewhere()
+{
+    // Two processes, each with its own denylist on the one Redis.
+    let (here, elsewhere) = (denylist(), denylist());
+    let jti = Uuid::now_v7();
+    assert!(!here.is_revoked(jti).await.unwrap());
+    assert!(!elsewhere.is_revoked(jti).await.unwrap());
+    // Elsewhere took the token as not revoked at the latest now.
+    let cleared_by = tokio::time::Instant::now();
+
+    here.revoke(jti, Utc::now() + TimeDelta::minutes(15))
+        .await
+        .unwrap();
+
+    assert!(here.is_revoked(jti).await.unwrap(), "seen at once here");
+    tokio::time::sleep_until(cleared_by + Denylist::RECHECK_AFTER).await;
+    assert!(
+        elsewhere.is_revoked(jti).await.unwrap(),
+        "seen elsewhere once its answer is {:?} old",
+        Denylist::RECHECK_AFTER
+    );
+}

@@ -169,6 +169,9 @@ async fn logout_revokes_every_access_token_the_session_issued() {
 
     assert_eq!(app.logout(&second).await.status(), StatusCode::NO_CONTENT);
 
+    // users took `first` for not revoked a moment ago, and asks Redis again once that
+    // answer is `RECHECK_AFTER` old: the bound on how long a revocation goes unseen there.
+    tokio::time::sleep(tessera_jwt::Denylist::RECHECK_AFTER).await;
     for access in [&first.access, &second.access] {
         assert_eq!(app.me(access).await.status(), StatusCode::UNAUTHORIZED);
     }
