@@ -17,17 +17,22 @@ use crate::repository::AccountRepository;
 /// The consumer's name: the key of its processed-event records, so it never changes.
 const CONSUMER: &str = "auth.users";
 
-/// The service's consumer with the handlers of `user.deleted` and `user.updated`.
-pub fn consumer<R: AccountRepository + Clone>(context: &Context, repository: &R) -> Consumer {
+/// The service's consumer with the handlers of `user.deleted` and `user.updated`, revoking
+/// through `denylist`: the verifier's own, so auth refuses what they revoke at once.
+pub fn consumer<R: AccountRepository + Clone>(
+    context: &Context,
+    repository: &R,
+    denylist: &Denylist,
+) -> Consumer {
     context
         .consumer(CONSUMER)
         .on::<UserDeleted, _>(ForgetUser {
             repository: repository.clone(),
-            denylist: Denylist::new(context.shared_redis.clone()),
+            denylist: denylist.clone(),
         })
         .on::<UserUpdated, _>(FollowRole {
             repository: repository.clone(),
-            denylist: Denylist::new(context.shared_redis.clone()),
+            denylist: denylist.clone(),
         })
 }
 

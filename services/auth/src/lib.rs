@@ -103,7 +103,7 @@ impl Service for Auth {
         Ok(Endpoints {
             http: http::router(state),
             grpc: GrpcServices::default().with(grpc::AuthGrpc::new(accounts)),
-            consumer: Some(events::consumer(&context, &repository)),
+            consumer: Some(events::consumer(&context, &repository, &denylist)),
             tasks,
         })
     }
