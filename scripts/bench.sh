@@ -374,15 +374,15 @@ stack and scheduling): ${profile_by_crate}.
 ${profile_top}
 
 Reading: about half of users' CPU is the kernel's (socket reads and writes, waking tasks).
-A cache hit is one exchange with the client plus two Redis lookups (the token's denylist entry,
-then the profile), one after the other, on the one multiplexed connection every request
-shares (commands of concurrent requests pipelined, no checkout); allocation and copying
-(malloc, free, memcpy) come next, and the request's span and JSON log line
-(tracing_subscriber) a few percent. What limits each scenario: cache hits, those two round
-trips and the Redis server's CPU on the same two cores (one round trip for both lookups, or
-a near cache with local revocations, would remove them), which is also where their p99 goes
-once the run queues; orders, PostgreSQL's CPU and the round trips of one transaction (the
-CPU per order above); reads of an order, PostgreSQL; logins, argon2id by design.
+A cache hit is one exchange with the client plus one Redis lookup (the profile) on the one
+multiplexed connection every request shares (commands of concurrent requests pipelined, no
+checkout); the token's denylist entry is asked at most once per half second per token
+(here one token, so almost never); allocation and copying (malloc, free, memcpy) come next,
+and the request's span and JSON log line (tracing_subscriber) a few percent. What limits
+each scenario: cache hits, that round trip and the Redis server's CPU on the same two cores
+(a near cache of profiles would remove them), which is also where their p99 goes once the
+run queues; orders, PostgreSQL's CPU and the round trips of one transaction (the CPU per
+order above); reads of an order, PostgreSQL; logins, argon2id by design.
 
 ## Tracing when nothing is exported
 
