@@ -9,7 +9,11 @@ const PROTOS: &[&str] = &[
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not baked in when it is compiled: a build script compiled in
+    // one checkout is reused by another of the same workspace sharing the target directory.
+    let root =
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").ok_or("no CARGO_MANIFEST_DIR")?)
+            .join("../../proto");
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     for proto in PROTOS {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());

@@ -56,6 +56,14 @@ pub async fn assert_problem(
     body
 }
 
+/// The directory of the package under test: `CARGO_MANIFEST_DIR` as cargo (or nextest) sets
+/// it for the running test, else `compiled` (the `env!` of the caller). Test code compiled
+/// in one checkout is reused by another of the same workspace sharing the target directory,
+/// so a path baked in at compile time may name a checkout that is gone.
+pub fn manifest_dir(compiled: &str) -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| compiled.into(), Into::into)
+}
+
 /// The PostgreSQL server tests use, as an URL to its maintenance database.
 pub fn postgres_url() -> String {
     std::env::var("TEST_DATABASE_URL")

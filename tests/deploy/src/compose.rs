@@ -9,7 +9,7 @@ use crate::{Binary, Vars};
 
 /// docker-compose.yml of this repository.
 pub fn path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docker-compose.yml")
+    tessera_testkit::manifest_dir(env!("CARGO_MANIFEST_DIR")).join("../../docker-compose.yml")
 }
 
 /// One compose service that runs a tessera binary.

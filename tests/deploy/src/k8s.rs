@@ -11,7 +11,7 @@ use crate::yaml::{at, documents, list, string_map, text, text_at};
 
 /// `deploy/k8s` of this repository.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s")
+    tessera_testkit::manifest_dir(env!("CARGO_MANIFEST_DIR")).join("../../deploy/k8s")
 }
 
 /// Every overlay directory, `dev` and `prod` among them.

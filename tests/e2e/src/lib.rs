@@ -45,7 +45,7 @@ fn build() -> PathBuf {
     // The workspace root: every member's binaries can be named from there. The target
     // directory comes from the inherited environment (`CARGO_TARGET_DIR`), as it did for the
     // build that made this test.
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let workspace = tessera_testkit::manifest_dir(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut command = Command::new(&cargo);
     command
         .current_dir(&workspace)
