@@ -45,11 +45,9 @@ pub fn shared(url: &str, timeout: Duration) -> RedisResult<SharedRedis> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
-        // A failed connection is tried again by the next command: one retry, soon, so a
-        // command waits about one timeout for an absent Redis, not a backoff series.
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(200));
+        // A lost connection is made again by the next command, once: a command waits at
+        // most about one timeout for an absent Redis, never a series of backed-off retries.
+        .set_number_of_retries(0);
     ConnectionManager::new_lazy_with_config(client, config)
 }
 
