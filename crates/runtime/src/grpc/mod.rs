@@ -59,6 +59,10 @@ impl GrpcServices {
 /// The standard health service's name.
 const HEALTH_SERVICE: &str = "grpc.health.v1.Health";
 
+/// Longest a TLS handshake may take before the connection is closed: far beyond any honest
+/// peer's, short enough that stalled connections cannot pile up.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often readiness is re-evaluated for `grpc.health.v1`.
 const HEALTH_SYNC_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -109,11 +113,7 @@ pub async fn serve(
         .layer(CallerCheck::new(
             settings.tls.as_ref().map(|(_, grants)| *grants),
         ));
-    let mut server = tonic::transport::Server::builder();
-    if let Some((tls, _)) = &settings.tls {
-        server = server.tls_config(tls.server())?;
-    }
-    server
+    let router = tonic::transport::Server::builder()
         .timeout(settings.request_timeout)
         .concurrency_limit_per_connection(settings.concurrency)
         .load_shed(true)
@@ -122,12 +122,21 @@ pub async fn serve(
         .add_routes(services.routes)
         .add_service(health_service)
         .add_optional_service(reflection_v1)
-        .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown.cancelled_owned(),
-        )
-        .await
+        .add_optional_service(reflection_v1alpha);
+    match &settings.tls {
+        Some((tls, _)) => {
+            let incoming = tls.incoming(listener, TLS_HANDSHAKE_TIMEOUT, shutdown.clone());
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+        None => {
+            let incoming = tonic::transport::server::TcpIncoming::from(listener);
+            router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
 
 /// See [`crate::Context::grpc_endpoint`].

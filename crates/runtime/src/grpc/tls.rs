@@ -12,9 +12,17 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::CertifiedKey;
 use secrecy::{ExposeSecret as _, SecretString};
+use std::time::Duration;
 use tessera_config::ConfigError;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+
+use futures::Stream;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// A service's identity on internal gRPC, checked at start: a certificate chain issued by
 /// the CA for both TLS server and client use, whose first DNS name is the service's name
@@ -25,6 +33,7 @@ pub struct GrpcTls {
     key_pem: SecretString,
     ca_pem: String,
     name: String,
+    acceptor: TlsAcceptor,
 }
 
 impl std::fmt::Debug for GrpcTls {
@@ -71,7 +80,7 @@ impl GrpcTls {
             .map_err(|error| invalid("grpc_tls_key", format!("not a PEM private key: {error}")))?;
         let roots = root_store(ca_pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        CertifiedKey::from_der(chain.clone(), key, &provider).map_err(|error| {
+        CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(|error| {
             invalid(
                 "grpc_tls_key",
                 format!("does not belong to the certificate: {error}"),
@@ -83,12 +92,15 @@ impl GrpcTls {
                 "names no DNS name (subjectAltName): the service's name to its peers",
             )
         })?;
-        check_issued(leaf, intermediates, &name, roots, provider)?;
+        let roots = Arc::new(roots);
+        check_issued(leaf, intermediates, &name, &roots, &provider)?;
+        let acceptor = acceptor(chain.clone(), key, roots, provider)?;
         Ok(Some(Self {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.clone(),
             ca_pem: ca_pem.to_owned(),
             name,
+            acceptor,
         }))
     }
 
@@ -101,11 +113,55 @@ impl GrpcTls {
         Identity::from_pem(&self.cert_pem, self.key_pem.expose_secret())
     }
 
-    /// The server side: presents the certificate and demands one from every client.
-    pub(crate) fn server(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity())
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+    /// The server side: each connection accepted from `listener` is handed on once its
+    /// handshake is done, which presents the certificate and demands one of the CA from the
+    /// client; a handshake not done within `limit` is dropped, so a peer that connects and
+    /// stalls holds nothing for long. Stops accepting (and closes the listener) when
+    /// `stop` fires.
+    pub(crate) fn incoming(
+        &self,
+        listener: TcpListener,
+        limit: Duration,
+        stop: CancellationToken,
+    ) -> impl Stream<Item = Result<TlsStream<TcpStream>, std::io::Error>> + use<> {
+        let (handed, receiver) = mpsc::channel(64);
+        let acceptor = self.acceptor.clone();
+        tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = handed.closed() => break,
+                    accepted = listener.accept() => accepted,
+                };
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, most likely: let some close first.
+                        tracing::warn!(%error, "gRPC cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let (acceptor, handed) = (acceptor.clone(), handed.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = handed.send(Ok(tls)).await;
+                        }
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "gRPC TLS handshake refused");
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "gRPC TLS handshake not done within {limit:?}");
+                        }
+                    }
+                });
+            }
+        });
+        futures::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|stream| (stream, receiver))
+        })
     }
 
     /// The client side of calls to the service named `server`: the server must present a
@@ -135,6 +191,28 @@ fn names_of(cert: &CertificateDer<'_>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// The server's TLS: the certificate, client certificates of the CA demanded, HTTP/2.
+fn acceptor(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+) -> Result<TlsAcceptor, ConfigError> {
+    let clients = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
+        .build()
+        .map_err(|error| invalid("grpc_tls_ca", error.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|builder| {
+            builder
+                .with_client_cert_verifier(clients)
+                .with_single_cert(chain, key)
+        })
+        .map_err(|error| invalid("grpc_tls_cert", error.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 fn root_store(ca_pem: &str) -> Result<RootCertStore, ConfigError> {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -157,10 +235,9 @@ fn check_issued(
     leaf: &CertificateDer<'static>,
     intermediates: &[CertificateDer<'static>],
     name: &str,
-    roots: RootCertStore,
-    provider: Arc<CryptoProvider>,
+    roots: &Arc<RootCertStore>,
+    provider: &Arc<CryptoProvider>,
 ) -> Result<(), ConfigError> {
-    let roots = Arc::new(roots);
     let refused = |role: &str, error: &dyn std::fmt::Display| {
         invalid(
             "grpc_tls_cert",
@@ -174,7 +251,7 @@ fn check_issued(
     as_client
         .verify_client_cert(leaf, intermediates, now)
         .map_err(|error| refused("client", &error))?;
-    let as_server = WebPkiServerVerifier::builder_with_provider(roots, provider)
+    let as_server = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
         .build()
         .map_err(|error| invalid("grpc_tls_ca", error.to_string()))?;
     let server_name = ServerName::try_from(name.to_owned())

@@ -162,3 +162,33 @@ async fn callers_without_a_certificate_of_the_ca_get_nowhere_and_do_not_stop_the
     // The server still serves those who present the right certificate.
     assert!(reaches(ca.channel(&url, Some(&orders), "users").await).await);
 }
+
+#[tokio::test]
+async fn a_peer_that_connects_and_never_finishes_the_handshake_is_let_go() {
+    use tokio::io::AsyncReadExt as _;
+
+    let ca = TestCa::new();
+    let app = spawn_tls_app(&ca).await;
+    let address = app.service.grpc().trim_start_matches("http://").to_owned();
+    let mut stalled = tokio::net::TcpStream::connect(&address).await.unwrap();
+
+    // Nothing is sent: the server closes the connection once the handshake's time is up
+    // (10 s), rather than holding it for as long as the peer likes.
+    let mut buffer = [0_u8; 16];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        stalled.read(&mut buffer),
+    )
+    .await
+    .expect("the stalled connection is still open after 20 s");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // Meanwhile and afterwards, peers that do speak TLS are served.
+    assert!(
+        reaches(
+            ca.channel(&https(&app), Some(&ca.issue("orders")), "users")
+                .await
+        )
+        .await
+    );
+}
