@@ -2,7 +2,9 @@
 //! certificates must come from.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use futures::Stream;
 use rustls::RootCertStore;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::ServerCertVerifier as _;
@@ -10,18 +12,15 @@ use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::sign::CertifiedKey;
+use rustls::server::danger::ClientCertVerifier;
 use secrecy::{ExposeSecret as _, SecretString};
-use std::time::Duration;
 use tessera_config::ConfigError;
-use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-
-use futures::Stream;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 /// A service's identity on internal gRPC, checked at start: a certificate chain issued by
@@ -78,23 +77,27 @@ impl GrpcTls {
         };
         let key = PrivateKeyDer::from_pem_slice(key_pem.expose_secret().as_bytes())
             .map_err(|error| invalid("grpc_tls_key", format!("not a PEM private key: {error}")))?;
-        let roots = root_store(ca_pem)?;
+        let roots = Arc::new(root_store(ca_pem)?);
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider).map_err(|error| {
-            invalid(
-                "grpc_tls_key",
-                format!("does not belong to the certificate: {error}"),
-            )
-        })?;
         let name = names_of(leaf).into_iter().next().ok_or_else(|| {
             invalid(
                 "grpc_tls_cert",
                 "names no DNS name (subjectAltName): the service's name to its peers",
             )
         })?;
-        let roots = Arc::new(roots);
-        check_issued(leaf, intermediates, &name, &roots, &provider)?;
-        let acceptor = acceptor(chain.clone(), key, roots, provider)?;
+        // The verifier the server will hold checks the service's own certificate first.
+        let clients = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+            .build()
+            .map_err(|error| invalid("grpc_tls_ca", error.to_string()))?;
+        check_issued(
+            leaf,
+            intermediates,
+            &name,
+            clients.as_ref(),
+            roots,
+            &provider,
+        )?;
+        let acceptor = acceptor(chain.clone(), key, clients, provider)?;
         Ok(Some(Self {
             cert_pem: cert_pem.to_owned(),
             key_pem: key_pem.clone(),
@@ -191,24 +194,27 @@ fn names_of(cert: &CertificateDer<'_>) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The server's TLS: the certificate, client certificates of the CA demanded, HTTP/2.
+/// The server's TLS: the certificate with its key (refused if the key is another's),
+/// client certificates demanded of `clients`, HTTP/2.
 fn acceptor(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
-    roots: Arc<RootCertStore>,
+    clients: Arc<dyn ClientCertVerifier>,
     provider: Arc<CryptoProvider>,
 ) -> Result<TlsAcceptor, ConfigError> {
-    let clients = WebPkiClientVerifier::builder_with_provider(roots, provider.clone())
-        .build()
-        .map_err(|error| invalid("grpc_tls_ca", error.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .and_then(|builder| {
-            builder
-                .with_client_cert_verifier(clients)
-                .with_single_cert(chain, key)
-        })
         .map_err(|error| invalid("grpc_tls_cert", error.to_string()))?;
+    let mut config = builder
+        .with_client_cert_verifier(clients)
+        .with_single_cert(chain, key)
+        .map_err(|error| match error {
+            rustls::Error::InconsistentKeys(_) => invalid(
+                "grpc_tls_key",
+                format!("does not belong to the certificate: {error}"),
+            ),
+            other => invalid("grpc_tls_key", format!("cannot sign with it: {other}")),
+        })?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
@@ -235,7 +241,8 @@ fn check_issued(
     leaf: &CertificateDer<'static>,
     intermediates: &[CertificateDer<'static>],
     name: &str,
-    roots: &Arc<RootCertStore>,
+    as_client: &dyn ClientCertVerifier,
+    roots: Arc<RootCertStore>,
     provider: &Arc<CryptoProvider>,
 ) -> Result<(), ConfigError> {
     let refused = |role: &str, error: &dyn std::fmt::Display| {
@@ -245,13 +252,10 @@ fn check_issued(
         )
     };
     let now = UnixTime::now();
-    let as_client = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-        .build()
-        .map_err(|error| invalid("grpc_tls_ca", error.to_string()))?;
     as_client
         .verify_client_cert(leaf, intermediates, now)
         .map_err(|error| refused("client", &error))?;
-    let as_server = WebPkiServerVerifier::builder_with_provider(roots.clone(), provider.clone())
+    let as_server = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|error| invalid("grpc_tls_ca", error.to_string()))?;
     let server_name = ServerName::try_from(name.to_owned())
