@@ -74,7 +74,9 @@ mod tasks;
 
 use std::process::ExitCode;
 
-pub use cache::{CacheMetrics, JsonCache, SharedRedis, shared as shared_redis};
+pub use cache::{
+    CacheMetrics, JsonCache, NearCache, NearCacheSync, SharedRedis, shared as shared_redis,
+};
 pub use cli::Command;
 pub use config::RuntimeConfig;
 pub use error::RunError;

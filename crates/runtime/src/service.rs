@@ -4,6 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::cache::{CacheMetrics, JsonCache, SharedRedis};
+use crate::cache::{CacheMetrics, JsonCache, NearCache, SharedRedis};
 use crate::config::RuntimeConfig;
 use crate::grpc::{self, Grants, GrpcServices};
 use crate::tasks::Task;
@@ -100,6 +101,34 @@ impl Context {
             Duration::from_millis(self.config.redis_timeout_ms),
             self.cache_metrics.clone(),
         )
+    }
+
+    /// A [`NearCache`] of at most `capacity` values in front of the Redis cache named
+    /// `name`, entries living `ttl` in both, and the lifelong task that keeps it coherent
+    /// with other instances: hand it over in [`Endpoints::tasks`] (until it runs, the cache
+    /// answers from Redis only).
+    pub fn near_cache<K, V>(
+        &self,
+        name: &'static str,
+        ttl: Duration,
+        capacity: u64,
+    ) -> Result<(NearCache<K, V>, Task), tessera_config::ConfigError>
+    where
+        K: std::hash::Hash
+            + Eq
+            + Clone
+            + std::fmt::Display
+            + std::str::FromStr
+            + Send
+            + Sync
+            + 'static,
+        V: serde::Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let client = deadpool_redis::redis::Client::open(self.config.redis_url.expose_secret())
+            .map_err(|error| tessera_config::ConfigError::new("redis_url", error.to_string()))?;
+        let (cache, sync) = NearCache::new(self.cache(name, ttl), ttl, capacity, client);
+        let shutdown = self.shutdown.clone();
+        Ok((cache, Task::lifelong("near_cache_sync", sync.run(shutdown))))
     }
 
     /// The service's event consumer, on the queue the event contract names for it

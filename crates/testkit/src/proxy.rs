@@ -8,11 +8,22 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Forwards connections to a target until [`TcpProxy::cut`]; then refuses new connections
-/// and closes open ones, until [`TcpProxy::restore`].
+/// and closes open ones, until [`TcpProxy::restore`]. [`TcpProxy::stall`] is the quieter
+/// outage: nothing is closed, nothing goes through.
 pub struct TcpProxy {
     addr: SocketAddr,
-    open: Arc<watch::Sender<bool>>,
+    flow: Arc<watch::Sender<Flow>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// What the proxy does with bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Forward,
+    /// Connections stay open (and new ones are accepted) but carry nothing, as over a
+    /// partitioned network.
+    Stall,
+    Cut,
 }
 
 impl TcpProxy {
@@ -26,9 +37,9 @@ impl TcpProxy {
     pub async fn start_at(listen: SocketAddr, target: SocketAddr) -> Self {
         let listener = TcpListener::bind(listen).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let open = Arc::new(watch::channel(true).0);
-        let task = tokio::spawn(accept(listener, target, Arc::clone(&open)));
-        Self { addr, open, task }
+        let flow = Arc::new(watch::channel(Flow::Forward).0);
+        let task = tokio::spawn(accept(listener, target, Arc::clone(&flow)));
+        Self { addr, flow, task }
     }
 
     /// A proxy to the server `url` names (`amqp://guest:guest@127.0.0.1:5672/%2f`; the port
@@ -60,12 +71,19 @@ impl TcpProxy {
 
     /// Closes every open connection and refuses new ones.
     pub fn cut(&self) {
-        self.open.send_replace(false);
+        self.flow.send_replace(Flow::Cut);
     }
 
-    /// Forwards again.
+    /// Stops carrying bytes without closing anything: open connections hang (for good:
+    /// they stay silent after [`TcpProxy::restore`], as a connection through a partition
+    /// does), and new ones are accepted but go nowhere until the proxy forwards again.
+    pub fn stall(&self) {
+        self.flow.send_replace(Flow::Stall);
+    }
+
+    /// Forwards again (new connections).
     pub fn restore(&self) {
-        self.open.send_replace(true);
+        self.flow.send_replace(Flow::Forward);
     }
 }
 
@@ -76,22 +94,32 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept(listener: TcpListener, target: SocketAddr, open: Arc<watch::Sender<bool>>) {
+async fn accept(listener: TcpListener, target: SocketAddr, flow: Arc<watch::Sender<Flow>>) {
     while let Ok((client, _)) = listener.accept().await {
-        if !*open.borrow() {
-            drop(client);
-            continue;
-        }
-        let mut closed = open.subscribe();
-        tokio::spawn(async move {
-            let Ok(mut upstream) = TcpStream::connect(target).await else {
-                return;
-            };
-            let mut client = client;
-            tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                _ = closed.wait_for(|open| !open) => {}
+        let mut changes = flow.subscribe();
+        let current = *changes.borrow_and_update();
+        match current {
+            Flow::Cut => drop(client),
+            Flow::Stall => {
+                tokio::spawn(async move {
+                    // Held open, silent, until the proxy cuts (or goes).
+                    let _ = changes.wait_for(|flow| *flow == Flow::Cut).await;
+                    drop(client);
+                });
             }
-        });
+            Flow::Forward => {
+                tokio::spawn(async move {
+                    let Ok(mut upstream) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let mut client = client;
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => return,
+                        _ = changes.wait_for(|flow| *flow != Flow::Forward) => {}
+                    }
+                    let _ = changes.wait_for(|flow| *flow == Flow::Cut).await;
+                });
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! - [`domain`]: a profile and its changes; [`profiles`]: who may see and change which.
 //! - [`repository`]: PostgreSQL storage (with `user.*` events in the same transactions)
-//!   behind a trait, and a Redis cache-aside decorator.
+//!   behind a trait, and a cache-aside decorator (in process, then Redis).
 //! - [`http`]: `/api/v1/users` and its OpenAPI document; [`grpc`]: `UserService`.
 
 pub mod domain;
@@ -41,9 +41,11 @@ impl Service for Users {
     async fn build(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
         let verifier = Verifier::remote(settings.keys.verifier()?)?
             .with_denylist(Denylist::new(context.shared_redis.clone()));
+        let (cache, cache_sync) =
+            context.near_cache("users", settings.cache_ttl(), settings.near_cache_capacity)?;
         let repository = repository::Cached::new(
             repository::Postgres::new(context.db.clone(), context.outbox.clone()),
-            context.cache("users", settings.cache_ttl()),
+            cache,
         );
         let profiles = Arc::new(profiles::Profiles::new(repository));
         let state = http::AppState {
@@ -53,6 +55,7 @@ impl Service for Users {
         Ok(Endpoints {
             http: http::router(state),
             grpc: GrpcServices::default().with(grpc::UserGrpc::new(profiles)),
+            tasks: vec![cache_sync],
             ..Endpoints::default()
         })
     }

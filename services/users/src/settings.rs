@@ -15,6 +15,10 @@ pub struct Settings {
     /// PostgreSQL if an invalidation is lost while Redis is unreachable.
     #[serde(default = "defaults::cache_ttl_secs")]
     pub cache_ttl_secs: u64,
+    /// Most profiles kept in process memory in front of Redis (each a few hundred bytes);
+    /// 0 keeps none.
+    #[serde(default = "defaults::near_cache_capacity")]
+    pub near_cache_capacity: u64,
 }
 
 impl Settings {
@@ -27,5 +31,9 @@ impl Settings {
 mod defaults {
     pub fn cache_ttl_secs() -> u64 {
         60
+    }
+
+    pub fn near_cache_capacity() -> u64 {
+        10_000
     }
 }

@@ -1,6 +1,6 @@
-//! Cache-aside for reads by id: Redis first, PostgreSQL on a miss; writes invalidate.
+//! Cache-aside for reads by id: memory, then Redis, then PostgreSQL; writes invalidate.
 
-use tessera_runtime::JsonCache;
+use tessera_runtime::NearCache;
 use uuid::Uuid;
 
 use super::{RepositoryError, UserRepository};
@@ -8,24 +8,21 @@ use crate::domain::{Creation, NewUser, User, UserChanges};
 
 /// A repository whose reads by id go through a cache.
 ///
-/// Invalidation happens after the write commits, so a reader can at worst put back the
-/// value it read just before the commit; the entry's time to live bounds that window. Cache
-/// failures are the cache's business ([`JsonCache`] logs and counts them): the inner
-/// repository always answers.
+/// Invalidation happens after the write commits: this instance reads the write at once,
+/// others within [`NearCache::COHERENCE_BOUND`]. A reader in another instance that read
+/// PostgreSQL just before the commit can at worst put the old value back in Redis; the
+/// entry's time to live bounds that window. Cache failures are the cache's business (it
+/// logs and counts them): the inner repository always answers.
 pub struct Cached<R> {
     inner: R,
-    cache: JsonCache,
+    cache: NearCache<Uuid, User>,
 }
 
 impl<R> Cached<R> {
     /// Wraps `inner` with `cache`.
-    pub fn new(inner: R, cache: JsonCache) -> Self {
+    pub fn new(inner: R, cache: NearCache<Uuid, User>) -> Self {
         Self { inner, cache }
     }
-}
-
-fn key(id: Uuid) -> String {
-    id.to_string()
 }
 
 impl<R: UserRepository> UserRepository for Cached<R> {
@@ -34,14 +31,11 @@ impl<R: UserRepository> UserRepository for Cached<R> {
     }
 
     async fn find(&self, id: Uuid) -> Result<Option<User>, RepositoryError> {
-        if let Some(user) = self.cache.get::<User>(&key(id)).await {
-            return Ok(Some(user));
-        }
-        let found = self.inner.find(id).await?;
-        if let Some(user) = &found {
-            self.cache.put(&key(id), user).await;
-        }
-        Ok(found)
+        let found = self
+            .cache
+            .get_or_load(&id, async || self.inner.find(id).await)
+            .await?;
+        Ok(found.map(|user| User::clone(&user)))
     }
 
     async fn find_many(&self, ids: &[Uuid]) -> Result<Vec<User>, RepositoryError> {
@@ -60,13 +54,13 @@ impl<R: UserRepository> UserRepository for Cached<R> {
         // Invalidate whatever the outcome: an error after the commit was sent (a lost
         // acknowledgement) may still have changed the row.
         let updated = self.inner.update(id, changes).await;
-        self.cache.invalidate(&key(id)).await;
+        self.cache.invalidate(&id).await;
         updated
     }
 
     async fn delete(&self, id: Uuid) -> Result<bool, RepositoryError> {
         let deleted = self.inner.delete(id).await;
-        self.cache.invalidate(&key(id)).await;
+        self.cache.invalidate(&id).await;
         deleted
     }
 }

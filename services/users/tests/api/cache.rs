@@ -1,13 +1,18 @@
-//! Reads by id through Redis: hits after the first read, invalidated by writes, and never a
-//! failure when Redis is gone.
+//! Reads by id through memory and Redis: hits after the first read, invalidated by writes
+//! here at once and in other instances within the coherence bound, and never a failure
+//! when Redis is gone.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use tessera_jwt::Role;
+use tessera_runtime::NearCache;
+use tessera_testkit::app::InProcess;
 use tessera_testkit::proxy::TcpProxy;
+use uuid::Uuid;
 
-use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use crate::helpers::{TestApp, TestUser, assert_problem, spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn a_second_read_is_served_from_the_cache() {
@@ -19,15 +24,14 @@ async fn a_second_read_is_served_from_the_cache() {
         .await;
 
     assert_eq!(app.display_name(&user).await, "Test User");
-    assert!(
-        app.service
-            .counter(
-                "cache_lookups_total",
-                &["cache=\"users\"", "result=\"hit\""]
-            )
-            .await
-            >= 1.0
-    );
+    let mut hits = 0.0;
+    for tier in ["result=\"hit\"", "result=\"near\""] {
+        hits += app
+            .service
+            .counter("cache_lookups_total", &["cache=\"users\"", tier])
+            .await;
+    }
+    assert!(hits >= 1.0);
     assert!(
         app.service
             .counter(
@@ -81,12 +85,12 @@ async fn with_redis_at_a_dead_port_the_service_answers_from_postgres() {
             .await
             >= 2.0
     );
-    assert_eq!(
-        app.service
-            .counter("cache_lookups_total", &["result=\"hit\""])
-            .await,
-        0.0
-    );
+    for tier in ["result=\"hit\"", "result=\"near\""] {
+        assert_eq!(
+            app.service.counter("cache_lookups_total", &[tier]).await,
+            0.0
+        );
+    }
     // Redis is optional: the service stays ready.
     assert_eq!(app.service.ready_status().await, 200);
 }
@@ -112,4 +116,108 @@ async fn a_write_while_redis_is_cut_off_is_not_hidden_by_the_old_entry_afterward
             .await
             >= 1.0
     );
+}
+
+/// Reads `user` on `instance` until it answers from process memory (its `near` lookups
+/// grow): the near cache is following its invalidations and holds the profile.
+async fn until_served_from_memory(app: &TestApp, instance: &InProcess, user: &TestUser) {
+    let near = || instance.counter("cache_lookups_total", &["result=\"near\""]);
+    let before = near().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while near().await <= before {
+        assert!(
+            Instant::now() < deadline,
+            "the near cache never served from memory"
+        );
+        app.display_name_on(instance, user).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Reads `user` on `instance` until it shows `name`, failing if a read sent more than
+/// [`NearCache::COHERENCE_BOUND`] after `written` still shows something else.
+async fn shows_within_the_bound(
+    app: &TestApp,
+    instance: &InProcess,
+    user: &TestUser,
+    name: &str,
+    written: Instant,
+) {
+    loop {
+        let sent = Instant::now();
+        let shown = app.display_name_on(instance, user).await;
+        if shown == name {
+            return;
+        }
+        assert!(
+            sent.duration_since(written) < NearCache::<Uuid, ()>::COHERENCE_BOUND,
+            "still {shown:?} {:?} after the write",
+            sent.duration_since(written)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn another_instance_sees_a_write_within_the_coherence_bound() {
+    let app = spawn_app().await;
+    let other = app.another_instance(&[]).await;
+    let user = app.create_user(Role::User).await;
+    until_served_from_memory(&app, &app.service, &user).await;
+    until_served_from_memory(&app, &other, &user).await;
+    app.rename_in_database(&user, "Changed Behind Its Back")
+        .await;
+    assert_eq!(app.display_name_on(&other, &user).await, "Test User");
+
+    app.rename(&user, "Renamed").await;
+    let written = Instant::now();
+
+    assert_eq!(
+        app.display_name(&user).await,
+        "Renamed",
+        "the writer, at once"
+    );
+    shows_within_the_bound(&app, &other, &user, "Renamed", written).await;
+}
+
+#[tokio::test]
+async fn an_instance_cut_off_from_its_invalidations_reads_the_source_and_resumes_when_back() {
+    let app = spawn_app().await;
+    let (proxy, redis) = TcpProxy::in_front_of("redis://127.0.0.1:6379/0").await;
+    let other = app
+        .another_instance(&[("REDIS_URL", redis), ("REDIS_TIMEOUT_MS", "200".to_owned())])
+        .await;
+    let user = app.create_user(Role::User).await;
+    until_served_from_memory(&app, &other, &user).await;
+
+    proxy.cut();
+    app.rename(&user, "Renamed While Cut Off").await;
+    let written = Instant::now();
+    shows_within_the_bound(&app, &other, &user, "Renamed While Cut Off", written).await;
+
+    proxy.restore();
+    until_served_from_memory(&app, &other, &user).await;
+    assert_eq!(
+        app.display_name_on(&other, &user).await,
+        "Renamed While Cut Off",
+        "what it held before the cut is forgotten"
+    );
+}
+
+#[tokio::test]
+async fn an_instance_whose_redis_goes_silent_stops_serving_memory_within_the_bound() {
+    let app = spawn_app().await;
+    let (proxy, redis) = TcpProxy::in_front_of("redis://127.0.0.1:6379/0").await;
+    let other = app
+        .another_instance(&[("REDIS_URL", redis), ("REDIS_TIMEOUT_MS", "200".to_owned())])
+        .await;
+    let user = app.create_user(Role::User).await;
+    until_served_from_memory(&app, &other, &user).await;
+
+    // Nothing is closed: only the missing heartbeats tell the instance.
+    proxy.stall();
+    app.rename(&user, "Renamed While Silent").await;
+    let written = Instant::now();
+
+    shows_within_the_bound(&app, &other, &user, "Renamed While Silent", written).await;
 }

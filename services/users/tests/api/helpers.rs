@@ -23,6 +23,8 @@ pub struct TestApp {
     pub issuer: TestIssuer,
     pub database: TestDatabase,
     client: reqwest::Client,
+    /// What the service was started with, for another instance of it.
+    env: Vec<(String, String)>,
     /// Last: deleted once the service is gone.
     broker: TestBroker,
 }
@@ -50,12 +52,13 @@ pub async fn spawn_app_with(overrides: &[(&str, String)]) -> TestApp {
     for (name, value) in overrides {
         tessera_testkit::set_var(&mut env, PREFIX, name, value.clone());
     }
-    let service = InProcess::start::<users::Users>(env).await;
+    let service = InProcess::start::<users::Users>(env.clone()).await;
     TestApp {
         service,
         issuer,
         database,
         client: tessera_testkit::http_client(),
+        env,
         broker,
     }
 }
@@ -165,11 +168,30 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// Another instance of the service, on the same database, Redis and vhost, with some
+    /// `USERS_*` variables overridden.
+    pub async fn another_instance(&self, overrides: &[(&str, String)]) -> InProcess {
+        let mut env = self.env.clone();
+        for (name, value) in overrides {
+            tessera_testkit::set_var(&mut env, PREFIX, name, value.clone());
+        }
+        InProcess::start::<users::Users>(env).await
+    }
+
     /// The profile's display name, read through the API.
     pub async fn display_name(&self, user: &TestUser) -> String {
+        self.display_name_on(&self.service, user).await
+    }
+
+    /// The profile's display name, read through the API of `instance`.
+    pub async fn display_name_on(&self, instance: &InProcess, user: &TestUser) -> String {
         let response = self
-            .get(&format!("/api/v1/users/{}", user.id), &user.token)
-            .await;
+            .client
+            .get(format!("{}/api/v1/users/{}", instance.http(), user.id))
+            .bearer_auth(&user.token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         let body: Value = response.json().await.unwrap();
         body["display_name"].as_str().unwrap().to_owned()

@@ -1,109 +1,16 @@
-//! The service's Redis pool, its health check, and a JSON cache on top of it.
+//! A cache-aside store of JSON documents in Redis.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use deadpool_redis::redis::{AsyncCommands, RedisResult};
-use deadpool_redis::{Config, Pool, PoolConfig, Runtime, Timeouts};
-use futures::future::BoxFuture;
-use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tessera_observability::trace_context;
-use tessera_observability::{Criticality, HealthCheck};
 use tracing::Instrument;
 
-use crate::config::RuntimeConfig;
-
-/// A pool that connects on first use; every wait is bounded so an absent Redis costs a
-/// request at most `redis_timeout_ms`.
-pub fn pool(config: &RuntimeConfig) -> Result<Pool, deadpool_redis::CreatePoolError> {
-    let timeout = Some(Duration::from_millis(config.redis_timeout_ms));
-    let mut pool_config = PoolConfig::new(config.redis_max_connections);
-    pool_config.timeouts = Timeouts {
-        wait: timeout,
-        create: timeout,
-        recycle: timeout,
-    };
-    let mut redis = Config::from_url(config.redis_url.expose_secret());
-    redis.pool = Some(pool_config);
-    redis.create_pool(Some(Runtime::Tokio1))
-}
-
-/// One multiplexed connection for the commands requests send (the denylist check, the
-/// cache): concurrent requests share it, their commands pipelined, with no checkout and no
-/// recycling per command (a pooled connection is recycled with `UNWATCH` and `PING`, two
-/// more round trips for each command). It connects on first use and again after a failure;
-/// each connection attempt and each answer is bounded by `timeout`.
-pub type SharedRedis = ConnectionManager;
-
-/// The [`SharedRedis`] of the Redis at `url`; connects on first use.
-pub fn shared(url: &str, timeout: Duration) -> RedisResult<SharedRedis> {
-    let client = deadpool_redis::redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        // A lost connection is made again by the next command, once: a command waits at
-        // most about one timeout for an absent Redis, never a series of backed-off retries.
-        .set_number_of_retries(0);
-    ConnectionManager::new_lazy_with_config(client, config)
-}
-
-/// Readiness check: optional, since the cache is only an accelerator.
-pub struct RedisCheck(pub Pool);
-
-impl HealthCheck for RedisCheck {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
-    fn criticality(&self) -> Criticality {
-        Criticality::Optional
-    }
-
-    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move {
-            let mut connection = self.0.get().await.map_err(|error| error.to_string())?;
-            deadpool_redis::redis::cmd("PING")
-                .query_async::<String>(&mut connection)
-                .await
-                .map(drop)
-                .map_err(|error| error.to_string())
-        })
-    }
-}
-
-/// Counts of cache lookups by outcome, shared by every [`JsonCache`] of a service.
-#[derive(Clone)]
-pub struct CacheMetrics {
-    lookups: prometheus::IntCounterVec,
-    failures: prometheus::IntCounterVec,
-}
-
-impl CacheMetrics {
-    /// Registers `cache_lookups_total{cache,result}` and `cache_failures_total{cache,operation}`.
-    pub fn register(registry: &prometheus::Registry) -> Result<Self, prometheus::Error> {
-        let lookups = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "cache_lookups_total",
-                "Cache reads by outcome: hit, miss, or error (answered from the source).",
-            ),
-            &["cache", "result"],
-        )?;
-        let failures = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "cache_failures_total",
-                "Cache operations that failed and were skipped, by operation.",
-            ),
-            &["cache", "operation"],
-        )?;
-        registry.register(Box::new(lookups.clone()))?;
-        registry.register(Box::new(failures.clone()))?;
-        Ok(Self { lookups, failures })
-    }
-}
+use super::{CacheMetrics, SharedRedis};
 
 /// A cache-aside store of JSON documents in Redis, for values whose source of truth is
 /// elsewhere (PostgreSQL).
@@ -117,6 +24,9 @@ impl CacheMetrics {
 /// cache serves nothing until every remembered key has been deleted: otherwise the entry
 /// from before the write would be served again once Redis is back. Entries also expire after
 /// `ttl`, which bounds staleness if the process dies with invalidations still pending.
+///
+/// When other processes keep copies in memory ([`super::NearCache`]), each invalidation is
+/// also published, with the deletion, on the cache's channel.
 #[derive(Clone)]
 pub struct JsonCache {
     redis: SharedRedis,
@@ -124,6 +34,9 @@ pub struct JsonCache {
     ttl: Duration,
     timeout: Duration,
     metrics: CacheMetrics,
+    /// Where invalidations are announced, if anyone listens.
+    channel: Option<Arc<str>>,
+    /// Keys (without the cache's prefix) whose invalidation has yet to reach Redis.
     pending: Arc<Mutex<HashSet<String>>>,
 }
 
@@ -169,8 +82,32 @@ impl JsonCache {
             ttl,
             timeout,
             metrics,
+            channel: None,
             pending: Arc::default(),
         }
+    }
+
+    /// This cache, publishing each invalidated key on `channel` as it deletes it.
+    pub(super) fn announcing_to(mut self, channel: &str) -> Self {
+        self.channel = Some(channel.into());
+        self
+    }
+
+    /// Its name, the `cache` label of its metrics.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub(super) fn metrics(&self) -> &CacheMetrics {
+        &self.metrics
+    }
+
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub(super) fn redis(&self) -> &SharedRedis {
+        &self.redis
     }
 
     /// The cached value under `key`, if there is one and Redis answered in time.
@@ -180,7 +117,9 @@ impl JsonCache {
         let found = self
             .run(Operation::Get, async |connection| {
                 if !pending.is_empty() {
-                    connection.del::<_, ()>(&pending).await?;
+                    self.invalidation(&pending)
+                        .query_async::<()>(&mut *connection)
+                        .await?;
                 }
                 connection.get::<_, Option<Vec<u8>>>(&key).await
             })
@@ -199,10 +138,7 @@ impl JsonCache {
                 }
             },
         };
-        self.metrics
-            .lookups
-            .with_label_values(&[self.name, result])
-            .inc();
+        self.metrics.lookup(self.name, result);
         value
     }
 
@@ -220,17 +156,33 @@ impl JsonCache {
             .await;
     }
 
-    /// Removes `key`, after the source of truth changed.
+    /// Removes `key`, after the source of truth changed (and announces it, if announcing).
     pub async fn invalidate(&self, key: &str) {
-        let key = self.key(key);
+        let keys = [key.to_owned()];
         let deleted = self
             .run(Operation::Invalidate, async |connection| {
-                connection.del::<_, ()>(&key).await
+                self.invalidation(&keys)
+                    .query_async::<()>(&mut *connection)
+                    .await
             })
             .await;
         if deleted.is_err() {
+            let [key] = keys;
             self.lock_pending().insert(key);
         }
+    }
+
+    /// Deletes `keys` and, if announcing, publishes each: one round trip.
+    fn invalidation(&self, keys: &[String]) -> deadpool_redis::redis::Pipeline {
+        let mut pipe = deadpool_redis::redis::pipe();
+        pipe.del(keys.iter().map(|key| self.key(key)).collect::<Vec<_>>())
+            .ignore();
+        if let Some(channel) = &self.channel {
+            for key in keys {
+                pipe.publish(&**channel, key).ignore();
+            }
+        }
+        pipe
     }
 
     fn pending_invalidations(&self) -> Vec<String> {
@@ -277,10 +229,7 @@ impl JsonCache {
         };
         outcome.map_err(|error| {
             tracing::warn!(cache = self.name, operation = operation.as_str(), %error, "cache operation failed; skipped");
-            self.metrics
-                .failures
-                .with_label_values(&[self.name, operation.as_str()])
-                .inc();
+            self.metrics.failure(self.name, operation.as_str());
         })
     }
 }
