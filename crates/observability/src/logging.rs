@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use opentelemetry::trace::TraceContextExt;
+use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tracing::Dispatch;
@@ -90,8 +90,7 @@ fn subscriber(
     match format {
         LogFormat::Json => Dispatch::new(
             registry.with(
-                json_layer(&dispatch)
-                    .with_writer(writer)
+                TraceOnlyRecordsSkipped(json_layer(&dispatch).with_writer(writer))
                     .with_filter(env_filter),
             ),
         ),
@@ -124,32 +123,143 @@ where
         .inner_layer_mut()
         .add_multiple_dynamic_fields(move |event, context, writer| {
             if let Some((trace_id, span_id)) = trace_ids(&dispatch, event, context) {
-                let _ = writer.write_field("trace_id", trace_id);
-                let _ = writer.write_field("span_id", span_id);
+                let _ = writer.write_field("trace_id", hex(&trace_id.to_bytes(), &mut [0; 32]));
+                let _ = writer.write_field("span_id", hex(&span_id.to_bytes(), &mut [0; 16]));
             }
         });
     layer
 }
 
-/// The trace and span id (hex) of the span `event` happened in, if it has one.
+/// The trace and span id of the span `event` happened in, if it has one.
 fn trace_ids<S>(
     dispatch: &DispatchSlot,
     event: &tracing::Event<'_>,
     context: &Context<'_, S>,
-) -> Option<(String, String)>
+) -> Option<(TraceId, SpanId)>
 where
     S: tracing::Subscriber + for<'span> LookupSpan<'span>,
 {
     let span = context.event_span(event)?;
     let dispatch = dispatch.0.get()?.upgrade()?;
     let otel = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-    let span_context = otel.span().span_context().clone();
-    span_context.is_valid().then(|| {
-        (
-            span_context.trace_id().to_string(),
-            span_context.span_id().to_string(),
-        )
-    })
+    let span = otel.span();
+    let span_context = span.span_context();
+    span_context
+        .is_valid()
+        .then(|| (span_context.trace_id(), span_context.span_id()))
+}
+
+/// `bytes` in lower-case hex, written into `buffer` (twice their length): an id per log line
+/// without the formatting machinery or an allocation.
+fn hex<'b>(bytes: &[u8], buffer: &'b mut [u8]) -> &'b str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in buffer.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
+    std::str::from_utf8(&buffer[..bytes.len() * 2]).unwrap_or_default()
+}
+
+/// A layer that does not hear records of fields only tracing reads (`otel.*`, the response
+/// status, which the request's own log line carries): the JSON layer serialises all of a
+/// span's fields again on every record, and the request span gets them on every request.
+struct TraceOnlyRecordsSkipped<L>(L);
+
+impl TraceOnlyRecordsSkipped<()> {
+    fn for_logs(values: &tracing::span::Record<'_>) -> bool {
+        struct AnyForLogs(bool);
+        impl tracing::field::Visit for AnyForLogs {
+            fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn std::fmt::Debug) {
+                let name = field.name();
+                self.0 |= !(name.starts_with("otel.") || name == "http.response.status_code");
+            }
+        }
+        let mut any = AnyForLogs(false);
+        values.record(&mut any);
+        any.0
+    }
+}
+
+impl<S, L> Layer<S> for TraceOnlyRecordsSkipped<L>
+where
+    S: tracing::Subscriber,
+    L: Layer<S>,
+{
+    fn on_register_dispatch(&self, subscriber: &Dispatch) {
+        self.0.on_register_dispatch(subscriber);
+    }
+
+    fn on_layer(&mut self, subscriber: &mut S) {
+        self.0.on_layer(subscriber);
+    }
+
+    fn register_callsite(
+        &self,
+        metadata: &'static tracing::Metadata<'static>,
+    ) -> tracing::subscriber::Interest {
+        self.0.register_callsite(metadata)
+    }
+
+    fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, S>) -> bool {
+        self.0.enabled(metadata, ctx)
+    }
+
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        id: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        self.0.on_new_span(attrs, id, ctx);
+    }
+
+    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
+        self.0.max_level_hint()
+    }
+
+    fn on_record(
+        &self,
+        span: &tracing::span::Id,
+        values: &tracing::span::Record<'_>,
+        ctx: Context<'_, S>,
+    ) {
+        if TraceOnlyRecordsSkipped::for_logs(values) {
+            self.0.on_record(span, values, ctx);
+        }
+    }
+
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: Context<'_, S>,
+    ) {
+        self.0.on_follows_from(span, follows, ctx);
+    }
+
+    fn event_enabled(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) -> bool {
+        self.0.event_enabled(event, ctx)
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
+        self.0.on_event(event, ctx);
+    }
+
+    fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_enter(id, ctx);
+    }
+
+    fn on_exit(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_exit(id, ctx);
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_close(id, ctx);
+    }
+
+    fn on_id_change(&self, old: &tracing::span::Id, new: &tracing::span::Id, ctx: Context<'_, S>) {
+        self.0.on_id_change(old, new, ctx);
+    }
 }
 
 /// A layer that only remembers the dispatcher it is part of. Give it a filter that lets
@@ -196,6 +306,14 @@ mod tests {
                 .map(|line| serde_json::from_str(line).unwrap())
                 .collect()
         }
+    }
+
+    #[test]
+    fn ids_are_written_as_opentelemetry_formats_them() {
+        let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
+        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
+        assert_eq!(hex(&trace.to_bytes(), &mut [0; 32]), trace.to_string());
+        assert_eq!(hex(&span.to_bytes(), &mut [0; 16]), span.to_string());
     }
 
     #[test]

@@ -110,11 +110,18 @@ pub async fn name_http_span(
 ) -> axum::response::Response {
     if let Some(route) = route {
         let span = tracing::Span::current();
-        span.record("http.route", route.as_str());
-        span.record(
-            "otel.name",
-            format_args!("{} {}", request.method(), route.as_str()),
-        );
+        if let Some(fields) = span.metadata().map(tracing::Metadata::fields)
+            && let (Some(route_field), Some(name_field)) =
+                (fields.field("http.route"), fields.field("otel.name"))
+        {
+            // One record of both: each record makes every layer handle the span again
+            // (the JSON log layer serialises all its fields anew).
+            let name = format_args!("{} {}", request.method(), route.as_str());
+            span.record_all(&fields.value_set(&[
+                (&route_field, Some(&route.as_str() as &dyn tracing::Value)),
+                (&name_field, Some(&name as &dyn tracing::Value)),
+            ]));
+        }
     }
     next.run(request).await
 }

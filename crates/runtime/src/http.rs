@@ -83,16 +83,18 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
 /// The SERVER span of one API request, continuing the caller's trace. It is named by method
 /// until routing names the route ([`trace_context::name_http_span`]).
 fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
+    // Plain strings, not `%` (Display): every layer would run the formatter for each.
+    let method = request.method().as_str();
     let span = tracing::info_span!(
         "http_request",
-        otel.name = %request.method(),
+        otel.name = method,
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
-        http.request.method = %request.method(),
+        http.request.method = method,
         http.route = tracing::field::Empty,
         http.response.status_code = tracing::field::Empty,
-        url.path = %request.uri().path(),
-        request_id = %request_id::of(request),
+        url.path = request.uri().path(),
+        request_id = request_id::of(request),
     );
     trace_context::continue_from(&span, request.headers());
     span
