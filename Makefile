@@ -3,7 +3,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 CARGO ?= cargo
 
-.PHONY: help build test test-browser test-contract lint check-deploy fmt run infra bench compose-smoke
+.PHONY: help build test test-browser test-contract lint check-deploy fmt run infra bench instructions compose-smoke
 .DEFAULT_GOAL := help
 
 help: ## list the targets
@@ -48,3 +48,6 @@ compose-smoke: ## bring docker-compose.yml up for real and drive the story throu
 
 bench: ## load-test a release build: peak, latency at half of peak (open loop), memory, a profile
 	scripts/bench.sh
+
+instructions: ## instructions per request of users' read path under callgrind (repeatable)
+	scripts/instructions.sh

@@ -7,8 +7,9 @@
 #             log, load shedding, timeout, routing, metrics) answered 404 problem+json: the
 #             cost every API request pays before its handler
 #   users     GET /api/v1/users/{id} on a cache hit: JWT verified against auth's JWKS,
-#             denylist checked in Redis, the profile read from Redis; at full load and at a
-#             light one
+#             denylist checked in Redis (at most every half second per token), the profile
+#             from process memory (the near cache in front of Redis); at full load and at a
+#             light one; and GET /api/v1/users/me, the same read by the token's subject
 #   auth      POST /api/v1/auth/login with the right password (one account from 16 connections
 #             at once, so its per-email limit, which counts logins in flight, is raised): limits
 #             checked in Redis, an
@@ -189,6 +190,7 @@ rows=$(
   EXPECT_ERRORS=1 load "runtime stack, 404 problem+json (users)" "$users_url/api/v1/bench" "$users_pid"
   load "GET /api/v1/users/{id}, cache hit" "$profile" "$users_pid" "$connections" "Authorization: Bearer $token"
   load "GET /api/v1/users/{id}, cache hit, 8 connections" "$profile" "$users_pid" 8 "Authorization: Bearer $token"
+  load "GET /api/v1/users/me, cache hit" "$users_url/api/v1/users/me" "$users_pid" "$connections" "Authorization: Bearer $token"
   CPU_REPORT=1 load "POST /api/v1/orders, a new key each" "$orders_api" "$orders_pid" "$connections" "X-Bench: 1" "$work/order.lua"
   load "POST /api/v1/orders, a new key each, 8 connections" "$orders_api" "$orders_pid" 8 "X-Bench: 1" "$work/order.lua"
   load "GET /api/v1/orders/{id}" "$orders_api/$placed" "$orders_pid" "$connections" "Authorization: Bearer $token"
@@ -265,6 +267,7 @@ order_cpu=$(awk -F'\t' -v requests="$order_requests" '
 order_ceiling=$(awk -F'\t' -v requests="$order_requests" -v cores="$(nproc)" '
     { seconds += $2 } END { if (seconds > 0) printf "%.0f", cores * requests / seconds }' "$work/cpu")
 users_metrics=$(curl -s "$users_url/metrics")
+near=$(awk '/^cache_lookups_total/ && /result="near"/ { print $2 }' <<<"$users_metrics")
 hits=$(awk '/^cache_lookups_total/ && /result="hit"/ { print $2 }' <<<"$users_metrics")
 misses=$(awk '/^cache_lookups_total/ && /result="miss"/ { print $2 }' <<<"$users_metrics")
 hash_ms=$(curl -s "$auth_url/metrics" | awk '
@@ -310,6 +313,11 @@ cache_share=$(awk -v hit="$(rps_of "GET /api/v1/users/{id}, cache hit")" \
 cache_p99=$(awk -F' [|] ' '/cache hit/ { sub(/ ms/, "", $5); print $5; exit }' <<<"$open_rows")
 orders_peak=$(rps_of "POST /api/v1/orders, a new key each")
 rss_idle="users $(mib "$users_idle"), orders $(mib "$orders_idle"), auth $(mib "$auth_idle")"
+# Instructions per request (callgrind), on a stack of its own: the figure that repeats.
+instruction_rows="valgrind is not installed"
+if command -v valgrind >/dev/null 2>&1; then
+  instruction_rows=$(scripts/instructions.sh "$release" | awk -F'\t' '{ printf "| %s | %\047d |\n", $1, $2 }')
+fi
 report=$(cat <<EOT
 # Benchmarks
 
@@ -317,7 +325,7 @@ Made by \`make bench\` (\`scripts/bench.sh\`) on $(date -u +%Y-%m-%d): release b
 \`wrk -t2 -c$connections -d$duration --latency\` on the same machine over loopback
 ($(nproc) cores, ${cpu:-unknown CPU}, $(free -g | awk '/^Mem:/ { print $2 }') GiB).
 Services log as in production (JSON at info, a line per request) to /dev/null. The users reads were cache hits:
-cache_lookups_total counted ${hits:-0} hits and ${misses:-0} misses. Logins use 16
+cache_lookups_total counted ${near:-0} answers from process memory, ${hits:-0} from Redis and ${misses:-0} misses. Logins use 16
 connections: each holds an argon2id verification (mean ${hash_ms:-n/a}, from
 auth_password_hash_seconds), so throughput is about cores / verification time by design.
 The order runs completed $posted requests (wrk leaves out those in flight when it stops) and
@@ -374,15 +382,27 @@ stack and scheduling): ${profile_by_crate}.
 ${profile_top}
 
 Reading: about half of users' CPU is the kernel's (socket reads and writes, waking tasks).
-A cache hit is one exchange with the client plus one Redis lookup (the profile) on the one
-multiplexed connection every request shares (commands of concurrent requests pipelined, no
-checkout); the token's denylist entry is asked at most once per half second per token
-(here one token, so almost never); allocation and copying (malloc, free, memcpy) come next,
-and the request's span and JSON log line (tracing_subscriber) a few percent. What limits
-each scenario: cache hits, that round trip and the Redis server's CPU on the same two cores
-(a near cache of profiles would remove them), which is also where their p99 goes once the
-run queues; orders, PostgreSQL's CPU and the round trips of one transaction (the CPU per
-order above); reads of an order, PostgreSQL; logins, argon2id by design.
+A cache hit is one exchange with the client and no other: the profile comes from process
+memory (the near cache, kept coherent by invalidations published on Redis) and the token's
+denylist entry is asked at most once per half second per token (here one token, so almost
+never). What is left is the REST stack every request pays (compare the 404 row): the
+request span and its JSON log line, allocation and copying (malloc, free, memcpy), then
+hyper and axum. \`make instructions\` counts the instructions users executes per request
+under callgrind, a figure that repeats run to run where req/s on this machine does not:
+see "Instructions per request" below. What limits each scenario: cache hits, that stack;
+orders, PostgreSQL's CPU and the round trips of one transaction (the CPU per order above);
+reads of an order, PostgreSQL; logins, argon2id by design.
+
+## Instructions per request
+
+What users executes per request, counted by callgrind (\`make instructions\`,
+\`scripts/instructions.sh\`, 2,000 requests after 300 to warm up, 4 connections). Unlike
+req/s here, this repeats within a fraction of a percent from run to run, so it is what a
+change of a few percent is judged by.
+
+| request | instructions |
+| --- | --- |
+${instruction_rows}
 
 ## Tracing when nothing is exported
 
