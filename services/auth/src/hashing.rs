@@ -93,12 +93,16 @@ impl Hasher {
             &["operation"],
         )?;
         registry.register(Box::new(seconds.clone()))?;
-        let memory = Arc::new(WorkingMemory::default());
         let random: [u8; 32] = rand::random();
         let dummy = {
-            let (params, memory) = (params.clone(), Arc::clone(&memory));
-            tokio::task::spawn_blocking(move || hash_with(&params, &random, &memory)).await??
+            let params = params.clone();
+            // Memory of its own, freed at once: kept, it would sit in an idle service for good.
+            tokio::task::spawn_blocking(move || {
+                hash_with(&params, &random, &WorkingMemory::default())
+            })
+            .await??
         };
+        let memory = Arc::new(WorkingMemory::default());
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
