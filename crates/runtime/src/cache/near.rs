@@ -149,7 +149,7 @@ where
 
     /// Keeps `value`, read since `epoch`, unless an invalidation arrived since.
     fn keep(&self, key: &K, epoch: u64, value: &Arc<V>) {
-        if self.coherence.epoch() != epoch {
+        if self.coherence.epoch() != epoch || self.local.policy().max_capacity() == Some(0) {
             return;
         }
         self.local.insert(key.clone(), Arc::clone(value));
@@ -373,6 +373,10 @@ mod tests {
     }
 
     fn near_cache() -> NearCache<u32, String> {
+        near_cache_of(100)
+    }
+
+    fn near_cache_of(capacity: u64) -> NearCache<u32, String> {
         let url = "redis://127.0.0.1:1/0";
         let metrics = crate::cache::CacheMetrics::register(&prometheus::Registry::new()).unwrap();
         let redis = crate::cache::shared(url, Duration::from_millis(10)).unwrap();
@@ -384,7 +388,15 @@ mod tests {
             metrics,
         );
         let client = redis::Client::open(url).unwrap();
-        NearCache::new(remote, Duration::from_secs(60), 100, client).0
+        NearCache::new(remote, Duration::from_secs(60), capacity, client).0
+    }
+
+    #[tokio::test]
+    async fn a_capacity_of_zero_keeps_nothing() {
+        let cache = near_cache_of(0);
+        let read_since = cache.coherence.epoch();
+        cache.keep(&1, read_since, &Arc::new("value".to_owned()));
+        assert_eq!(cache.local.get(&1), None);
     }
 
     #[tokio::test]
