@@ -180,8 +180,9 @@ async fn another_instance_sees_a_write_within_the_coherence_bound() {
     shows_within_the_bound(&app, &other, &user, "Renamed", written).await;
 }
 
-#[tokio::test]
-async fn an_instance_cut_off_from_its_invalidations_reads_the_source_and_resumes_when_back() {
+/// An app, another instance reaching Redis through a proxy, and a user that instance serves
+/// from memory.
+async fn another_instance_behind_a_proxy() -> (TestApp, TcpProxy, InProcess, TestUser) {
     let app = spawn_app().await;
     let (proxy, redis) = TcpProxy::in_front_of("redis://127.0.0.1:6379/0").await;
     let other = app
@@ -189,6 +190,12 @@ async fn an_instance_cut_off_from_its_invalidations_reads_the_source_and_resumes
         .await;
     let user = app.create_user(Role::User).await;
     until_served_from_memory(&app, &other, &user).await;
+    (app, proxy, other, user)
+}
+
+#[tokio::test]
+async fn an_instance_cut_off_from_its_invalidations_reads_the_source_and_resumes_when_back() {
+    let (app, proxy, other, user) = another_instance_behind_a_proxy().await;
 
     proxy.cut();
     app.rename(&user, "Renamed While Cut Off").await;
@@ -206,13 +213,7 @@ async fn an_instance_cut_off_from_its_invalidations_reads_the_source_and_resumes
 
 #[tokio::test]
 async fn an_instance_whose_redis_goes_silent_stops_serving_memory_within_the_bound() {
-    let app = spawn_app().await;
-    let (proxy, redis) = TcpProxy::in_front_of("redis://127.0.0.1:6379/0").await;
-    let other = app
-        .another_instance(&[("REDIS_URL", redis), ("REDIS_TIMEOUT_MS", "200".to_owned())])
-        .await;
-    let user = app.create_user(Role::User).await;
-    until_served_from_memory(&app, &other, &user).await;
+    let (app, proxy, other, user) = another_instance_behind_a_proxy().await;
 
     // Nothing is closed: only the missing heartbeats tell the instance.
     proxy.stall();
