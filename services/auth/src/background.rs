@@ -16,10 +16,11 @@ use crate::repository::AccountRepository;
 
 /// How often the janitor runs.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
-/// How often revocations Redis has not taken are pushed again: with the time Redis was
-/// unreachable, the longest a revoked token can still pass a verifier (never beyond its own
-/// expiry).
-pub const DENYLIST_SYNC_EVERY: Duration = Duration::from_secs(5);
+/// How often revocations Redis has not taken are pushed again (and a Redis that lost its
+/// data is noticed): with the time Redis was unreachable, and a verifier's
+/// `Denylist::RECHECK_AFTER`, the longest a revoked token can still pass a verifier (never
+/// beyond its own expiry). Each round is one `EXISTS` and one indexed query.
+pub const DENYLIST_SYNC_EVERY: Duration = Duration::from_millis(500);
 /// Revocations pushed per round trip.
 const SYNC_BATCH: i64 = 500;
 
