@@ -144,11 +144,7 @@ wait_for "$users_url/health/ready"
 wait_for "$orders_url/health/ready"
 
 # One account, registered through auth (which creates its profile in users).
-email="bench-$(python3 -c 'import uuid; print(uuid.uuid4().hex)')@example.com"
-password="bench password $RANDOM$RANDOM"
-credentials="{\"email\":\"$email\",\"password\":\"$password\"}"
-user_id=$(json_post "$auth_url/api/v1/auth/register" "{\"email\":\"$email\",\"password\":\"$password\",\"display_name\":\"Bench\"}" | field user_id)
-token=$(json_post "$auth_url/api/v1/auth/login" "$credentials" | field access_token)
+register_account bench
 profile="$users_url/api/v1/users/$user_id"
 status() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $1" "$profile"; }
 [[ $(status "$token") == 200 ]] || { say "GET $profile did not answer 200"; exit 1; }

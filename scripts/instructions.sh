@@ -34,10 +34,7 @@ wait_for "$auth_url/health/ready"
 start_users
 # Under callgrind users starts about fifty times slower than natively.
 for _ in $(seq 1 10); do wait_for "$users_url/health/ready" && break; done
-email="instructions-$(python3 -c 'import uuid; print(uuid.uuid4().hex)')@example.com"
-password="instructions password $RANDOM$RANDOM"
-user_id=$(json_post "$auth_url/api/v1/auth/register" "{\"email\":\"$email\",\"password\":\"$password\",\"display_name\":\"Bench\"}" | field user_id)
-token=$(json_post "$auth_url/api/v1/auth/login" "{\"email\":\"$email\",\"password\":\"$password\"}" | field access_token)
+register_account instructions
 
 # count NAME PATH: instructions per request of NAME, from callgrind's counters zeroed before
 # and dumped after the measured requests.

@@ -110,3 +110,14 @@ json_post() { curl -s -X POST -H 'content-type: application/json' -d "$2" "${@:3
 
 # field NAME: that field of the JSON document on stdin.
 field() { python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+# register_account NAME: a new account registered through auth (which creates its profile
+# in users) and logged in; sets email, password, credentials (the login body), user_id and
+# token.
+register_account() {
+  email="$1-$(python3 -c 'import uuid; print(uuid.uuid4().hex)')@example.com"
+  password="$1 password $RANDOM$RANDOM"
+  credentials="{\"email\":\"$email\",\"password\":\"$password\"}"
+  user_id=$(json_post "$auth_url/api/v1/auth/register" "{\"email\":\"$email\",\"password\":\"$password\",\"display_name\":\"$1\"}" | field user_id)
+  token=$(json_post "$auth_url/api/v1/auth/login" "$credentials" | field access_token)
+}
