@@ -165,19 +165,18 @@ fn hex<'b>(bytes: &[u8], buffer: &'b mut [u8]) -> &'b str {
 /// span's fields again on every record, and the request span gets them on every request.
 struct TraceOnlyRecordsSkipped<L>(L);
 
-impl TraceOnlyRecordsSkipped<()> {
-    fn for_logs(values: &tracing::span::Record<'_>) -> bool {
-        struct AnyForLogs(bool);
-        impl tracing::field::Visit for AnyForLogs {
-            fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn std::fmt::Debug) {
-                let name = field.name();
-                self.0 |= !(name.starts_with("otel.") || name == "http.response.status_code");
-            }
+/// Whether `values` record any field a log line shows.
+fn records_for_logs(values: &tracing::span::Record<'_>) -> bool {
+    struct AnyForLogs(bool);
+    impl tracing::field::Visit for AnyForLogs {
+        fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn std::fmt::Debug) {
+            let name = field.name();
+            self.0 |= !(name.starts_with("otel.") || name == "http.response.status_code");
         }
-        let mut any = AnyForLogs(false);
-        values.record(&mut any);
-        any.0
     }
+    let mut any = AnyForLogs(false);
+    values.record(&mut any);
+    any.0
 }
 
 impl<S, L> Layer<S> for TraceOnlyRecordsSkipped<L>
@@ -223,7 +222,7 @@ where
         values: &tracing::span::Record<'_>,
         ctx: Context<'_, S>,
     ) {
-        if TraceOnlyRecordsSkipped::for_logs(values) {
+        if records_for_logs(values) {
             self.0.on_record(span, values, ctx);
         }
     }

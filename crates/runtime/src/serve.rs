@@ -182,6 +182,7 @@ struct Resources {
     metrics: Arc<Metrics>,
     db: PgPool,
     redis: deadpool_redis::Pool,
+    redis_client: deadpool_redis::redis::Client,
     shared_redis: cache::SharedRedis,
     broker: Broker,
     messaging: MessagingMetrics,
@@ -201,8 +202,10 @@ impl Resources {
             database::migrate(&config, &db, spec.migrator).await?;
         }
         let redis = cache::pool(&config).map_err(RunError::other)?;
-        let shared_redis = cache::shared(
-            config.redis_url.expose_secret(),
+        let redis_client = deadpool_redis::redis::Client::open(config.redis_url.expose_secret())
+            .map_err(RunError::other)?;
+        let shared_redis = cache::shared_through(
+            redis_client.clone(),
             Duration::from_millis(config.redis_timeout_ms),
         )
         .map_err(RunError::other)?;
@@ -217,6 +220,7 @@ impl Resources {
             metrics,
             db,
             redis,
+            redis_client,
             shared_redis,
             broker,
             messaging,
@@ -239,6 +243,7 @@ impl Resources {
             config: Arc::clone(&self.config),
             db: self.db.clone(),
             redis: self.redis.clone(),
+            redis_client: self.redis_client.clone(),
             shared_redis: self.shared_redis.clone(),
             broker: self.broker.clone(),
             outbox: Outbox::new(spec.name),

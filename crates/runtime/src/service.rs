@@ -4,7 +4,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
@@ -75,6 +74,8 @@ pub struct Context {
     pub redis: deadpool_redis::Pool,
     /// The connection requests share for their Redis commands (see [`SharedRedis`]).
     pub shared_redis: SharedRedis,
+    /// The Redis server, for connections of their own (a near cache's subscription).
+    pub(crate) redis_client: deadpool_redis::redis::Client,
     /// The service's broker connection.
     pub broker: Broker,
     /// Writes the service's events inside its transactions.
@@ -112,7 +113,7 @@ impl Context {
         name: &'static str,
         ttl: Duration,
         capacity: u64,
-    ) -> Result<(NearCache<K, V>, Task), tessera_config::ConfigError>
+    ) -> (NearCache<K, V>, Task)
     where
         K: std::hash::Hash
             + Eq
@@ -124,11 +125,10 @@ impl Context {
             + 'static,
         V: serde::Serialize + DeserializeOwned + Send + Sync + 'static,
     {
-        let client = deadpool_redis::redis::Client::open(self.config.redis_url.expose_secret())
-            .map_err(|error| tessera_config::ConfigError::new("redis_url", error.to_string()))?;
+        let client = self.redis_client.clone();
         let (cache, sync) = NearCache::new(self.cache(name, ttl), ttl, capacity, client);
         let shutdown = self.shutdown.clone();
-        Ok((cache, Task::lifelong("near_cache_sync", sync.run(shutdown))))
+        (cache, Task::lifelong("near_cache_sync", sync.run(shutdown)))
     }
 
     /// The service's event consumer, on the queue the event contract names for it

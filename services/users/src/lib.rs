@@ -42,7 +42,7 @@ impl Service for Users {
         let verifier = Verifier::remote(settings.keys.verifier()?)?
             .with_denylist(Denylist::new(context.shared_redis.clone()));
         let (cache, cache_sync) =
-            context.near_cache("users", settings.cache_ttl(), settings.near_cache_capacity)?;
+            context.near_cache("users", settings.cache_ttl(), settings.near_cache_capacity);
         let repository = repository::Cached::new(
             repository::Postgres::new(context.db.clone(), context.outbox.clone()),
             cache,

@@ -42,7 +42,14 @@ pub type SharedRedis = ConnectionManager;
 
 /// The [`SharedRedis`] of the Redis at `url`; connects on first use.
 pub fn shared(url: &str, timeout: Duration) -> RedisResult<SharedRedis> {
-    let client = deadpool_redis::redis::Client::open(url)?;
+    shared_through(deadpool_redis::redis::Client::open(url)?, timeout)
+}
+
+/// The [`SharedRedis`] of `client`'s Redis; connects on first use.
+pub(crate) fn shared_through(
+    client: deadpool_redis::redis::Client,
+    timeout: Duration,
+) -> RedisResult<SharedRedis> {
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
