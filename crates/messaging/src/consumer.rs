@@ -48,32 +48,50 @@ const ERROR_HEADER: &str = "x-tessera-error";
 /// reached, or a serialization failure or deadlock, costs the message no attempt: it is
 /// applied again once the database answers. Any other error is the message's own.
 pub trait Handler<E: Event>: Send + Sync + 'static {
+    /// What [`Handler::handle`] hands to [`Handler::committed`]; `()` for most handlers.
+    type Outcome: Send;
+
     /// Applies `event` through `connection` (inside the transaction).
     fn handle(
         &self,
         event: E,
         envelope: &Envelope,
         connection: &mut PgConnection,
-    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+    ) -> impl Future<Output = Result<Self::Outcome, BoxError>> + Send;
+
+    /// Runs once the transaction has committed, before the message is acknowledged: for
+    /// effects outside the database that must not be seen before the commit, such as
+    /// dropping cached copies of what the event changed (dropped before the commit, a copy
+    /// read in between would outlive it). A process killed between the commit and this
+    /// never runs it. Nothing by default.
+    fn committed(&self, outcome: Self::Outcome) -> impl Future<Output = ()> + Send {
+        drop(outcome);
+        std::future::ready(())
+    }
 }
 
-/// The type-erased form the consumer stores.
+/// The type-erased form the consumer stores: applying gives what to run after the commit.
 trait ErasedHandler: Send + Sync {
-    fn handle<'a>(
-        &'a self,
-        envelope: &'a Envelope,
-        connection: &'a mut PgConnection,
-    ) -> BoxFuture<'a, Result<(), Failure>>;
+    fn handle<'h, 'c>(
+        &'h self,
+        envelope: &'c Envelope,
+        connection: &'c mut PgConnection,
+    ) -> BoxFuture<'c, Result<BoxFuture<'h, ()>, Failure>>
+    where
+        'h: 'c;
 }
 
 struct Typed<E, H>(H, PhantomData<fn(E)>);
 
 impl<E: Event, H: Handler<E>> ErasedHandler for Typed<E, H> {
-    fn handle<'a>(
-        &'a self,
-        envelope: &'a Envelope,
-        connection: &'a mut PgConnection,
-    ) -> BoxFuture<'a, Result<(), Failure>> {
+    fn handle<'h, 'c>(
+        &'h self,
+        envelope: &'c Envelope,
+        connection: &'c mut PgConnection,
+    ) -> BoxFuture<'c, Result<BoxFuture<'h, ()>, Failure>>
+    where
+        'h: 'c,
+    {
         Box::pin(async move {
             if envelope.version != E::VERSION {
                 return Err(Failure::Malformed(format!(
@@ -86,7 +104,8 @@ impl<E: Event, H: Handler<E>> ErasedHandler for Typed<E, H> {
             let event = envelope.decode::<E>().map_err(|error| {
                 Failure::Malformed(format!("{} payload does not parse: {error}", E::TYPE))
             })?;
-            self.0
+            let outcome = self
+                .0
                 .handle(event, envelope, connection)
                 .await
                 .map_err(|error| {
@@ -95,7 +114,8 @@ impl<E: Event, H: Handler<E>> ErasedHandler for Typed<E, H> {
                     } else {
                         Failure::Handler(error)
                     }
-                })
+                })?;
+            Ok(Box::pin(self.0.committed(outcome)) as BoxFuture<'h, ()>)
         })
     }
 }
@@ -475,8 +495,9 @@ impl Consumer {
         if !first_time {
             return Ok(Applied::Duplicate);
         }
-        handler.handle(envelope, &mut tx).await?;
+        let committed = handler.handle(envelope, &mut tx).await?;
         tx.commit().await?;
+        committed.await;
         Ok(Applied::Processed)
     }
 

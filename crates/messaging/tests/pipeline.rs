@@ -46,23 +46,37 @@ impl Event for Doomed {
     }
 }
 
-/// Records each event in `applied`, in the order applied.
-struct Record;
+/// Records each event in `applied`, in the order applied; once that commits, notes in
+/// `after_commit` whether another connection (of the pool it holds) sees the record.
+struct Record(PgPool);
 
 impl Handler<Counted> for Record {
+    type Outcome = uuid::Uuid;
+
     async fn handle(
         &self,
         event: Counted,
         envelope: &Envelope,
         connection: &mut PgConnection,
-    ) -> Result<(), BoxError> {
+    ) -> Result<uuid::Uuid, BoxError> {
         sqlx::query("INSERT INTO applied (event_id, aggregate, n) VALUES ($1, $2, $3)")
             .bind(envelope.id)
             .bind(event.aggregate)
             .bind(event.n)
             .execute(connection)
             .await?;
-        Ok(())
+        Ok(envelope.id)
+    }
+
+    async fn committed(&self, event_id: uuid::Uuid) {
+        sqlx::query(
+            "INSERT INTO after_commit (event_id, seen) \
+             SELECT $1, EXISTS (SELECT 1 FROM applied WHERE event_id = $1)",
+        )
+        .bind(event_id)
+        .execute(&self.0)
+        .await
+        .unwrap();
     }
 }
 
@@ -70,6 +84,8 @@ impl Handler<Counted> for Record {
 struct Fail;
 
 impl Handler<Doomed> for Fail {
+    type Outcome = ();
+
     async fn handle(
         &self,
         event: Doomed,
@@ -96,14 +112,22 @@ impl Pipeline {
     async fn new(amqp_addr: SocketAddr) -> Self {
         let _ = rustls::crypto::ring::default_provider().install_default();
         if let Ok(filter) = std::env::var("TEST_LOG") {
+            use tracing_subscriber::layer::SubscriberExt;
+            use tracing_subscriber::util::SubscriberInitExt;
+            let targets: tracing_subscriber::filter::Targets = filter.parse().unwrap();
             let _ = tracing_subscriber::fmt()
-                .with_env_filter(filter)
                 .with_test_writer()
+                .finish()
+                .with(targets)
                 .try_init();
         }
         let database = TestDatabase::migrated(&tessera_messaging::MIGRATOR).await;
         let pool = PgPool::connect(database.url()).await.unwrap();
         sqlx::query("CREATE TABLE applied (id BIGSERIAL PRIMARY KEY, event_id UUID NOT NULL, aggregate TEXT NOT NULL, n INT NOT NULL)")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE after_commit (event_id UUID NOT NULL, seen BOOLEAN NOT NULL)")
             .execute(&pool)
             .await
             .unwrap();
@@ -156,7 +180,7 @@ impl Pipeline {
             self.broker.clone(),
             self.metrics.clone(),
         )
-        .on::<Counted, _>(Record)
+        .on::<Counted, _>(Record(self.pool.clone()))
         .on::<Doomed, _>(Fail)
     }
 
@@ -327,6 +351,29 @@ async fn a_thousand_events_arrive_once_in_order_and_rolled_back_ones_never() {
     assert!(applied.iter().all(|(aggregate, _)| aggregate != "ghost"));
     assert_eq!(pipeline.pending().await, 0);
     assert_eq!(pipeline.metrics.confirmed.get(), 1_000);
+    pipeline.stop().await;
+}
+
+#[tokio::test]
+async fn what_a_handler_does_after_the_commit_sees_the_committed_effect() {
+    let mut pipeline = Pipeline::local().await;
+    pipeline.start_consumer().await;
+    pipeline.write(events(1, 5)).await;
+    pipeline.start_relay();
+    pipeline.wait_for_applied(5, Duration::from_secs(30)).await;
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let noted = loop {
+        let noted: Vec<(bool,)> = sqlx::query_as("SELECT seen FROM after_commit")
+            .fetch_all(&pipeline.pool)
+            .await
+            .unwrap();
+        if noted.len() >= 5 || Instant::now() > deadline {
+            break noted;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(noted, vec![(true,); 5]);
     pipeline.stop().await;
 }
 
@@ -716,7 +763,7 @@ async fn expiring_queues_last_while_consumed_and_go_after() {
         pipeline.broker.clone(),
         pipeline.metrics.clone(),
     )
-    .on::<Counted, _>(Record);
+    .on::<Counted, _>(Record(pipeline.pool.clone()));
     let topology = consumer.topology();
     let queues = [
         topology.queue.clone(),

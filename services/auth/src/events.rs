@@ -44,6 +44,8 @@ struct ForgetUser<R> {
 }
 
 impl<R: AccountRepository> Handler<UserDeleted> for ForgetUser<R> {
+    type Outcome = ();
+
     async fn handle(
         &self,
         event: UserDeleted,
@@ -65,6 +67,8 @@ struct FollowRole<R> {
 }
 
 impl<R: AccountRepository> Handler<UserUpdated> for FollowRole<R> {
+    type Outcome = ();
+
     async fn handle(
         &self,
         event: UserUpdated,
