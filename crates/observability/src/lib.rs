@@ -9,6 +9,7 @@
 //! - [`health`]: liveness, readiness and startup endpoints built from dependency checks.
 
 pub mod health;
+mod json_lines;
 pub mod logging;
 pub mod metrics;
 pub mod otlp;

@@ -1,19 +1,15 @@
 //! Process-wide `tracing` set-up.
 
-use std::sync::{Arc, OnceLock};
-
-use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
 use tracing::Dispatch;
-use tracing::dispatcher::WeakDispatch;
-use tracing_subscriber::filter::{FilterExt, filter_fn};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
-use tracing_subscriber::layer::{Context, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::{EnvFilter, Layer};
 
+use crate::json_lines::{DispatchSlot, JsonLines};
 use crate::trace_context::{Detail, is_data_store_call};
 
 /// How log lines are written to stdout.
@@ -44,7 +40,7 @@ pub enum LoggingError {
 }
 
 /// Installs the global subscriber: `format` output filtered by `filter` directives
-/// (`info,sqlx=warn`, the `RUST_LOG` syntax), and spans at `detail` for `traces` (see
+/// (`info,sqlx=warn`: a default level and levels by target), and spans at `detail` for `traces` (see
 /// [`crate::trace_context::layer`]). Spans of data store calls are traced, not logged: a
 /// line logged inside one names the enclosing request's span.
 ///
@@ -57,13 +53,15 @@ pub fn init(
     traces: &SdkTracerProvider,
     detail: Detail,
 ) -> Result<(), LoggingError> {
-    let env_filter = EnvFilter::try_new(filter).map_err(|source| LoggingError::Filter {
-        filter: filter.to_owned(),
-        source,
-    })?;
+    let targets = filter
+        .parse::<Targets>()
+        .map_err(|source| LoggingError::Filter {
+            filter: filter.to_owned(),
+            source,
+        })?;
     subscriber(
         format,
-        env_filter,
+        targets,
         traces,
         detail,
         BoxMakeWriter::new(std::io::stdout),
@@ -76,199 +74,28 @@ pub fn init(
 /// subscriber: only a concrete one hears which dispatcher it became ([`DispatchSlot`]).
 fn subscriber(
     format: LogFormat,
-    env_filter: EnvFilter,
+    targets: Targets,
     traces: &SdkTracerProvider,
     detail: Detail,
     writer: BoxMakeWriter,
 ) -> Dispatch {
     // A span no layer wants is never made: so a store call's span costs nothing unless traced.
-    let env_filter = env_filter.and(filter_fn(|metadata| !is_data_store_call(metadata)));
+    let filter = targets.and(filter_fn(|metadata| !is_data_store_call(metadata)));
     let dispatch = DispatchSlot::default();
     let registry = tracing_subscriber::registry()
         .with(crate::trace_context::layer(traces, detail))
         .with(dispatch.clone().with_filter(filter_fn(|_| false)));
     match format {
-        LogFormat::Json => Dispatch::new(
-            registry.with(
-                TraceOnlyRecordsSkipped(json_layer(&dispatch).with_writer(writer))
-                    .with_filter(env_filter),
-            ),
-        ),
+        LogFormat::Json => {
+            Dispatch::new(registry.with(JsonLines::new(writer, dispatch).with_filter(filter)))
+        }
         LogFormat::Pretty => Dispatch::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(writer)
-                    .with_filter(env_filter),
+                    .with_filter(filter),
             ),
         ),
-    }
-}
-
-/// One JSON object per event: its fields flattened, the current span and the span list, and
-/// the OpenTelemetry ids of the span it happened in.
-///
-/// The ids come from the OpenTelemetry layer through the dispatcher, which cannot be looked
-/// up while an event is being dispatched; [`DispatchSlot`], registered beside this layer,
-/// hands it over.
-fn json_layer<S>(dispatch: &DispatchSlot) -> json_subscriber::fmt::Layer<S>
-where
-    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
-{
-    let mut layer = json_subscriber::fmt::layer()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_span_list(true);
-    let dispatch = dispatch.clone();
-    layer
-        .inner_layer_mut()
-        .add_multiple_dynamic_fields(move |event, context, writer| {
-            if let Some((trace_id, span_id)) = trace_ids(&dispatch, event, context) {
-                let _ = writer.write_field("trace_id", hex(&trace_id.to_bytes(), &mut [0; 32]));
-                let _ = writer.write_field("span_id", hex(&span_id.to_bytes(), &mut [0; 16]));
-            }
-        });
-    layer
-}
-
-/// The trace and span id of the span `event` happened in, if it has one.
-fn trace_ids<S>(
-    dispatch: &DispatchSlot,
-    event: &tracing::Event<'_>,
-    context: &Context<'_, S>,
-) -> Option<(TraceId, SpanId)>
-where
-    S: tracing::Subscriber + for<'span> LookupSpan<'span>,
-{
-    let span = context.event_span(event)?;
-    let dispatch = dispatch.0.get()?.upgrade()?;
-    let otel = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-    let span = otel.span();
-    let span_context = span.span_context();
-    span_context
-        .is_valid()
-        .then(|| (span_context.trace_id(), span_context.span_id()))
-}
-
-/// `bytes` in lower-case hex, written into `buffer` (twice their length): an id per log line
-/// without the formatting machinery or an allocation.
-fn hex<'b>(bytes: &[u8], buffer: &'b mut [u8]) -> &'b str {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (pair, byte) in buffer.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(byte >> 4)];
-        pair[1] = DIGITS[usize::from(byte & 0xf)];
-    }
-    std::str::from_utf8(&buffer[..bytes.len() * 2]).unwrap_or_default()
-}
-
-/// A layer that does not hear records of fields only tracing reads (`otel.*`, the response
-/// status, which the request's own log line carries): the JSON layer serialises all of a
-/// span's fields again on every record, and the request span gets them on every request.
-struct TraceOnlyRecordsSkipped<L>(L);
-
-/// Whether `values` record any field a log line shows.
-fn records_for_logs(values: &tracing::span::Record<'_>) -> bool {
-    struct AnyForLogs(bool);
-    impl tracing::field::Visit for AnyForLogs {
-        fn record_debug(&mut self, field: &tracing::field::Field, _: &dyn std::fmt::Debug) {
-            let name = field.name();
-            self.0 |= !(name.starts_with("otel.") || name == "http.response.status_code");
-        }
-    }
-    let mut any = AnyForLogs(false);
-    values.record(&mut any);
-    any.0
-}
-
-impl<S, L> Layer<S> for TraceOnlyRecordsSkipped<L>
-where
-    S: tracing::Subscriber,
-    L: Layer<S>,
-{
-    fn on_register_dispatch(&self, subscriber: &Dispatch) {
-        self.0.on_register_dispatch(subscriber);
-    }
-
-    fn on_layer(&mut self, subscriber: &mut S) {
-        self.0.on_layer(subscriber);
-    }
-
-    fn register_callsite(
-        &self,
-        metadata: &'static tracing::Metadata<'static>,
-    ) -> tracing::subscriber::Interest {
-        self.0.register_callsite(metadata)
-    }
-
-    fn enabled(&self, metadata: &tracing::Metadata<'_>, ctx: Context<'_, S>) -> bool {
-        self.0.enabled(metadata, ctx)
-    }
-
-    fn on_new_span(
-        &self,
-        attrs: &tracing::span::Attributes<'_>,
-        id: &tracing::span::Id,
-        ctx: Context<'_, S>,
-    ) {
-        self.0.on_new_span(attrs, id, ctx);
-    }
-
-    fn max_level_hint(&self) -> Option<tracing_subscriber::filter::LevelFilter> {
-        self.0.max_level_hint()
-    }
-
-    fn on_record(
-        &self,
-        span: &tracing::span::Id,
-        values: &tracing::span::Record<'_>,
-        ctx: Context<'_, S>,
-    ) {
-        if records_for_logs(values) {
-            self.0.on_record(span, values, ctx);
-        }
-    }
-
-    fn on_follows_from(
-        &self,
-        span: &tracing::span::Id,
-        follows: &tracing::span::Id,
-        ctx: Context<'_, S>,
-    ) {
-        self.0.on_follows_from(span, follows, ctx);
-    }
-
-    fn event_enabled(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) -> bool {
-        self.0.event_enabled(event, ctx)
-    }
-
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: Context<'_, S>) {
-        self.0.on_event(event, ctx);
-    }
-
-    fn on_enter(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
-        self.0.on_enter(id, ctx);
-    }
-
-    fn on_exit(&self, id: &tracing::span::Id, ctx: Context<'_, S>) {
-        self.0.on_exit(id, ctx);
-    }
-
-    fn on_close(&self, id: tracing::span::Id, ctx: Context<'_, S>) {
-        self.0.on_close(id, ctx);
-    }
-
-    fn on_id_change(&self, old: &tracing::span::Id, new: &tracing::span::Id, ctx: Context<'_, S>) {
-        self.0.on_id_change(old, new, ctx);
-    }
-}
-
-/// A layer that only remembers the dispatcher it is part of. Give it a filter that lets
-/// nothing through: unfiltered, it would make every span wanted.
-#[derive(Clone, Default)]
-struct DispatchSlot(Arc<OnceLock<WeakDispatch>>);
-
-impl<S: tracing::Subscriber> Layer<S> for DispatchSlot {
-    fn on_register_dispatch(&self, dispatch: &tracing::Dispatch) {
-        let _ = self.0.set(dispatch.downgrade());
     }
 }
 
@@ -277,7 +104,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::io::Write;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     use super::*;
 
@@ -308,21 +135,13 @@ mod tests {
     }
 
     #[test]
-    fn ids_are_written_as_opentelemetry_formats_them() {
-        let trace = TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap();
-        let span = SpanId::from_hex("00f067aa0ba902b7").unwrap();
-        assert_eq!(hex(&trace.to_bytes(), &mut [0; 32]), trace.to_string());
-        assert_eq!(hex(&span.to_bytes(), &mut [0; 16]), span.to_string());
-    }
-
-    #[test]
     fn a_json_line_inside_a_span_names_its_trace_and_span() {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let provider = SdkTracerProvider::builder().build();
         let subscriber = subscriber(
             LogFormat::Json,
-            EnvFilter::new("info"),
+            "info".parse().unwrap(),
             &provider,
             Detail::Full,
             BoxMakeWriter::new(move || writer.clone()),
@@ -348,13 +167,87 @@ mod tests {
         assert_eq!(inside["span_id"], span_id, "{inside}");
     }
 
+    /// The lines `log` writes as JSON inside `subscriber(LogFormat::Json, "info", …)`.
+    fn json_lines_of(log: impl FnOnce()) -> Vec<serde_json::Value> {
+        let buffer = Buffer::default();
+        let writer = buffer.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = subscriber(
+            LogFormat::Json,
+            "info".parse().unwrap(),
+            &provider,
+            Detail::Full,
+            BoxMakeWriter::new(move || writer.clone()),
+        );
+        tracing::dispatcher::with_default(&subscriber, log);
+        buffer.lines()
+    }
+
+    #[test]
+    fn a_json_line_holds_its_fields_and_its_spans_from_the_root_in() {
+        let lines = json_lines_of(|| {
+            let outer =
+                tracing::info_span!("request", request_id = "r-1", route = tracing::field::Empty);
+            let _outer = outer.enter();
+            outer.record("route", "/users/{id}");
+            let inner = tracing::info_span!("step", attempt = 1_u64, ok = true);
+            let _inner = inner.enter();
+            let error = std::io::Error::other("gone \"away\"\n");
+            tracing::warn!(
+                latency_ms = 1.5,
+                error = &error as &dyn std::error::Error,
+                "line \u{1}{}",
+                2
+            );
+        });
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        let line = &lines[0];
+        assert_eq!(line["level"], "WARN");
+        assert_eq!(line["target"], module_path!());
+        assert_eq!(line["message"], "line \u{1}2");
+        assert_eq!(line["latency_ms"], 1.5);
+        assert_eq!(line["error"], "gone \"away\"\n");
+        assert!(line["timestamp"].as_str().unwrap().ends_with('Z'), "{line}");
+        assert_eq!(
+            line["span"],
+            serde_json::json!({"name": "step", "attempt": 1, "ok": true})
+        );
+        assert_eq!(
+            line["spans"],
+            serde_json::json!([
+                {"name": "request", "request_id": "r-1", "route": "/users/{id}"},
+                {"name": "step", "attempt": 1, "ok": true},
+            ])
+        );
+    }
+
+    #[test]
+    fn fields_only_traces_read_stay_out_of_log_lines() {
+        let lines = json_lines_of(|| {
+            let span = tracing::info_span!(
+                "http_request",
+                otel.name = "GET",
+                http.response.status_code = tracing::field::Empty,
+                url.path = "/x",
+            );
+            let _entered = span.enter();
+            span.record("http.response.status_code", 200);
+            tracing::info!(status = 200, "finished");
+        });
+        assert_eq!(
+            lines[0]["span"],
+            serde_json::json!({"name": "http_request", "url.path": "/x"})
+        );
+        assert_eq!(lines[0]["status"], 200);
+    }
+
     #[test]
     fn a_store_call_is_no_span_at_all_unless_traced() {
         let provider = SdkTracerProvider::builder().build();
         for (detail, made) in [(Detail::Full, true), (Detail::ContextOnly, false)] {
             let subscriber = subscriber(
                 LogFormat::Json,
-                EnvFilter::new("info"),
+                "info".parse().unwrap(),
                 &provider,
                 detail,
                 BoxMakeWriter::new(std::io::sink),
