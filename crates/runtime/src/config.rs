@@ -47,7 +47,7 @@ pub struct RuntimeConfig {
     /// `json` (default) or `pretty`.
     #[serde(default)]
     pub log_format: LogFormat,
-    /// Log filter directives, `RUST_LOG` syntax.
+    /// Log filter directives: a default level and levels by target (`info,sqlx=warn`).
     #[serde(default = "defaults::log_filter")]
     pub log_filter: String,
 
@@ -94,6 +94,15 @@ pub struct RuntimeConfig {
     #[serde(default = "defaults::shutdown_timeout_ms")]
     pub shutdown_timeout_ms: u64,
 
+    /// How long a cached read (a profile, an order) stays in Redis and in memory; also the
+    /// most an entry can lag behind PostgreSQL if an invalidation is lost while Redis is
+    /// unreachable.
+    #[serde(default = "defaults::cache_ttl_secs")]
+    pub cache_ttl_secs: u64,
+    /// Most cached reads kept in process memory in front of Redis (each a few hundred
+    /// bytes); 0 keeps none.
+    #[serde(default = "defaults::near_cache_capacity")]
+    pub near_cache_capacity: u64,
     /// Most events handled at once (unacknowledged deliveries).
     #[serde(default = "defaults::events_prefetch")]
     pub events_prefetch: u16,
@@ -204,6 +213,12 @@ mod defaults {
     }
     pub fn redis_timeout_ms() -> u64 {
         500
+    }
+    pub fn cache_ttl_secs() -> u64 {
+        60
+    }
+    pub fn near_cache_capacity() -> u64 {
+        10_000
     }
     pub fn request_timeout_ms() -> u64 {
         10_000

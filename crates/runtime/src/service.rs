@@ -104,16 +104,11 @@ impl Context {
         )
     }
 
-    /// A [`NearCache`] of at most `capacity` values in front of the Redis cache named
-    /// `name`, entries living `ttl` in both, and the lifelong task that keeps it coherent
-    /// with other instances: hand it over in [`Endpoints::tasks`] (until it runs, the cache
-    /// answers from Redis only).
-    pub fn near_cache<K, V>(
-        &self,
-        name: &'static str,
-        ttl: Duration,
-        capacity: u64,
-    ) -> (NearCache<K, V>, Task)
+    /// A [`NearCache`] in front of the Redis cache named `name`, sized by the
+    /// `<PREFIX>CACHE_TTL_SECS` and `<PREFIX>NEAR_CACHE_CAPACITY` settings, and the lifelong
+    /// task that keeps it coherent with other instances: hand it over in
+    /// [`Endpoints::tasks`] (until it runs, the cache answers from Redis only).
+    pub fn near_cache<K, V>(&self, name: &'static str) -> (NearCache<K, V>, Task)
     where
         K: std::hash::Hash
             + Eq
@@ -125,6 +120,8 @@ impl Context {
             + 'static,
         V: serde::Serialize + DeserializeOwned + Send + Sync + 'static,
     {
+        let ttl = Duration::from_secs(self.config.cache_ttl_secs);
+        let capacity = self.config.near_cache_capacity;
         let client = self.redis_client.clone();
         let (cache, sync) = NearCache::new(self.cache(name, ttl), ttl, capacity, client);
         let shutdown = self.shutdown.clone();

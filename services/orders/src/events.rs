@@ -7,6 +7,7 @@ use tessera_events::Envelope;
 use tessera_events::users::UserDeleted;
 use tessera_messaging::{Consumer, Handler};
 use tessera_runtime::Context;
+use uuid::Uuid;
 
 use crate::repository::OrderRepository;
 
@@ -30,17 +31,24 @@ struct CancelOpenOrders<R> {
 }
 
 impl<R: OrderRepository> Handler<UserDeleted> for CancelOpenOrders<R> {
+    /// The orders cancelled, forgotten by caches once cancelled for good.
+    type Outcome = Vec<Uuid>;
+
     async fn handle(
         &self,
         event: UserDeleted,
         _: &Envelope,
         connection: &mut PgConnection,
-    ) -> Result<(), BoxError> {
+    ) -> Result<Vec<Uuid>, BoxError> {
         let cancelled = self
             .repository
             .cancel_orders_of_deleted_user(connection, event.id)
             .await?;
         tracing::info!(user_id = %event.id, cancelled = cancelled.len(), "cancelled a deleted user's open orders");
-        Ok(())
+        Ok(cancelled.into_iter().map(|order| order.id).collect())
+    }
+
+    async fn committed(&self, cancelled: Vec<Uuid>) {
+        self.repository.forget(&cancelled).await;
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! - [`domain`]: orders, their lines and totals, the lifecycle, idempotency keys; no I/O.
 //! - [`book`]: who may place, see and change which order; placing is idempotent per key.
-//! - [`repository`]: PostgreSQL storage with `order.*` events in the same transactions.
+//! - [`repository`]: PostgreSQL storage with `order.*` events in the same transactions, and
+//!   reads by id cached in memory and Redis.
 //! - [`users`]: the users service client (deadline, retries, circuit breaker).
 //! - [`events`]: `user.deleted` cancels the user's open orders; [`background`]: the janitor.
 //! - [`http`]: `/api/v1/orders` and its OpenAPI document; [`grpc`]: `OrderService`.
@@ -53,7 +54,11 @@ impl Service for Orders {
             settings.users_policy(),
             &client_metrics,
         )?;
-        let repository = repository::Postgres::new(context.db.clone(), context.outbox.clone());
+        let (cache, cache_sync) = context.near_cache("orders");
+        let repository = repository::Cached::new(
+            repository::Postgres::new(context.db.clone(), context.outbox.clone()),
+            cache,
+        );
         let book = Arc::new(book::OrderBook::new(
             repository.clone(),
             users,
@@ -67,7 +72,10 @@ impl Service for Orders {
             http: http::router(state),
             grpc: GrpcServices::default().with(grpc::OrderGrpc::new(book)),
             consumer: Some(events::consumer(&context, &repository)),
-            tasks: vec![background::janitor(repository, context.shutdown.clone())],
+            tasks: vec![
+                background::janitor(repository, context.shutdown.clone()),
+                cache_sync,
+            ],
         })
     }
 }

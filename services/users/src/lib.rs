@@ -41,8 +41,7 @@ impl Service for Users {
     async fn build(context: Context, settings: Settings) -> Result<Endpoints, BoxError> {
         let verifier = Verifier::remote(settings.keys.verifier()?)?
             .with_denylist(Denylist::new(context.shared_redis.clone()));
-        let (cache, cache_sync) =
-            context.near_cache("users", settings.cache_ttl(), settings.near_cache_capacity);
+        let (cache, cache_sync) = context.near_cache("users");
         let repository = repository::Cached::new(
             repository::Postgres::new(context.db.clone(), context.outbox.clone()),
             cache,

@@ -217,8 +217,8 @@ fn too_large(field: String) -> OrderError {
     }
 }
 
-/// A stored order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stored order (serialised only to be cached).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
     /// Its id (UUIDv7, so ids sort by creation).
     pub id: Uuid,

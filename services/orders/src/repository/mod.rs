@@ -1,9 +1,10 @@
-//! Where orders are kept: a trait and its PostgreSQL implementation.
+//! Where orders are kept: a trait, its PostgreSQL implementation, and a cache in front.
 //!
 //! Every change goes with its event: the implementation writes `order.*` to the outbox in
 //! the same transaction, and an order, its lines, its event and its idempotency record
 //! commit together or not at all.
 
+mod cached;
 mod postgres;
 
 use std::future::Future;
@@ -15,10 +16,11 @@ use uuid::Uuid;
 
 use crate::domain::{Fingerprint, IdempotencyKey, NewOrder, Order, OrderStatus};
 
+pub use cached::Cached;
 pub use postgres::Postgres;
 
 /// The repository the service runs on.
-pub type Repository = Postgres;
+pub type Repository = Cached<Postgres>;
 
 /// Renders the response stored for an idempotency key.
 pub type Render = fn(&Order) -> Result<Vec<u8>, serde_json::Error>;
@@ -121,6 +123,14 @@ pub trait OrderRepository: Send + Sync + 'static {
         connection: &mut PgConnection,
         user_id: Uuid,
     ) -> impl Future<Output = Result<Vec<Order>, RepositoryError>> + Send;
+
+    /// Drops any copy of the orders `ids` kept outside PostgreSQL, once a transaction the
+    /// repository did not commit itself (the consumer's) has changed them. Storage without
+    /// copies has nothing to do.
+    fn forget(&self, ids: &[Uuid]) -> impl Future<Output = ()> + Send {
+        let _ = ids;
+        std::future::ready(())
+    }
 
     /// Deletes up to `batch` expired idempotency keys and day-old deletion records; returns
     /// how many rows went.

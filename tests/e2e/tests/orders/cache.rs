@@ -1,0 +1,122 @@
+//! Reads by id through memory and Redis: served from the cache after the first read, a
+//! status change seen at once where it was made and within the coherence bound by a
+//! replica, and a cancellation by the `user.deleted` consumer seen once it commits.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tessera_jwt::Role;
+use tessera_runtime::NearCache;
+use tessera_testkit::process::ServiceProcess;
+use uuid::Uuid;
+
+use crate::helpers::{TestApp, TestUser, spawn_app};
+
+/// The status of order `id` as `process` answers it to `user`.
+async fn status_on(process: &ServiceProcess, user: &TestUser, id: &str) -> String {
+    let response = tessera_testkit::http_client()
+        .get(format!("{}/api/v1/orders/{id}", process.http_url()))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{id} on {}", process.http_url());
+    let order: Value = response.json().await.unwrap();
+    order["status"].as_str().unwrap().to_owned()
+}
+
+/// Changes order `id`'s status in the database, behind the service's back.
+async fn set_status_in_database(app: &TestApp, id: &str, status: &str) {
+    let db = sqlx::PgPool::connect(app.database.url()).await.unwrap();
+    sqlx::query("UPDATE orders SET status = $2 WHERE id = $1::uuid")
+        .bind(id)
+        .bind(status)
+        .execute(&db)
+        .await
+        .unwrap();
+    db.close().await;
+}
+
+/// Reads order `id` on `process` until it answers from memory (its `near` lookups grow).
+async fn until_served_from_memory(process: &ServiceProcess, user: &TestUser, id: &str) {
+    let near = || {
+        process.counter(
+            "cache_lookups_total",
+            &["cache=\"orders\"", "result=\"near\""],
+        )
+    };
+    let before = near().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while near().await <= before {
+        assert!(
+            Instant::now() < deadline,
+            "orders never served {id} from memory"
+        );
+        status_on(process, user, id).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn id(order: &Value) -> String {
+    order["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_second_read_is_served_from_the_cache() {
+    let app = spawn_app().await;
+    let user = app.create_user(Role::User).await;
+    let order = id(&app.placed(&user).await);
+    assert_eq!(status_on(&app.orders, &user, &order).await, "pending");
+
+    set_status_in_database(&app, &order, "confirmed").await;
+
+    assert_eq!(status_on(&app.orders, &user, &order).await, "pending");
+}
+
+#[tokio::test]
+async fn a_replica_sees_a_cancellation_within_the_coherence_bound() {
+    let app = spawn_app().await;
+    let replica = app.replica().await;
+    let user = app.create_user(Role::User).await;
+    let order = id(&app.placed(&user).await);
+    until_served_from_memory(&app.orders, &user, &order).await;
+    until_served_from_memory(&replica, &user, &order).await;
+
+    let cancel = format!("/api/v1/orders/{order}/cancel");
+    assert_eq!(app.post(&cancel, &user.token).await.status(), 200);
+    let written = Instant::now();
+
+    assert_eq!(
+        status_on(&app.orders, &user, &order).await,
+        "cancelled",
+        "the writer, at once"
+    );
+    loop {
+        let sent = Instant::now();
+        let shown = status_on(&replica, &user, &order).await;
+        if shown == "cancelled" {
+            break;
+        }
+        assert!(
+            sent.duration_since(written) < NearCache::<Uuid, ()>::COHERENCE_BOUND,
+            "the replica still shows {shown} {:?} after the cancellation",
+            sent.duration_since(written)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn orders_cancelled_by_a_user_deletion_are_not_served_as_they_were() {
+    let app = spawn_app().await;
+    let user = app.create_user(Role::User).await;
+    let admin = app.create_user(Role::Admin).await;
+    let order = id(&app.placed(&user).await);
+    until_served_from_memory(&app.orders, &admin, &order).await;
+
+    app.delete_user(&user).await;
+
+    // Well within the cache's 60 s lifetime: the consumer drops its copy after committing.
+    app.wait_for_status(&admin.token, &order, "cancelled", Duration::from_secs(10))
+        .await;
+}
