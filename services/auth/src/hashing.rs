@@ -1,8 +1,9 @@
 //! Password hashing: argon2id kept off the async threads, bounded in how many run at once
-//! (each holds its memory cost), timed in `auth_password_hash_seconds`.
+//! (each holds its memory cost, given back when it ends), timed in
+//! `auth_password_hash_seconds`.
 
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -58,7 +59,6 @@ pub struct Hasher {
 struct Inner {
     params: Params,
     permits: Semaphore,
-    memory: Arc<WorkingMemory>,
     /// A hash of a random password, verified against when the account does not exist so
     /// that answer takes as long as a wrong password.
     dummy: String,
@@ -96,18 +96,12 @@ impl Hasher {
         let random: [u8; 32] = rand::random();
         let dummy = {
             let params = params.clone();
-            // Memory of its own, freed at once: kept, it would sit in an idle service for good.
-            tokio::task::spawn_blocking(move || {
-                hash_with(&params, &random, &WorkingMemory::default())
-            })
-            .await??
+            tokio::task::spawn_blocking(move || hash_with(&params, &random)).await??
         };
-        let memory = Arc::new(WorkingMemory::default());
         Ok(Self {
             inner: Arc::new(Inner {
                 params,
                 permits: Semaphore::new(settings.concurrency.max(1)),
-                memory,
                 dummy,
                 seconds,
             }),
@@ -117,12 +111,9 @@ impl Hasher {
     /// A new PHC string (`$argon2id$v=19$m=..,t=..,p=..$salt$hash`) for `password`.
     pub async fn hash(&self, password: &Password) -> Result<String, HashError> {
         let params = self.inner.params.clone();
-        let memory = Arc::clone(&self.inner.memory);
         let password = password.clone();
-        self.run("hash", move || {
-            hash_with(&params, password.bytes(), &memory)
-        })
-        .await
+        self.run("hash", move || hash_with(&params, password.bytes()))
+            .await
     }
 
     /// Checks `password` against `stored`, or against the dummy hash when there is no
@@ -135,11 +126,10 @@ impl Hasher {
         let known = stored.is_some();
         let stored = stored.unwrap_or(&self.inner.dummy).to_owned();
         let params = self.inner.params.clone();
-        let memory = Arc::clone(&self.inner.memory);
         let password = password.clone();
         self.run("verify", move || {
             let hash = PasswordHash::new(&stored).map_err(argon2_error)?;
-            let matches = verify_with(&hash, password.bytes(), &memory)?;
+            let matches = verify_with(&hash, password.bytes())?;
             Ok(match (known && matches, stale(&hash, &params)) {
                 (false, _) => Verdict::Mismatch,
                 (true, rehash) => Verdict::Match { rehash },
@@ -165,62 +155,41 @@ impl Hasher {
     }
 }
 
-/// Argon2's working memory (`memory_kib` per hash), kept for reuse. Allocating it per hash
-/// would grow the process by a buffer per thread that ever hashed: once a buffer this size is
-/// freed, glibc serves the next ones from per-thread arenas and keeps them. Reused, the
-/// memory is bounded by the hash concurrency.
-#[derive(Default)]
-struct WorkingMemory {
-    free: Mutex<Vec<Vec<Block>>>,
-}
-
-impl WorkingMemory {
-    /// Runs `work` with `blocks` blocks of working memory.
-    fn with<T>(&self, blocks: usize, work: impl FnOnce(&mut [Block]) -> T) -> T {
-        let taken = self
-            .free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let mut buffer = taken.unwrap_or_default();
-        if buffer.len() < blocks {
-            buffer.resize(blocks, Block::default());
-        }
-        let outcome = work(&mut buffer[..blocks]);
-        self.free
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(buffer);
-        outcome
-    }
-}
-
-/// Runs argon2 over `password` and `salt` into `out`, in reused memory.
+/// Runs argon2 over `password` and `salt` into `out`, in memory of its own.
 fn compute(
     argon2: &Argon2<'_>,
     params: &Params,
     password: &[u8],
     salt: &[u8],
     out: &mut [u8],
-    memory: &WorkingMemory,
 ) -> Result<(), HashError> {
-    memory
-        .with(params.block_count(), |blocks| {
-            argon2.hash_password_into_with_memory(password, salt, out, blocks)
-        })
+    argon2
+        .hash_password_into_with_memory(password, salt, out, working_memory(params.block_count()))
         .map_err(argon2_error)
 }
 
+/// `blocks` blocks of argon2 working memory in a mapping of their own, unmapped when dropped.
+///
+/// glibc serves an allocation this size (7 MiB by default) from a per-thread arena once one
+/// like it has been freed (the mmap threshold rises to it, mallopt(3)), and an arena keeps
+/// what it got: the process would stay a buffer larger for every thread that ever hashed.
+/// Asked for with a capacity above the threshold's ceiling (32 MiB on 64-bit), which never
+/// moves it, the buffer is always mapped apart and returned whole; only the `blocks` used are
+/// touched, so only they are resident.
+fn working_memory(blocks: usize) -> Vec<Block> {
+    const MAPPED_APART_BYTES: usize = 32 * 1024 * 1024 + 1;
+    let capacity = blocks.max(MAPPED_APART_BYTES.div_ceil(size_of::<Block>()));
+    let mut memory = Vec::with_capacity(capacity);
+    memory.resize(blocks, Block::default());
+    memory
+}
+
 /// A new argon2id PHC string for `password` with a random 16-byte salt.
-fn hash_with(
-    params: &Params,
-    password: &[u8],
-    memory: &WorkingMemory,
-) -> Result<String, HashError> {
+fn hash_with(params: &Params, password: &[u8]) -> Result<String, HashError> {
     let salt: [u8; 16] = rand::random();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    compute(&argon2, params, password, &salt, &mut out, memory)?;
+    compute(&argon2, params, password, &salt, &mut out)?;
     let hash = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -233,11 +202,7 @@ fn hash_with(
 
 /// Whether `password` matches `hash`, computed with the costs stored in the hash and
 /// compared in constant time.
-fn verify_with(
-    hash: &PasswordHash,
-    password: &[u8],
-    memory: &WorkingMemory,
-) -> Result<bool, HashError> {
+fn verify_with(hash: &PasswordHash, password: &[u8]) -> Result<bool, HashError> {
     let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
         return Err(HashError::Argon2(
             "the stored hash has no salt or output".to_owned(),
@@ -253,7 +218,7 @@ fn verify_with(
     let params = Params::try_from(hash).map_err(argon2_error)?;
     let mut out = vec![0u8; expected.len()];
     let argon2 = Argon2::new(algorithm, version, params.clone());
-    compute(&argon2, &params, password, salt.as_ref(), &mut out, memory)?;
+    compute(&argon2, &params, password, salt.as_ref(), &mut out)?;
     Ok(Output::new(&out).map_err(argon2_error)? == *expected)
 }
 
@@ -321,6 +286,40 @@ mod tests {
         let parsed = PasswordHash::new(&ours).unwrap();
         assert!(reference.verify_password(password.bytes(), &parsed).is_ok());
         assert!(reference.verify_password(b"another one", &parsed).is_err());
+    }
+
+    /// This process's resident memory, in KiB.
+    #[cfg(target_os = "linux")]
+    fn resident_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("VmRSS:"))
+            .unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_give_their_memory_back_when_they_end() {
+        const MEMORY_KIB: u32 = 16 * 1024;
+        let hasher = Hasher::new(settings(MEMORY_KIB), &prometheus::Registry::new())
+            .await
+            .unwrap();
+        let password = Password::offered("correct horse battery").unwrap();
+        let before = resident_kib();
+
+        for _ in 0..3 {
+            let (one, other) = tokio::join!(hasher.hash(&password), hasher.hash(&password));
+            one.unwrap();
+            other.unwrap();
+        }
+
+        let grown = resident_kib().saturating_sub(before);
+        assert!(
+            grown < u64::from(MEMORY_KIB) / 2,
+            "{grown} KiB more resident after hashing with {MEMORY_KIB} KiB each"
+        );
     }
 
     #[tokio::test]
