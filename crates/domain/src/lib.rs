@@ -1,5 +1,5 @@
-//! Value types shared by tessera services: who a user is (email, display name, role) and
-//! how listings page.
+//! Value types shared by tessera services: who a user is (email, display name, role), how
+//! listings page, and how instants are written.
 //!
 //! Each type's constructor is the only way in, so an invalid value cannot reach a handler's
 //! logic or the database: parse at the edge (`Email::parse`, or serde, which goes through
@@ -12,6 +12,7 @@ mod display_name;
 mod email;
 mod paging;
 mod role;
+pub mod timestamp;
 
 pub use display_name::DisplayName;
 pub use email::Email;

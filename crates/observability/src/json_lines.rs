@@ -16,6 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use serde::Serialize;
+use tessera_domain::timestamp::Rfc3339;
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
@@ -23,7 +24,6 @@ use tracing::{Dispatch, Event, Subscriber};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::Layer;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
@@ -83,9 +83,7 @@ impl<W> JsonLines<W> {
         let normalized = event.normalized_metadata();
         let metadata = normalized.as_ref().unwrap_or_else(|| event.metadata());
         line.extend_from_slice(b"{\"timestamp\":\"");
-        let _ = SystemTime.format_time(&mut tracing_subscriber::fmt::format::Writer::new(
-            &mut Utf8(line),
-        ));
+        line.extend_from_slice(Rfc3339::now().as_str().as_bytes());
         line.extend_from_slice(b"\",\"level\":\"");
         line.extend_from_slice(metadata.level().as_str().as_bytes());
         line.extend_from_slice(b"\",\"target\":");
@@ -335,16 +333,6 @@ impl Visit for EventFieldVisitor<'_> {
 /// `value` as a JSON string, escaped, appended to `line`.
 fn json_string(line: &mut Vec<u8>, value: &str) {
     let _ = serde_json::to_writer(line, value);
-}
-
-/// A byte buffer that only ever receives UTF-8, written through `fmt::Write`.
-struct Utf8<'a>(&'a mut Vec<u8>);
-
-impl fmt::Write for Utf8<'_> {
-    fn write_str(&mut self, text: &str) -> fmt::Result {
-        self.0.extend_from_slice(text.as_bytes());
-        Ok(())
-    }
 }
 
 /// `bytes` in lower-case hex, written into `buffer` (twice their length): an id per log line

@@ -45,8 +45,10 @@ pub struct OrderBody {
     /// Sum of the line totals, in minor units.
     pub total_cents: i64,
     /// When it was placed.
+    #[serde(serialize_with = "tessera_domain::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
     /// When it last changed.
+    #[serde(serialize_with = "tessera_domain::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 

@@ -32,8 +32,10 @@ pub struct UserBody {
     /// What the user may do.
     pub role: Role,
     /// When the profile was created.
+    #[serde(serialize_with = "tessera_domain::timestamp::serialize")]
     pub created_at: DateTime<Utc>,
     /// When it last changed.
+    #[serde(serialize_with = "tessera_domain::timestamp::serialize")]
     pub updated_at: DateTime<Utc>,
 }
 
