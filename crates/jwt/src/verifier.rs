@@ -111,8 +111,12 @@ fn having(keys: &Arc<KeySet>, kid: &str) -> Option<Arc<KeySet>> {
 /// dropped a leaked key, say) sends every token through the full check again.
 #[derive(Default)]
 struct Verified {
-    entries: std::sync::Mutex<HashMap<Box<str>, Entry>>,
+    entries: std::sync::Mutex<TokenMap>,
 }
+
+/// Entries by token. Hashed with foldhash, seeded per process, not SipHash: a token is a few
+/// hundred bytes, hashed on every request, and only verified tokens are ever inserted.
+type TokenMap = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
 
 #[derive(Clone)]
 struct Entry {
@@ -146,7 +150,7 @@ impl Verified {
         entries.insert(token.into(), entry);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TokenMap> {
         self.entries
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
