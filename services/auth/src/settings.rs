@@ -55,8 +55,9 @@ pub struct Settings {
     /// Argon2id lanes.
     #[serde(default = "defaults::argon2_parallelism")]
     pub argon2_parallelism: u32,
-    /// Most password hashes computed at once (each holds its memory cost); the number of
-    /// CPUs when unset.
+    /// Most password hashes computed at once; half the CPUs (at least one) when unset. Each
+    /// holds its memory cost while it runs, and half leaves a login flood the rest of the
+    /// CPUs to share with every other request rather than all of them.
     pub password_hash_concurrency: Option<usize>,
 
     /// The users service's gRPC endpoint.
@@ -126,7 +127,8 @@ impl Settings {
             iterations: self.argon2_iterations,
             parallelism: self.argon2_parallelism,
             concurrency: self.password_hash_concurrency.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+                let cpus = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+                (cpus / 2).max(1)
             }),
         }
     }
