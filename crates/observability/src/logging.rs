@@ -136,17 +136,7 @@ mod tests {
 
     #[test]
     fn a_json_line_inside_a_span_names_its_trace_and_span() {
-        let buffer = Buffer::default();
-        let writer = buffer.clone();
-        let provider = SdkTracerProvider::builder().build();
-        let subscriber = subscriber(
-            LogFormat::Json,
-            "info".parse().unwrap(),
-            &provider,
-            Detail::Full,
-            BoxMakeWriter::new(move || writer.clone()),
-        );
-        let traceparent = tracing::dispatcher::with_default(&subscriber, || {
+        let (lines, traceparent) = json_lines_of(|| {
             tracing::info!("outside");
             let span = tracing::info_span!("request", request_id = "r-1");
             let _entered = span.enter();
@@ -154,7 +144,6 @@ mod tests {
             crate::trace_context::current_traceparent().unwrap()
         });
 
-        let lines = buffer.lines();
         assert_eq!(lines.len(), 2, "{lines:?}");
         assert!(lines[0].get("trace_id").is_none(), "{}", lines[0]);
         let inside = &lines[1];
@@ -167,8 +156,9 @@ mod tests {
         assert_eq!(inside["span_id"], span_id, "{inside}");
     }
 
-    /// The lines `log` writes as JSON inside `subscriber(LogFormat::Json, "info", …)`.
-    fn json_lines_of(log: impl FnOnce()) -> Vec<serde_json::Value> {
+    /// The lines `log` writes as JSON inside `subscriber(LogFormat::Json, "info", …)`, and
+    /// what it returns.
+    fn json_lines_of<T>(log: impl FnOnce() -> T) -> (Vec<serde_json::Value>, T) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let provider = SdkTracerProvider::builder().build();
@@ -179,13 +169,13 @@ mod tests {
             Detail::Full,
             BoxMakeWriter::new(move || writer.clone()),
         );
-        tracing::dispatcher::with_default(&subscriber, log);
-        buffer.lines()
+        let returned = tracing::dispatcher::with_default(&subscriber, log);
+        (buffer.lines(), returned)
     }
 
     #[test]
     fn a_json_line_holds_its_fields_and_its_spans_from_the_root_in() {
-        let lines = json_lines_of(|| {
+        let (lines, ()) = json_lines_of(|| {
             let outer =
                 tracing::info_span!("request", request_id = "r-1", route = tracing::field::Empty);
             let _outer = outer.enter();
@@ -223,7 +213,7 @@ mod tests {
 
     #[test]
     fn fields_only_traces_read_stay_out_of_log_lines() {
-        let lines = json_lines_of(|| {
+        let (lines, ()) = json_lines_of(|| {
             let span = tracing::info_span!(
                 "http_request",
                 otel.name = "GET",
