@@ -15,7 +15,6 @@ use std::io::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
-use serde::Serialize;
 use tessera_domain::timestamp::Rfc3339;
 use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
@@ -50,7 +49,11 @@ where
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
-        let mut fields = SpanFields::default();
+        // Room for the usual few short fields at once, rather than growing a byte at a time.
+        let mut fields = SpanFields {
+            json: Vec::with_capacity(attrs.fields().len() * 32),
+            starts: Vec::with_capacity(attrs.fields().len()),
+        };
         attrs.record(&mut SpanFieldVisitor(&mut fields));
         span.extensions_mut().insert(fields);
     }
@@ -190,13 +193,13 @@ impl SpanFields {
     }
 
     /// Sets the member `name` to `value`.
-    fn set(&mut self, name: &'static str, value: &(impl Serialize + ?Sized)) {
+    fn set(&mut self, name: &'static str, value: &(impl WriteJson + ?Sized)) {
         self.remove(name);
         self.starts.push((name, self.json.len()));
         self.json.push(b',');
         json_string(&mut self.json, name);
         self.json.push(b':');
-        let _ = serde_json::to_writer(&mut self.json, value);
+        value.write_json(&mut self.json);
     }
 }
 
@@ -266,8 +269,8 @@ impl EventFieldVisitor<'_> {
         true
     }
 
-    fn value(&mut self, value: &(impl Serialize + ?Sized)) {
-        let _ = serde_json::to_writer(&mut *self.0, value);
+    fn value(&mut self, value: &(impl WriteJson + ?Sized)) {
+        value.write_json(self.0);
     }
 }
 
@@ -304,7 +307,7 @@ impl Visit for EventFieldVisitor<'_> {
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         if self.key(field) {
-            self.value(&value.to_string());
+            self.value(value.to_string().as_str());
         }
     }
 
@@ -325,14 +328,82 @@ impl Visit for EventFieldVisitor<'_> {
                     *text = String::new();
                 }
             }
-            Err(_) => self.value(&format!("{value:?}")),
+            Err(_) => self.value(format!("{value:?}").as_str()),
         });
     }
 }
 
-/// `value` as a JSON string, escaped, appended to `line`.
+/// A field's value as JSON, appended to a line.
+trait WriteJson {
+    fn write_json(&self, line: &mut Vec<u8>);
+}
+
+impl WriteJson for str {
+    fn write_json(&self, line: &mut Vec<u8>) {
+        json_string(line, self);
+    }
+}
+
+/// Numbers and booleans as serde_json writes them (a non-finite float as `null`).
+macro_rules! write_json_by_serde {
+    ($($type:ty),*) => {$(
+        impl WriteJson for $type {
+            fn write_json(&self, line: &mut Vec<u8>) {
+                let _ = serde_json::to_writer(line, self);
+            }
+        }
+    )*};
+}
+
+write_json_by_serde!(i64, u64, f64, bool);
+
+/// `value` as a JSON string, escaped as serde_json escapes, appended to `line`. Written out
+/// here because it runs for every string on every line: most need no escape at all, and
+/// serde_json's general path cost several times the copy.
 fn json_string(line: &mut Vec<u8>, value: &str) {
-    let _ = serde_json::to_writer(line, value);
+    /// The bytes JSON escapes: `"`, `\` and the control characters.
+    static ESCAPED: [bool; 256] = {
+        let mut escaped = [false; 256];
+        let mut byte = 0;
+        while byte < 0x20 {
+            escaped[byte] = true;
+            byte += 1;
+        }
+        escaped[b'"' as usize] = true;
+        escaped[b'\\' as usize] = true;
+        escaped
+    };
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = value.as_bytes();
+    line.reserve(bytes.len() + 2);
+    line.push(b'"');
+    let mut copied = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
+        if !ESCAPED[usize::from(byte)] {
+            continue;
+        }
+        line.extend_from_slice(&bytes[copied..at]);
+        copied = at + 1;
+        match byte {
+            b'"' => line.extend_from_slice(b"\\\""),
+            b'\\' => line.extend_from_slice(b"\\\\"),
+            b'\n' => line.extend_from_slice(b"\\n"),
+            b'\r' => line.extend_from_slice(b"\\r"),
+            b'\t' => line.extend_from_slice(b"\\t"),
+            0x08 => line.extend_from_slice(b"\\b"),
+            0x0c => line.extend_from_slice(b"\\f"),
+            _ => line.extend_from_slice(&[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ]),
+        }
+    }
+    line.extend_from_slice(&bytes[copied..]);
+    line.push(b'"');
 }
 
 /// `bytes` in lower-case hex, written into `buffer` (twice their length): an id per log line
@@ -371,14 +442,26 @@ mod tests {
         assert_eq!(hex(&span.to_bytes(), &mut [0; 16]), span.to_string());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn strings_are_escaped_as_serde_json_escapes_them(text in "\\PC*|[\\x00-\\x7f]*") {
+            let mut ours = Vec::new();
+            json_string(&mut ours, &text);
+            proptest::prop_assert_eq!(
+                String::from_utf8(ours).unwrap(),
+                serde_json::to_string(&text).unwrap()
+            );
+        }
+    }
+
     #[test]
     fn a_field_set_again_replaces_its_value_and_keeps_the_others() {
         let mut fields = SpanFields::default();
         fields.set("a", "one");
-        fields.set("b", &2);
+        fields.set("b", &2_i64);
         fields.set("c", "three");
         fields.set("a", "uno");
-        fields.set("b", &20);
+        fields.set("b", &20_i64);
         let json = format!(
             "{{\"name\":\"s\"{}}}",
             String::from_utf8(fields.json).unwrap()

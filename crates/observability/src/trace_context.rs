@@ -52,9 +52,10 @@ where
         // Built lazily (when a context is asked for, or at close) rather than on first
         // entry, so a request span can still be named after its route once routing is done.
         .with_context_activation(false)
-        // Source locations, thread names and busy/idle timings on every span cost time on
-        // the hot path and tell a trace reader nothing the span name does not.
+        // Source locations, targets, thread names and busy/idle timings on every span cost
+        // time on the hot path and tell a trace reader nothing the span name does not.
         .with_location(false)
+        .with_target(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
         .with_filter(filter_fn(move |metadata| {

@@ -10,7 +10,7 @@ use tessera_runtime::NearCache;
 use tessera_testkit::process::ServiceProcess;
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, TestUser, spawn_app};
+use crate::helpers::{TestApp, TestUser, UsersAt, spawn_app, spawn_app_with};
 
 /// The status of order `id` as `process` answers it to `user`.
 async fn status_on(process: &ServiceProcess, user: &TestUser, id: &str) -> String {
@@ -119,4 +119,29 @@ async fn orders_cancelled_by_a_user_deletion_are_not_served_as_they_were() {
     // Well within the cache's 60 s lifetime: the consumer drops its copy after committing.
     app.wait_for_status(&admin.token, &order, "cancelled", Duration::from_secs(10))
         .await;
+}
+
+#[tokio::test]
+async fn with_redis_at_a_dead_port_orders_are_read_from_postgres() {
+    let dead = format!("redis://127.0.0.1:{}/0", tessera_testkit::free_port());
+    let app = spawn_app_with(
+        UsersAt::Proxied,
+        &[("REDIS_URL", dead), ("REDIS_TIMEOUT_MS", "200".to_owned())],
+    )
+    .await;
+    let user = app.create_user(Role::User).await;
+    let order = id(&app.placed(&user).await);
+    assert_eq!(status_on(&app.orders, &user, &order).await, "pending");
+
+    let cancel = format!("/api/v1/orders/{order}/cancel");
+    assert_eq!(app.post(&cancel, &user.token).await.status(), 200);
+
+    assert_eq!(status_on(&app.orders, &user, &order).await, "cancelled");
+    // Redis is optional: the service stays in rotation.
+    let ready = tessera_testkit::http_client()
+        .get(format!("{}/health/ready", app.orders.http_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
 }
