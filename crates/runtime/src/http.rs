@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tessera_errors::BoxError;
@@ -39,13 +39,14 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(metrics),
-            metrics::track_http,
-        ))
-        .layer(axum::middleware::from_fn(trace_context::name_http_span))
-        .layer(DefaultBodyLimit::max(limits.body_limit_bytes));
+            after_routing,
+        ));
 
     let rejected = Arc::clone(metrics);
+    // The body limit is an extension extractors read: set outside the router, it costs no
+    // layer around every route (each boxes its future and clones its service per request).
     let api = ServiceBuilder::new()
+        .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .map_request(request_id::sanitize)
         .layer(request_id::set_layer())
         .layer(
@@ -84,8 +85,20 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
         .fallback_service(api)
 }
 
+/// Once routing matched a route, names the request's span after it and counts the request
+/// under it: one middleware rather than two, as each layer on the routes boxes its future
+/// and clones its service on every request.
+async fn after_routing(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    trace_context::name_http_span(&request);
+    metrics::track_http(State(metrics), request, next).await
+}
+
 /// The SERVER span of one API request, continuing the caller's trace. It is named by method
-/// until routing names the route ([`trace_context::name_http_span`]).
+/// until routing names the route ([`after_routing`]).
 fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     // Plain strings, not `%` (Display): every layer would run the formatter for each.
     let method = request.method().as_str();
