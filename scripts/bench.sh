@@ -391,15 +391,14 @@ reads of an order, the same stack as cache hits (orders are read through the sam
 cache); logins, argon2id by design.
 
 Where a cache hit's instructions go (callgrind, \`scripts/instructions.sh\` keeping its dump,
-2026-12-05, 76,059 a request; inclusive figures, so they overlap): malloc and free 14,600
-(78 mallocs and 7 reallocs a request); the request
-span made 6,500 (every layer: registry, OpenTelemetry attributes, the JSON layer's rendered
-fields), named after its route 4,700 and closed 3,800; its JSON log line 6,500 (1,500 of it
-the OpenTelemetry context that gives the trace id); hyper's request parsing 5,000 and
-response head 1,500; the response body 4,600; the token check 2,400 (from the verified-token
-memo); path parameters 2,200; the profile from memory 900. What would move the ratio to
-hello: fewer allocations per request, and spans that skip OpenTelemetry's attribute
-building when nothing is exported.
+2026-12-05, 68,878 a request; inclusive figures, so they overlap): malloc and free 11,300
+(64 mallocs and 3 reallocs a request); the request span made 4,800 (every layer: registry,
+OpenTelemetry attributes, the JSON layer's rendered fields), named after its route 4,800
+and closed 3,600; its JSON log line 6,600 (1,500 of it the OpenTelemetry context that gives
+the trace id); hyper's request parsing 5,000 and response head 1,500; the response body
+4,600; the token check 2,400 (from the verified-token memo); path parameters 2,500; the
+profile from memory 900. What would move the ratio to hello: fewer allocations per request,
+and spans that skip OpenTelemetry's attribute building when nothing is exported.
 
 ## Instructions per request
 
