@@ -30,9 +30,9 @@ pub struct Limits {
 ///
 /// The ops routes (`/health/*`, `/metrics`) sit outside the limits and the request log, so
 /// probes keep answering under overload and do not flood the logs. API routes get, from the
-/// outside in: a request id, a span, load shedding with a concurrency limit, a timeout, a
-/// body limit and RED metrics by route template. Unknown routes and methods answer
-/// problem+json.
+/// outside in: a body limit, a request id, a span, load shedding with a concurrency limit, a
+/// timeout, then after routing the span's name and RED metrics by route template. Unknown
+/// routes and methods answer problem+json.
 pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Limits) -> Router {
     let api = api
         .fallback(|| async { Error::NotFound("route") })
