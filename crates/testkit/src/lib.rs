@@ -119,6 +119,27 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Reads with `read` until it returns `expected`, failing if a read sent `bound` or more
+/// after `since` (a write) still returned something else: how tests hold a cache to its
+/// coherence bound.
+pub async fn seen_within<T: PartialEq + std::fmt::Debug>(
+    since: std::time::Instant,
+    bound: std::time::Duration,
+    expected: T,
+    mut read: impl AsyncFnMut() -> T,
+) {
+    loop {
+        let sent = std::time::Instant::now();
+        let seen = read().await;
+        if seen == expected {
+            return;
+        }
+        let after = sent.duration_since(since);
+        assert!(after < bound, "still {seen:?} {after:?} after the write");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 /// The environment a service needs to run against the test servers: `<prefix>DATABASE_URL`,
 /// the broker and virtual host at `amqp_url` (a [`broker::TestBroker`]'s), terse logs. Ports
 /// are chosen where the service is started ([`app::InProcess`], [`process::ServiceProcess`]).

@@ -134,8 +134,8 @@ async fn until_served_from_memory(app: &TestApp, instance: &InProcess, user: &Te
     }
 }
 
-/// Reads `user` on `instance` until it shows `name`, failing if a read sent more than
-/// [`NearCache::COHERENCE_BOUND`] after `written` still shows something else.
+/// Reads `user` on `instance` until it shows `name`, failing if a read sent
+/// [`NearCache::COHERENCE_BOUND`] or more after `written` still shows something else.
 async fn shows_within_the_bound(
     app: &TestApp,
     instance: &InProcess,
@@ -143,19 +143,13 @@ async fn shows_within_the_bound(
     name: &str,
     written: Instant,
 ) {
-    loop {
-        let sent = Instant::now();
-        let shown = app.display_name_on(instance, user).await;
-        if shown == name {
-            return;
-        }
-        assert!(
-            sent.duration_since(written) < NearCache::<Uuid, ()>::COHERENCE_BOUND,
-            "still {shown:?} {:?} after the write",
-            sent.duration_since(written)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tessera_testkit::seen_within(
+        written,
+        NearCache::<Uuid, ()>::COHERENCE_BOUND,
+        name.to_owned(),
+        async || app.display_name_on(instance, user).await,
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -91,19 +91,13 @@ async fn a_replica_sees_a_cancellation_within_the_coherence_bound() {
         "cancelled",
         "the writer, at once"
     );
-    loop {
-        let sent = Instant::now();
-        let shown = status_on(&replica, &user, &order).await;
-        if shown == "cancelled" {
-            break;
-        }
-        assert!(
-            sent.duration_since(written) < NearCache::<Uuid, ()>::COHERENCE_BOUND,
-            "the replica still shows {shown} {:?} after the cancellation",
-            sent.duration_since(written)
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    tessera_testkit::seen_within(
+        written,
+        NearCache::<Uuid, ()>::COHERENCE_BOUND,
+        "cancelled".to_owned(),
+        async || status_on(&replica, &user, &order).await,
+    )
+    .await;
 }
 
 #[tokio::test]
