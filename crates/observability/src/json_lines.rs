@@ -54,7 +54,7 @@ where
             json: Vec::with_capacity(attrs.fields().len() * 32),
             starts: Vec::with_capacity(attrs.fields().len()),
         };
-        attrs.record(&mut SpanFieldVisitor(&mut fields));
+        attrs.record(&mut FieldVisitor(&mut fields));
         span.extensions_mut().insert(fields);
     }
 
@@ -62,7 +62,7 @@ where
         let Some(span) = ctx.span(id) else { return };
         let mut extensions = span.extensions_mut();
         if let Some(fields) = extensions.get_mut::<SpanFields>() {
-            values.record(&mut SpanFieldVisitor(fields));
+            values.record(&mut FieldVisitor(fields));
         }
     }
 
@@ -91,11 +91,12 @@ impl<W> JsonLines<W> {
         line.extend_from_slice(metadata.level().as_str().as_bytes());
         line.extend_from_slice(b"\",\"target\":");
         json_string(line, metadata.target());
-        event.record(&mut EventFieldVisitor(line));
+        event.record(&mut FieldVisitor(&mut EventFields(line)));
 
-        if let Some(current) = ctx.event_span(event) {
+        let current = ctx.event_span(event);
+        if let Some(current) = &current {
             line.extend_from_slice(b",\"span\":");
-            span_object(line, &current);
+            span_object(line, current);
             line.extend_from_slice(b",\"spans\":[");
             for (index, span) in current.scope().from_root().enumerate() {
                 if index > 0 {
@@ -105,7 +106,7 @@ impl<W> JsonLines<W> {
             }
             line.push(b']');
         }
-        if let Some((trace_id, span_id)) = self.trace_ids(event, ctx) {
+        if let Some((trace_id, span_id)) = current.as_ref().and_then(|span| self.trace_ids(span)) {
             line.extend_from_slice(b",\"trace_id\":\"");
             line.extend_from_slice(hex(&trace_id.to_bytes(), &mut [0; 32]).as_bytes());
             line.extend_from_slice(b"\",\"span_id\":\"");
@@ -115,14 +116,13 @@ impl<W> JsonLines<W> {
         line.extend_from_slice(b"}\n");
     }
 
-    /// The trace and span id of the span `event` happened in, if it has one. They come from
-    /// the OpenTelemetry layer through the dispatcher, which cannot be looked up while an
-    /// event is being dispatched: [`DispatchSlot`] hands it over.
-    fn trace_ids<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>) -> Option<(TraceId, SpanId)>
+    /// The trace and span id of `span`, if it is traced. They come from the OpenTelemetry
+    /// layer through the dispatcher, which cannot be looked up while an event is being
+    /// dispatched: [`DispatchSlot`] hands it over.
+    fn trace_ids<S>(&self, span: &SpanRef<'_, S>) -> Option<(TraceId, SpanId)>
     where
         S: Subscriber + for<'span> LookupSpan<'span>,
     {
-        let span = ctx.event_span(event)?;
         let dispatch = self.dispatch.0.get()?.upgrade()?;
         let otel = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
         let span = otel.span();
@@ -203,116 +203,88 @@ impl SpanFields {
     }
 }
 
-/// Records span fields, leaving out the ones only tracing reads: `otel.*`, and the response
-/// status, which the request's own log line carries.
-struct SpanFieldVisitor<'a>(&'a mut SpanFields);
+/// Where a [`FieldVisitor`] puts the fields it is shown: a span's rendered fields, or the
+/// line being written.
+trait Members {
+    /// Whether `field` is written at all; asked before its value is formatted.
+    fn shows(&self, field: &Field) -> bool;
 
-impl SpanFieldVisitor<'_> {
-    fn shown(field: &Field) -> bool {
+    /// Writes the member `name` with `value`.
+    fn put(&mut self, name: &'static str, value: &(impl WriteJson + ?Sized));
+}
+
+/// A span's fields, leaving out the ones only tracing reads: `otel.*`, and the response
+/// status, which the request's own log line carries.
+impl Members for SpanFields {
+    fn shows(&self, field: &Field) -> bool {
         let name = field.name();
         !(name.starts_with("otel.") || name == "http.response.status_code")
     }
-}
 
-impl Visit for SpanFieldVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if Self::shown(field) {
-            self.0.set(field.name(), value);
-        }
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        if Self::shown(field) {
-            self.0.set(field.name(), &value);
-        }
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        if Self::shown(field) {
-            self.0.set(field.name(), &value);
-        }
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
-        if Self::shown(field) {
-            self.0.set(field.name(), &value);
-        }
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        if Self::shown(field) {
-            self.0.set(field.name(), &value);
-        }
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if Self::shown(field) {
-            let text = format!("{value:?}");
-            self.0.set(field.name(), text.as_str());
-        }
+    fn put(&mut self, name: &'static str, value: &(impl WriteJson + ?Sized)) {
+        self.set(name, value);
     }
 }
 
-/// Writes an event's fields as members of the line; `log.*` fields of events from the `log`
-/// crate are left out, their target having become the line's.
-struct EventFieldVisitor<'a>(&'a mut Vec<u8>);
+/// An event's fields on its line; `log.*` fields of events from the `log` crate are left
+/// out, their target having become the line's.
+struct EventFields<'a>(&'a mut Vec<u8>);
 
-impl EventFieldVisitor<'_> {
-    fn key(&mut self, field: &Field) -> bool {
-        let name = field.name();
-        if name.starts_with("log.") {
-            return false;
-        }
+impl Members for EventFields<'_> {
+    fn shows(&self, field: &Field) -> bool {
+        !field.name().starts_with("log.")
+    }
+
+    fn put(&mut self, name: &'static str, value: &(impl WriteJson + ?Sized)) {
         self.0.push(b',');
         json_string(self.0, name);
         self.0.push(b':');
-        true
-    }
-
-    fn value(&mut self, value: &(impl WriteJson + ?Sized)) {
         value.write_json(self.0);
     }
 }
 
-impl Visit for EventFieldVisitor<'_> {
+/// Writes the fields a [`Members`] shows into it.
+struct FieldVisitor<'a, M>(&'a mut M);
+
+impl<M: Members> Visit for FieldVisitor<'_, M> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        if self.key(field) {
-            self.value(value);
+        if self.0.shows(field) {
+            self.0.put(field.name(), value);
         }
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        if self.key(field) {
-            self.value(&value);
+        if self.0.shows(field) {
+            self.0.put(field.name(), &value);
         }
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        if self.key(field) {
-            self.value(&value);
+        if self.0.shows(field) {
+            self.0.put(field.name(), &value);
         }
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        if self.key(field) {
-            self.value(&value);
+        if self.0.shows(field) {
+            self.0.put(field.name(), &value);
         }
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        if self.key(field) {
-            self.value(&value);
+        if self.0.shows(field) {
+            self.0.put(field.name(), &value);
         }
     }
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
-        if self.key(field) {
-            self.value(value.to_string().as_str());
+        if self.0.shows(field) {
+            self.0.put(field.name(), value.to_string().as_str());
         }
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        if !self.key(field) {
+        if !self.0.shows(field) {
             return;
         }
         // Formatted through a reused string: most messages are a literal or a short format.
@@ -323,12 +295,12 @@ impl Visit for EventFieldVisitor<'_> {
             Ok(mut text) => {
                 text.clear();
                 let _ = write!(text, "{value:?}");
-                self.value(text.as_str());
+                self.0.put(field.name(), text.as_str());
                 if text.capacity() > 4096 {
                     *text = String::new();
                 }
             }
-            Err(_) => self.value(format!("{value:?}").as_str()),
+            Err(_) => self.0.put(field.name(), format!("{value:?}").as_str()),
         });
     }
 }
