@@ -158,13 +158,13 @@ impl Hasher {
 /// Runs argon2 over `password` and `salt` into `out`, in memory of its own.
 fn compute(
     argon2: &Argon2<'_>,
-    params: &Params,
     password: &[u8],
     salt: &[u8],
     out: &mut [u8],
 ) -> Result<(), HashError> {
+    let memory = working_memory(argon2.params().block_count());
     argon2
-        .hash_password_into_with_memory(password, salt, out, working_memory(params.block_count()))
+        .hash_password_into_with_memory(password, salt, out, memory)
         .map_err(argon2_error)
 }
 
@@ -189,7 +189,7 @@ fn hash_with(params: &Params, password: &[u8]) -> Result<String, HashError> {
     let salt: [u8; 16] = rand::random();
     let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
     let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
-    compute(&argon2, params, password, &salt, &mut out)?;
+    compute(&argon2, password, &salt, &mut out)?;
     let hash = PasswordHash {
         algorithm: Algorithm::Argon2id.ident(),
         version: Some(Version::V0x13.into()),
@@ -217,8 +217,8 @@ fn verify_with(hash: &PasswordHash, password: &[u8]) -> Result<bool, HashError> 
         .unwrap_or_default();
     let params = Params::try_from(hash).map_err(argon2_error)?;
     let mut out = vec![0u8; expected.len()];
-    let argon2 = Argon2::new(algorithm, version, params.clone());
-    compute(&argon2, &params, password, salt.as_ref(), &mut out)?;
+    let argon2 = Argon2::new(algorithm, version, params);
+    compute(&argon2, password, salt.as_ref(), &mut out)?;
     Ok(Output::new(&out).map_err(argon2_error)? == *expected)
 }
 
