@@ -119,6 +119,25 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Runs `act` every 20 ms until `count` has grown, failing after 10 s with `what` never
+/// having happened: how tests wait for a cache to answer from memory, say.
+pub async fn until_grows(
+    mut count: impl AsyncFnMut() -> f64,
+    mut act: impl AsyncFnMut(),
+    what: &str,
+) {
+    let before = count().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while count().await <= before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never happened"
+        );
+        act().await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// Reads with `read` until it returns `expected`, failing if a read sent `bound` or more
 /// after `since` (a write) still returned something else: how tests hold a cache to its
 /// coherence bound.

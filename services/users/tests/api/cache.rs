@@ -3,7 +3,7 @@
 //! when Redis is gone.
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use reqwest::StatusCode;
 use tessera_jwt::Role;
@@ -121,17 +121,18 @@ async fn a_write_while_redis_is_cut_off_is_not_hidden_by_the_old_entry_afterward
 /// Reads `user` on `instance` until it answers from process memory (its `near` lookups
 /// grow): the near cache is following its invalidations and holds the profile.
 async fn until_served_from_memory(app: &TestApp, instance: &InProcess, user: &TestUser) {
-    let near = || instance.counter("cache_lookups_total", &["result=\"near\""]);
-    let before = near().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while near().await <= before {
-        assert!(
-            Instant::now() < deadline,
-            "the near cache never served from memory"
-        );
-        app.display_name_on(instance, user).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    tessera_testkit::until_grows(
+        async || {
+            instance
+                .counter("cache_lookups_total", &["result=\"near\""])
+                .await
+        },
+        async || {
+            app.display_name_on(instance, user).await;
+        },
+        "the near cache serving from memory",
+    )
+    .await;
 }
 
 /// Reads `user` on `instance` until it shows `name`, failing if a read sent

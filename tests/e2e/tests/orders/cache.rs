@@ -39,22 +39,15 @@ async fn set_status_in_database(app: &TestApp, id: &str, status: &str) {
 
 /// Reads order `id` on `process` until it answers from memory (its `near` lookups grow).
 async fn until_served_from_memory(process: &ServiceProcess, user: &TestUser, id: &str) {
-    let near = || {
-        process.counter(
-            "cache_lookups_total",
-            &["cache=\"orders\"", "result=\"near\""],
-        )
-    };
-    let before = near().await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while near().await <= before {
-        assert!(
-            Instant::now() < deadline,
-            "orders never served {id} from memory"
-        );
-        status_on(process, user, id).await;
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let near = ["cache=\"orders\"", "result=\"near\""];
+    tessera_testkit::until_grows(
+        async || process.counter("cache_lookups_total", &near).await,
+        async || {
+            status_on(process, user, id).await;
+        },
+        &format!("orders serving {id} from memory"),
+    )
+    .await;
 }
 
 fn id(order: &Value) -> String {
