@@ -163,8 +163,12 @@ impl ServiceProcess {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return Err(status);
             }
+            // A 200 from the port alone could come from another test's process that took
+            // the port first (ours then exits on the failed bind): ready means this process
+            // is the one listening on both ports.
             if let Ok(response) = client.get(&url).send().await
                 && response.status() == reqwest::StatusCode::OK
+                && self.listens_on_its_ports()
             {
                 return Ok(());
             }
@@ -174,6 +178,17 @@ impl ServiceProcess {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Whether this process holds the listening sockets of both its ports (Linux's `/proc`).
+    fn listens_on_its_ports(&self) -> bool {
+        let (http, grpc) = self.ports;
+        let held = sockets_of(self.child.id());
+        [http, grpc].iter().all(|port| {
+            listening_sockets(*port)
+                .iter()
+                .any(|inode| held.contains(inode))
+        })
     }
 
     /// A gRPC channel to the service.
@@ -228,6 +243,46 @@ impl ServiceProcess {
     }
 }
 
+/// The inodes of the sockets listening on TCP `port` (IPv4 or IPv6), from `/proc/net/tcp*`.
+fn listening_sockets(port: u16) -> Vec<u64> {
+    const LISTEN: &str = "0A";
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|table| std::fs::read_to_string(table).ok())
+        .flat_map(|table| {
+            table
+                .lines()
+                .skip(1)
+                .filter_map(|line| {
+                    // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    (fields.len() > 9 && fields[1].ends_with(&local) && fields[3] == LISTEN)
+                        .then(|| fields[9].parse().ok())
+                        .flatten()
+                })
+                .collect::<Vec<u64>>()
+        })
+        .collect()
+}
+
+/// The inodes of the sockets process `pid` has open, from its `/proc/<pid>/fd` links.
+fn sockets_of(pid: u32) -> Vec<u64> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            target
+                .to_str()?
+                .strip_prefix("socket:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// A process frozen by [`ServiceProcess::suspend`]. Dropping it continues the process
 /// (SIGCONT), so a test that fails meanwhile leaves no stopped process behind.
 #[must_use = "the process runs again as soon as this is dropped"]
@@ -250,5 +305,23 @@ impl Drop for ServiceProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listening_socket_is_found_among_its_holders_sockets_only() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let listening = listening_sockets(port);
+        assert_eq!(listening.len(), 1, "one socket listens on {port}");
+        assert!(sockets_of(std::process::id()).contains(&listening[0]));
+        // PID 1 is never this test's process, so it does not hold our listener.
+        assert!(!sockets_of(1).contains(&listening[0]));
+        drop(listener);
+        assert!(listening_sockets(port).is_empty());
     }
 }
