@@ -39,6 +39,7 @@ impl SigningKey {
     }
 
     fn new(kid: String, key: ed25519_dalek::SigningKey) -> Self {
+        crate::crypto::install();
         let encoding = EncodingKey::from_ed_der(&pkcs8_der(&key));
         Self { kid, key, encoding }
     }

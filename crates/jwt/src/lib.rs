@@ -12,6 +12,7 @@
 //! before any key is used. Tokens never appear in logs or error messages.
 
 mod claims;
+mod crypto;
 mod denylist;
 mod error;
 mod extract;

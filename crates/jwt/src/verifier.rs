@@ -219,6 +219,7 @@ impl Verifier {
     }
 
     fn with_keys(keys: KeySource, settings: &VerifierSettings) -> Self {
+        crate::crypto::install();
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = settings.leeway.as_secs();
         validation.set_issuer(&[&settings.issuer]);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::Utc;
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use hmac::Mac as _;
 use serde_json::{Value, json};
 use tessera_jwt::{Claims, Role, Signer, SigningKey};
 
@@ -77,8 +77,6 @@ pub fn forgeries(signer: &Signer, claims: &Claims) -> Vec<Forgery> {
 
     // The classic confusion: an HMAC keyed with the published public key, raw or as served.
     let public_x = public_x(signer, &kid);
-    let mut hs256 = Header::new(Algorithm::HS256);
-    hs256.kid = Some(kid.clone());
     for (what, secret) in [
         (
             "HS256 keyed with the public key",
@@ -89,9 +87,7 @@ pub fn forgeries(signer: &Signer, claims: &Claims) -> Vec<Forgery> {
             public_x.into_bytes(),
         ),
     ] {
-        let token =
-            jsonwebtoken::encode(&hs256, claims, &EncodingKey::from_secret(&secret)).unwrap();
-        add(what, token);
+        add(what, hs256(&kid, claims, &secret));
     }
 
     for (what, kid) in [
@@ -111,6 +107,19 @@ pub fn forgeries(signer: &Signer, claims: &Claims) -> Vec<Forgery> {
         add(what, stranger.sign(claims).unwrap());
     }
     forged
+}
+
+/// A token signed with HMAC-SHA256 under `secret`, header `{"alg":"HS256","typ":"JWT","kid":kid}`:
+/// what an attacker makes who hopes a verifier will take a public key as an HMAC secret.
+/// Made by hand, as the token library here signs EdDSA alone.
+pub fn hs256(kid: &str, claims: &impl serde::Serialize, secret: &[u8]) -> String {
+    let header = encode(&json!({ "alg": "HS256", "typ": "JWT", "kid": kid }));
+    let payload = encode(&serde_json::to_value(claims).unwrap());
+    let signing_input = format!("{header}.{payload}");
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret).unwrap();
+    mac.update(signing_input.as_bytes());
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+    format!("{signing_input}.{signature}")
 }
 
 fn parts(token: &str) -> [&str; 3] {
