@@ -67,7 +67,28 @@ pub fn init(
         BoxMakeWriter::new(std::io::stdout),
     )
     .try_init()?;
+    log_panics();
     Ok(())
+}
+
+/// Makes every panic an ERROR event of target `panic` (its message, where it happened, the
+/// thread, and the backtrace when `RUST_BACKTRACE` asks for one) instead of the default
+/// hook's plain text on stderr, so it reaches the log pipeline like any other line. Release
+/// builds then abort (see the workspace's Cargo.toml): this line is the process's last word.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| tracing::field::display(backtrace));
+        tracing::error!(
+            target: "panic",
+            thread = std::thread::current().name().unwrap_or("(unnamed)"),
+            panic.message = info.payload_as_str().unwrap_or("(not a string)"),
+            panic.location = info.location().map(tracing::field::display),
+            backtrace,
+            "panicked"
+        );
+    }));
 }
 
 /// The subscriber [`init`] installs, writing to `writer`. A `Dispatch` rather than a boxed
