@@ -12,9 +12,12 @@ use tracing::field::{Field, Visit};
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::{Context, SubscriberExt};
 
-/// Every event's level, target and fields (as text).
+/// An event's level, target and fields (as text).
+type Recorded = (tracing::Level, String, BTreeMap<String, String>);
+
+/// Every event seen.
 #[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(tracing::Level, String, BTreeMap<String, String>)>>>);
+struct Events(Arc<Mutex<Vec<Recorded>>>);
 
 impl<S: tracing::Subscriber> Layer<S> for Events {
     fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
