@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 use std::fmt::{self, Write as _};
 use std::io::Write as _;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 
 use opentelemetry::trace::{SpanId, TraceContextExt, TraceId};
 use tessera_domain::timestamp::Rfc3339;
@@ -29,15 +29,17 @@ use tracing_subscriber::registry::{LookupSpan, SpanRef};
 /// Writes each event it hears as one JSON line to `make_writer`.
 pub(crate) struct JsonLines<W> {
     make_writer: W,
-    dispatch: DispatchSlot,
+    /// The dispatcher this layer became part of, for the trace ids: it cannot be looked up
+    /// while an event is being dispatched, so it is kept from registration.
+    dispatch: OnceLock<WeakDispatch>,
 }
 
 impl<W> JsonLines<W> {
-    /// A layer writing to `make_writer`, taking trace ids from the dispatcher `dispatch` hears.
-    pub(crate) fn new(make_writer: W, dispatch: DispatchSlot) -> Self {
+    /// A layer writing to `make_writer`.
+    pub(crate) fn new(make_writer: W) -> Self {
         Self {
             make_writer,
-            dispatch,
+            dispatch: OnceLock::new(),
         }
     }
 }
@@ -47,6 +49,10 @@ where
     S: Subscriber + for<'span> LookupSpan<'span>,
     W: for<'writer> MakeWriter<'writer> + 'static,
 {
+    fn on_register_dispatch(&self, dispatch: &Dispatch) {
+        let _ = self.dispatch.set(dispatch.downgrade());
+    }
+
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         // Room for the usual few short fields at once, rather than growing a byte at a time.
@@ -117,13 +123,12 @@ impl<W> JsonLines<W> {
     }
 
     /// The trace and span id of `span`, if it is traced. They come from the OpenTelemetry
-    /// layer through the dispatcher, which cannot be looked up while an event is being
-    /// dispatched: [`DispatchSlot`] hands it over.
+    /// layer through the dispatcher this layer was registered with.
     fn trace_ids<S>(&self, span: &SpanRef<'_, S>) -> Option<(TraceId, SpanId)>
     where
         S: Subscriber + for<'span> LookupSpan<'span>,
     {
-        let dispatch = self.dispatch.0.get()?.upgrade()?;
+        let dispatch = self.dispatch.get()?.upgrade()?;
         let otel = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
         let span = otel.span();
         let span_context = span.span_context();
@@ -387,17 +392,6 @@ pub(crate) fn hex<'b>(bytes: &[u8], buffer: &'b mut [u8]) -> &'b str {
         pair[1] = DIGITS[usize::from(byte & 0xf)];
     }
     std::str::from_utf8(&buffer[..bytes.len() * 2]).unwrap_or_default()
-}
-
-/// A layer that only remembers the dispatcher it is part of. Give it a filter that lets
-/// nothing through: unfiltered, it would make every span wanted.
-#[derive(Clone, Default)]
-pub(crate) struct DispatchSlot(Arc<OnceLock<WeakDispatch>>);
-
-impl<S: Subscriber> Layer<S> for DispatchSlot {
-    fn on_register_dispatch(&self, dispatch: &Dispatch) {
-        let _ = self.0.set(dispatch.downgrade());
-    }
 }
 
 #[cfg(test)]

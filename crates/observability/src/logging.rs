@@ -9,7 +9,7 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::json_lines::{DispatchSlot, JsonLines};
+use crate::json_lines::JsonLines;
 use crate::trace_context::{Detail, is_data_store_call};
 
 /// How log lines are written to stdout.
@@ -92,7 +92,8 @@ pub fn log_panics() {
 }
 
 /// The subscriber [`init`] installs, writing to `writer`. A `Dispatch` rather than a boxed
-/// subscriber: only a concrete one hears which dispatcher it became ([`DispatchSlot`]).
+/// subscriber: only a concrete one tells its layers which dispatcher it became, which the
+/// JSON layer needs for the trace ids.
 fn subscriber(
     format: LogFormat,
     targets: Targets,
@@ -102,14 +103,9 @@ fn subscriber(
 ) -> Dispatch {
     // A span no layer wants is never made: so a store call's span costs nothing unless traced.
     let filter = targets.and(filter_fn(|metadata| !is_data_store_call(metadata)));
-    let dispatch = DispatchSlot::default();
-    let registry = tracing_subscriber::registry()
-        .with(crate::trace_context::layer(traces, detail))
-        .with(dispatch.clone().with_filter(filter_fn(|_| false)));
+    let registry = tracing_subscriber::registry().with(crate::trace_context::layer(traces, detail));
     match format {
-        LogFormat::Json => {
-            Dispatch::new(registry.with(JsonLines::new(writer, dispatch).with_filter(filter)))
-        }
+        LogFormat::Json => Dispatch::new(registry.with(JsonLines::new(writer).with_filter(filter))),
         LogFormat::Pretty => Dispatch::new(
             registry.with(
                 tracing_subscriber::fmt::layer()
