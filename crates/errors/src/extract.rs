@@ -55,8 +55,24 @@ where
 }
 
 impl<T: Serialize> IntoResponse for Json<T> {
+    /// `T` as `application/json`. A value that cannot be written as JSON (a map with
+    /// non-string keys, a failing `Serialize`) is a bug: a 500 problem.
     fn into_response(self) -> Response {
-        axum::Json(self.0).into_response()
+        /// Room for a typical resource at once: axum's own `Json` starts at 128 bytes and,
+        /// for any longer body, grows and copies it while writing.
+        const CAPACITY: usize = 512;
+        let mut body = Vec::with_capacity(CAPACITY);
+        match serde_json::to_writer(&mut body, &self.0) {
+            Ok(()) => (
+                [(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                )],
+                body,
+            )
+                .into_response(),
+            Err(error) => Error::internal(error).into_response(),
+        }
     }
 }
 
@@ -275,6 +291,27 @@ mod tests {
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(body.to_owned()))
             .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_json_response_is_the_value_as_application_json() {
+        let value = serde_json::json!({ "name": "a".repeat(1000), "count": 3, "none": null });
+        let response = Json(&value).into_response();
+        assert_eq!(response.status(), http::StatusCode::OK);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(bytes, serde_json::to_vec(&value).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_value_json_cannot_write_is_a_500_problem() {
+        let keys_not_strings = std::collections::HashMap::from([((1, 2), "pair")]);
+        let response = Json(keys_not_strings).into_response();
+        assert_eq!(response.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            crate::problem::PROBLEM_JSON
+        );
     }
 
     #[tokio::test]

@@ -110,7 +110,7 @@ impl IntoResponse for Tokens {
         // Tokens must not be kept by any cache on the way.
         (
             [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
-            axum::Json(body),
+            Json(body),
         )
             .into_response()
     }
@@ -132,7 +132,7 @@ pub async fn register(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
     Json(request): Json<Register>,
-) -> Result<(StatusCode, axum::Json<Registered>), Error> {
+) -> Result<(StatusCode, Json<Registered>), Error> {
     let password = Password::new_for(request.password.expose_secret(), &request.email)
         .map_err(|invalid| Error::invalid_field("password", invalid.0))?;
     let email = request.email;
@@ -150,7 +150,7 @@ pub async fn register(
         .await?;
     Ok((
         StatusCode::CREATED,
-        axum::Json(Registered {
+        Json(Registered {
             user_id,
             email: email.into(),
         }),
