@@ -408,14 +408,14 @@ reads of an order, the same stack as cache hits (orders are read through the sam
 cache); logins, argon2id by design.
 
 Where a cache hit's instructions go (callgrind, \`scripts/instructions.sh\` keeping its dump,
-2026-12-05, 65,313 a request; inclusive figures, so they overlap): malloc and free 11,200
-(64 mallocs and 3 reallocs a request); its JSON log line 6,200; hyper's request parsing
-4,900; the request span made 4,400 (every layer: registry, OpenTelemetry attributes, the JSON
-layer's rendered fields), named after its route 4,700 and closed 3,500; the response body
-4,600 (1,550 of it the two timestamps); path parameters 2,500; the token check 2,400 (from
-the verified-token memo); the profile from memory 900. What would move the ratio to hello:
-fewer allocations per request, and spans that skip OpenTelemetry's attribute building when
-nothing is exported.
+2026-12-05, 63,074 a request; inclusive figures, so they overlap): malloc and free 11,100
+(64 mallocs and 2 reallocs a request); its JSON log line 6,100; hyper's request parsing
+4,900 and its read buffer made room again 900; the request span made 4,400 (every layer:
+registry, OpenTelemetry attributes, the JSON layer's rendered fields), named after its route
+4,400 and closed 3,300; the response body 4,000 (1,500 of it the two timestamps); path
+parameters 2,500; the token check 2,400 (from the verified-token memo); the profile from
+memory 900. What would move the ratio to hello: fewer allocations per request, and spans
+that skip OpenTelemetry's attribute building when nothing is exported.
 
 ## Instructions per request
 
