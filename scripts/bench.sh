@@ -188,7 +188,7 @@ idle_parts() {
   text=$(size -A "$exe" | awk '$1 == ".text" { print $2 }')
   binary=$(awk -v exe="$exe" '/^[0-9a-f]+-/ { mine = ($6 == exe) } mine && $1 == "Rss:" { sum += $2 } END { print sum }' "/proc/$1/smaps")
   printf '%s mapped from its binary (%s of code), %s from shared libraries, %s anonymous (heap, stacks)' \
-    "$(mib "$binary")" "$(bc -l <<<"$text/1048576" | xargs printf '%.1f MiB')" \
+    "$(mib "$binary")" "$(mib "$((text / 1024))")" \
     "$(mib "$(($(rss_kib "$1" RssFile) - binary))")" "$(mib "$(rss_kib "$1" RssAnon)")"
 }
 idle_makeup="users $(idle_parts "$users_pid"); orders $(idle_parts "$orders_pid"); auth $(idle_parts "$auth_pid")"

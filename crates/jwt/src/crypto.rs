@@ -112,7 +112,7 @@ mod tests {
     use super::*;
 
     fn keys() -> (EncodingKey, DecodingKey) {
-        install();
+        // Making a signing key installs the provider.
         let key = crate::SigningKey::generate("crypto-test");
         let jwk = key.public_jwk();
         (
