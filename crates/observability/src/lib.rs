@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod otlp;
 pub mod request_id;
+mod stdout;
 pub mod trace_context;
 
 pub use health::{Criticality, Health, HealthCheck};

@@ -10,6 +10,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::json_lines::JsonLines;
+use crate::stdout::Lines;
 use crate::trace_context::{Detail, is_data_store_call};
 
 /// How log lines are written to stdout.
@@ -64,7 +65,7 @@ pub fn init(
         targets,
         traces,
         detail,
-        BoxMakeWriter::new(std::io::stdout),
+        Lines::stdout().map_or_else(|| BoxMakeWriter::new(std::io::stdout), BoxMakeWriter::new),
     )
     .try_init()?;
     log_panics();
