@@ -122,12 +122,16 @@ impl<W> JsonLines<W> {
         line.extend_from_slice(b"}\n");
     }
 
-    /// The trace and span id of `span`, if it is traced. They come from the OpenTelemetry
-    /// layer through the dispatcher this layer was registered with.
+    /// The trace and span id of `span`, if it is traced: kept on the span itself when only
+    /// the context is traced, else from the OpenTelemetry layer through the dispatcher this
+    /// layer was registered with.
     fn trace_ids<S>(&self, span: &SpanRef<'_, S>) -> Option<(TraceId, SpanId)>
     where
         S: Subscriber + for<'span> LookupSpan<'span>,
     {
+        if let Some(ids) = crate::trace_context::ids_in(span) {
+            return Some(ids);
+        }
         let dispatch = self.dispatch.get()?.upgrade()?;
         let otel = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
         let span = otel.span();

@@ -154,29 +154,36 @@ mod tests {
 
     #[test]
     fn a_json_line_inside_a_span_names_its_trace_and_span() {
-        let (lines, traceparent) = json_lines_of(|| {
-            tracing::info!("outside");
-            let span = tracing::info_span!("request", request_id = "r-1");
-            let _entered = span.enter();
-            tracing::info!(answer = 42, "inside");
-            crate::trace_context::current_traceparent().unwrap()
-        });
+        for detail in [Detail::Full, Detail::ContextOnly { sampled: 1.0 }] {
+            let (lines, traceparent) = json_lines_at(detail, || {
+                tracing::info!("outside");
+                let span = tracing::info_span!("request", request_id = "r-1");
+                let _entered = span.enter();
+                tracing::info!(answer = 42, "inside");
+                crate::trace_context::current_traceparent().unwrap()
+            });
 
-        assert_eq!(lines.len(), 2, "{lines:?}");
-        assert!(lines[0].get("trace_id").is_none(), "{}", lines[0]);
-        let inside = &lines[1];
-        assert_eq!(inside["message"], "inside");
-        assert_eq!(inside["answer"], 42);
-        assert_eq!(inside["span"]["request_id"], "r-1", "{inside}");
-        let trace_id = traceparent.split('-').nth(1).unwrap();
-        let span_id = traceparent.split('-').nth(2).unwrap();
-        assert_eq!(inside["trace_id"], trace_id, "{inside}");
-        assert_eq!(inside["span_id"], span_id, "{inside}");
+            assert_eq!(lines.len(), 2, "{lines:?}");
+            assert!(lines[0].get("trace_id").is_none(), "{}", lines[0]);
+            let inside = &lines[1];
+            assert_eq!(inside["message"], "inside");
+            assert_eq!(inside["answer"], 42);
+            assert_eq!(inside["span"]["request_id"], "r-1", "{inside}");
+            let trace_id = traceparent.split('-').nth(1).unwrap();
+            let span_id = traceparent.split('-').nth(2).unwrap();
+            assert_eq!(inside["trace_id"], trace_id, "{detail:?}: {inside}");
+            assert_eq!(inside["span_id"], span_id, "{detail:?}: {inside}");
+        }
     }
 
     /// The lines `log` writes as JSON inside `subscriber(LogFormat::Json, "info", …)`, and
     /// what it returns.
     fn json_lines_of<T>(log: impl FnOnce() -> T) -> (Vec<serde_json::Value>, T) {
+        json_lines_at(Detail::Full, log)
+    }
+
+    /// [`json_lines_of`], tracing at `detail`.
+    fn json_lines_at<T>(detail: Detail, log: impl FnOnce() -> T) -> (Vec<serde_json::Value>, T) {
         let buffer = Buffer::default();
         let writer = buffer.clone();
         let provider = SdkTracerProvider::builder().build();
@@ -184,7 +191,7 @@ mod tests {
             LogFormat::Json,
             "info".parse().unwrap(),
             &provider,
-            Detail::Full,
+            detail,
             BoxMakeWriter::new(move || writer.clone()),
         );
         let returned = tracing::dispatcher::with_default(&subscriber, log);
@@ -252,7 +259,10 @@ mod tests {
     #[test]
     fn a_store_call_is_no_span_at_all_unless_traced() {
         let provider = SdkTracerProvider::builder().build();
-        for (detail, made) in [(Detail::Full, true), (Detail::ContextOnly, false)] {
+        for (detail, made) in [
+            (Detail::Full, true),
+            (Detail::ContextOnly { sampled: 1.0 }, false),
+        ] {
             let subscriber = subscriber(
                 LogFormat::Json,
                 "info".parse().unwrap(),

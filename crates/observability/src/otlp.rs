@@ -31,13 +31,20 @@ impl ExportSettings {
             .filter(|endpoint| !endpoint.trim().is_empty())
     }
 
+    /// The share of traces started here that are sampled (not checked: see [`provider`]).
+    fn ratio(&self) -> f64 {
+        self.traces_sampler_arg.unwrap_or(1.0)
+    }
+
     /// The spans worth making: all of them when they are exported, else only those that carry
     /// trace context.
     pub fn detail(&self) -> Detail {
         if self.endpoint().is_some() {
             Detail::Full
         } else {
-            Detail::ContextOnly
+            Detail::ContextOnly {
+                sampled: self.ratio(),
+            }
         }
     }
 }
@@ -61,7 +68,7 @@ pub fn provider(
     version: &'static str,
     settings: &ExportSettings,
 ) -> Result<SdkTracerProvider, ExportError> {
-    let ratio = settings.traces_sampler_arg.unwrap_or(1.0);
+    let ratio = settings.ratio();
     if !(0.0..=1.0).contains(&ratio) {
         return Err(ExportError::Ratio(ratio));
     }
@@ -107,12 +114,15 @@ mod tests {
             ..ExportSettings::default()
         };
         assert!(provider("svc", "0", &settings).is_ok());
-        assert_eq!(settings.detail(), Detail::ContextOnly);
+        assert_eq!(settings.detail(), Detail::ContextOnly { sampled: 1.0 });
     }
 
     #[test]
     fn spans_are_made_in_full_only_when_exported() {
-        assert_eq!(ExportSettings::default().detail(), Detail::ContextOnly);
+        assert_eq!(
+            ExportSettings::default().detail(),
+            Detail::ContextOnly { sampled: 1.0 }
+        );
         let settings = ExportSettings {
             exporter_otlp_endpoint: Some("http://collector:4317".to_owned()),
             ..ExportSettings::default()
