@@ -5,7 +5,7 @@ use serde::Deserialize;
 use tracing::Dispatch;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
-use tracing_subscriber::fmt::writer::BoxMakeWriter;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -60,14 +60,7 @@ pub fn init(
             filter: filter.to_owned(),
             source,
         })?;
-    subscriber(
-        format,
-        targets,
-        traces,
-        detail,
-        Lines::stdout().map_or_else(|| BoxMakeWriter::new(std::io::stdout), BoxMakeWriter::new),
-    )
-    .try_init()?;
+    subscriber(format, targets, traces, detail, Lines::stdout()).try_init()?;
     log_panics();
     Ok(())
 }
@@ -95,13 +88,16 @@ pub fn log_panics() {
 /// The subscriber [`init`] installs, writing to `writer`. A `Dispatch` rather than a boxed
 /// subscriber: only a concrete one tells its layers which dispatcher it became, which the
 /// JSON layer needs for the trace ids.
-fn subscriber(
+fn subscriber<W>(
     format: LogFormat,
     targets: Targets,
     traces: &SdkTracerProvider,
     detail: Detail,
-    writer: BoxMakeWriter,
-) -> Dispatch {
+    writer: W,
+) -> Dispatch
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
     // A span no layer wants is never made: so a store call's span costs nothing unless traced.
     let filter = targets.and(filter_fn(|metadata| !is_data_store_call(metadata)));
     let registry = tracing_subscriber::registry().with(crate::trace_context::layer(traces, detail));
@@ -192,7 +188,7 @@ mod tests {
             "info".parse().unwrap(),
             &provider,
             detail,
-            BoxMakeWriter::new(move || writer.clone()),
+            move || writer.clone(),
         );
         let returned = tracing::dispatcher::with_default(&subscriber, log);
         (buffer.lines(), returned)
@@ -268,7 +264,7 @@ mod tests {
                 "info".parse().unwrap(),
                 &provider,
                 detail,
-                BoxMakeWriter::new(std::io::sink),
+                std::io::sink,
             );
             tracing::dispatcher::with_default(&subscriber, || {
                 let request = tracing::info_span!("request");
