@@ -408,14 +408,19 @@ reads of an order, the same stack as cache hits (orders are read through the sam
 cache); logins, argon2id by design.
 
 Where a cache hit's instructions go (callgrind, \`scripts/instructions.sh\` keeping its dump,
-2026-12-05, 63,074 a request; inclusive figures, so they overlap): malloc and free 11,100
-(64 mallocs and 2 reallocs a request); its JSON log line 6,100; hyper's request parsing
-4,900 and its read buffer made room again 900; the request span made 4,400 (every layer:
-registry, OpenTelemetry attributes, the JSON layer's rendered fields), named after its route
-4,400 and closed 3,300; the response body 4,000 (1,500 of it the two timestamps); path
-parameters 2,500; the token check 2,400 (from the verified-token memo); the profile from
-memory 900. What would move the ratio to hello: fewer allocations per request, and spans
-that skip OpenTelemetry's attribute building when nothing is exported.
+2026-12-05 at f0c8e92, 54,700 a request; inclusive figures, so they overlap): malloc and free 8,600
+(50 mallocs a request: axum boxes a future at nine points of the stack, five extensions are
+boxed into the request, and hyper's read buffer is allocated anew, 740 instructions alone);
+the response body 4,900 (the profile serialised 4,000, 1,500 of it the two timestamps);
+hyper's request parsing 4,900; the JSON log line 4,400; the request span made 3,200
+(registry, the trace context's ids, the JSON layer's rendered fields), named after its route
+1,600, entered and left 1,900 and closed 1,600; the token check 2,400 (from the
+verified-token memo); path parameters 2,200; the request's extensions dropped 2,200; the
+profile from memory 1,300. At 8b6852b, while unexported spans were still OpenTelemetry
+spans, it was 63,074, malloc and free 11,100 (64 mallocs). The kernel's half of the CPU
+does not shrink with these: the service shares the two cores with the load generator, and
+the scheduler preempts a users thread 0.39 times a request (hello's: 0.04; involuntary
+switches in /proc/PID/task/*/status over a wrk run), each one a context switch.
 
 ## Instructions per request
 
@@ -430,18 +435,21 @@ ${instruction_rows}
 
 ## Tracing when nothing is exported
 
-What tracing costs when nothing is exported is not in this table, since a run has no build
-without it; it was measured on 2026-12-04, separately, by alternating \`wrk -t2 -c64 -d10s\`
-runs of the cache-hit read against three release builds of users side by side (one auth,
-one database, one Redis; JSON logs at info to /dev/null): before spans for store calls and
-trace ids in log lines (80e1382), with them made always (5ead6ee), and as now (only the
-spans that carry context). Run-to-run spread on this machine was about ±10 %, larger than
-the differences, so the paired medians over 6 rounds (-6 % req/s for 5ead6ee, -10 % as now,
-both against 80e1382; an earlier 11-round set gave -4 % and -5 %) do not separate the two
-tracing builds. \`perf record -g\` on users under the same load is sharper: the tracing,
-subscriber and JSON log code took 7.1 % of users' CPU samples before, 9.5 % with every
-span made, and 8.1 % as now. What remains is the request span's OpenTelemetry context and
-the trace id on each log line: about one percent of the service's CPU.
+With no collector configured (as in this run), spans carry their trace context and nothing
+else: a layer of \`trace_context\` gives each span at INFO and above its ids and sampled flag,
+and no OpenTelemetry span is built. Measured on 2026-12-05 with \`scripts/instructions.sh\`
+on release builds of users: before (8b6852b, OpenTelemetry spans made and dropped unread)
+63,044 instructions per cache hit and 51,276 per 404; as now 54,326 and 44,187; with no
+trace context at all (a build without the layer, for reference only) 52,609 and 42,688. So
+carrying the context costs about 1,700 instructions a request, where building unexported
+OpenTelemetry spans cost 10,400.
+
+Log lines reach standard output without std's \`Stdout\` lock (\`observability::stdout\`): with
+it, one request thread regularly slept on the lock while the other was in its \`write(2)\`.
+\`perf stat\` on users under \`wrk -t2 -c64\` counted 0.46 context switches a request before
+and 0.38 after. Alternating \`wrk -t2 -c64 -d8s\` rounds of the cache-hit read on one machine:
+67,100 req/s before and 71,600 with the lock gone (three rounds each); 70,600 before both
+changes and 82,000 with both (two rounds each).
 
 Key rotation: after auth restarted signing with a new key (the old one still published), users
 accepted the first token signed with it $(printf '%.1f' "$propagation") s after it was issued, and a token signed with
