@@ -130,6 +130,15 @@ mod tests {
         assert_eq!(settings.detail(), Detail::Full);
     }
 
+    #[test]
+    fn without_export_the_sampling_ratio_still_decides_the_sampled_flag() {
+        let settings = ExportSettings {
+            traces_sampler_arg: Some(0.25),
+            ..ExportSettings::default()
+        };
+        assert_eq!(settings.detail(), Detail::ContextOnly { sampled: 0.25 });
+    }
+
     #[tokio::test]
     async fn a_malformed_endpoint_is_refused() {
         let settings = ExportSettings {

@@ -292,6 +292,16 @@ impl Stack {
         grpc_url(self.process(service), self.ca.is_some())
     }
 
+    /// The database `service` keeps its data in, for a test that reads what it wrote.
+    pub fn database_url(&self, service: Service) -> &str {
+        let [auth, users, orders] = &self._databases;
+        match service {
+            Service::Auth => auth.url(),
+            Service::Users => users.url(),
+            Service::Orders => orders.url(),
+        }
+    }
+
     /// The AMQP URL the services use, for the test's own connections to the same vhost.
     pub fn amqp_url(&self) -> &str {
         &self.amqp_url

@@ -1,12 +1,14 @@
 //! Distributed tracing across the three binaries: a request's trace follows it from the
 //! caller's `traceparent` through REST, gRPC and the broker, as the spans every service
-//! exports over OTLP show.
+//! exports over OTLP show, and as the trace context events carry shows when nothing is
+//! exported.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
 
 use reqwest::StatusCode;
+use tessera_e2e::stack::{self, PASSWORD, Service};
 use tessera_testkit::otlp::SpanKind::{Client, Consumer, Producer, Server};
 
 use crate::helpers::{AUTH, CREATE_USER, GET_USER, ORDERS, RemoteParent, USERS, spawn_stack};
@@ -107,4 +109,49 @@ async fn deleting_a_user_is_one_trace_across_all_three_services() {
     let event = cancelled.one("order.cancelled", &order).await;
     trace.assert_descends(trace.publish(ORDERS, &event), consumer);
     stack.assert_every_span_names_its_service();
+}
+
+/// With no collector configured, spans carry their trace context alone: the caller's trace
+/// still goes from auth's REST route over gRPC to users, into the outbox row of the event
+/// users writes, and so onto the event.
+#[tokio::test]
+async fn without_a_collector_the_callers_trace_still_reaches_the_event() {
+    let stack = stack::Stack::builder().start().await;
+    let parent = RemoteParent::fresh();
+    let email = format!("untraced-{}@example.com", uuid::Uuid::now_v7().simple());
+    let response = stack
+        .request(
+            reqwest::Method::POST,
+            Service::Auth,
+            "/api/v1/auth/register",
+        )
+        .header("traceparent", parent.header())
+        .json(&serde_json::json!({ "email": email, "password": PASSWORD, "display_name": "Ada" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let registered: serde_json::Value = response.json().await.unwrap();
+    let user_id = registered["user_id"].as_str().unwrap();
+
+    let users = sqlx::PgPool::connect(stack.database_url(Service::Users))
+        .await
+        .unwrap();
+    let traceparent: Option<String> = sqlx::query_scalar(
+        "SELECT traceparent FROM messaging_outbox \
+         WHERE event_type = 'user.created' AND envelope -> 'data' ->> 'id' = $1",
+    )
+    .bind(user_id)
+    .fetch_one(&users)
+    .await
+    .unwrap();
+    let traceparent = traceparent.expect("the event was written without a trace context");
+    let parts: Vec<_> = traceparent.split('-').collect();
+    assert_eq!(parts.len(), 4, "{traceparent}");
+    assert_eq!(parts[1], parent.trace_id, "{traceparent}");
+    assert_ne!(parts[2], parent.span_id, "{traceparent}");
+    assert_eq!(
+        parts[3], "01",
+        "the caller's sampling decision: {traceparent}"
+    );
 }
