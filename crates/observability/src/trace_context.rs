@@ -118,11 +118,7 @@ where
         } else {
             None
         };
-        let inherited = parent.and_then(|parent| {
-            parent
-                .scope()
-                .find_map(|span| span.extensions().get::<SpanContext>().cloned())
-        });
+        let inherited = parent.and_then(|parent| nearest_context(&parent));
         let ids = RandomIdGenerator::default();
         let context = match inherited {
             Some(parent) => SpanContext::new(
@@ -158,15 +154,32 @@ impl Ids {
     }
 }
 
+/// The trace context [`Detail::ContextOnly`] keeps on `span`, or else on the nearest span
+/// above it that has one (a span below INFO, made because the log filter wants it, has none).
+fn nearest_context<S>(span: &SpanRef<'_, S>) -> Option<SpanContext>
+where
+    S: Subscriber + for<'span> LookupSpan<'span>,
+{
+    span.scope()
+        .find_map(|span| span.extensions().get::<SpanContext>().cloned())
+}
+
+/// Runs `f` on the registry's record of `span`; `None` when `span` is disabled or the
+/// subscriber has no [`Registry`].
+fn in_registry<T>(
+    span: &tracing::Span,
+    f: impl FnOnce(SpanRef<'_, Registry>) -> Option<T>,
+) -> Option<T> {
+    span.with_subscriber(|(id, dispatch)| f(dispatch.downcast_ref::<Registry>()?.span(id)?))
+        .flatten()
+}
+
 /// Runs `f` on the trace context [`Detail::ContextOnly`] keeps on `span`; `None` when the
 /// span is traced otherwise or not at all.
 fn with_ids<T>(span: &tracing::Span, f: impl FnOnce(&mut SpanContext) -> T) -> Option<T> {
-    span.with_subscriber(|(id, dispatch)| {
-        let span = dispatch.downcast_ref::<Registry>()?.span(id)?;
-        let mut extensions = span.extensions_mut();
-        extensions.get_mut::<SpanContext>().map(f)
+    in_registry(span, |span| {
+        span.extensions_mut().get_mut::<SpanContext>().map(f)
     })
-    .flatten()
 }
 
 /// The trace and span id of `span` under [`Detail::ContextOnly`], for its log lines; `None`
@@ -180,18 +193,9 @@ where
     Some((context.trace_id(), context.span_id()))
 }
 
-/// The OpenTelemetry context of `span`, however it is traced. Under
-/// [`Detail::ContextOnly`], a span below INFO (made because the log filter wants it) has the
-/// context of the nearest span above it that has one.
+/// The OpenTelemetry context of `span`, however it is traced.
 fn context_of(span: &tracing::Span) -> opentelemetry::Context {
-    let ours = span
-        .with_subscriber(|(id, dispatch)| {
-            let span = dispatch.downcast_ref::<Registry>()?.span(id)?;
-            span.scope()
-                .find_map(|span| span.extensions().get::<SpanContext>().cloned())
-        })
-        .flatten();
-    match ours {
+    match in_registry(span, |span| nearest_context(&span)) {
         Some(ids) => opentelemetry::Context::new().with_remote_span_context(ids),
         None => span.context(),
     }
