@@ -5,42 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
+mod support;
 
 use tessera_observability::otlp::{self, ExportSettings};
 use tessera_observability::trace_context::{self, Detail};
-use tracing::field::{Field, Visit};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 
-/// Every event's level, target and `name` field.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<(tracing::Level, String, String)>>>);
-
-impl<S: tracing::Subscriber> Layer<S> for Events {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Name(String);
-        impl Visit for Name {
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                if field.name() == "name" {
-                    self.0 = format!("{value:?}");
-                }
-            }
-            fn record_str(&mut self, field: &Field, value: &str) {
-                if field.name() == "name" {
-                    self.0 = value.to_owned();
-                }
-            }
-        }
-        let mut name = Name(String::new());
-        event.record(&mut name);
-        let metadata = event.metadata();
-        self.0
-            .lock()
-            .unwrap()
-            .push((*metadata.level(), metadata.target().to_owned(), name.0));
-    }
-}
+use crate::support::Events;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_export_is_logged_as_an_error() {
@@ -67,13 +38,14 @@ async fn a_failed_export_is_logged_as_an_error() {
     };
 
     assert!(flushed.is_err(), "nothing listens on port {port}");
-    let events = events.0.lock().unwrap().clone();
+    let events = events.recorded();
     assert!(
         events
             .iter()
-            .any(|(level, target, name)| *level == tracing::Level::ERROR
+            .any(|(level, target, fields)| *level == tracing::Level::ERROR
                 && target == "opentelemetry_sdk"
-                && name == "BatchSpanProcessor.ExportError"),
+                && fields.get("name").map(String::as_str)
+                    == Some("BatchSpanProcessor.ExportError")),
         "{events:?}"
     );
     let _ = provider.shutdown();

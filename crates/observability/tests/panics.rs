@@ -5,40 +5,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+mod support;
 
-use tracing::field::{Field, Visit};
-use tracing_subscriber::Layer;
-use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::layer::SubscriberExt;
 
-/// An event's level, target and fields (as text).
-type Recorded = (tracing::Level, String, BTreeMap<String, String>);
-
-/// Every event seen.
-#[derive(Clone, Default)]
-struct Events(Arc<Mutex<Vec<Recorded>>>);
-
-impl<S: tracing::Subscriber> Layer<S> for Events {
-    fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
-        struct Fields(BTreeMap<String, String>);
-        impl Visit for Fields {
-            fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-                self.0.insert(field.name().to_owned(), format!("{value:?}"));
-            }
-            fn record_str(&mut self, field: &Field, value: &str) {
-                self.0.insert(field.name().to_owned(), value.to_owned());
-            }
-        }
-        let mut fields = Fields(BTreeMap::new());
-        event.record(&mut fields);
-        let metadata = event.metadata();
-        self.0
-            .lock()
-            .unwrap()
-            .push((*metadata.level(), metadata.target().to_owned(), fields.0));
-    }
-}
+use crate::support::Events;
 
 #[test]
 fn a_panic_is_logged_as_an_error_with_its_message_location_and_thread() {
@@ -54,7 +25,7 @@ fn a_panic_is_logged_as_an_error_with_its_message_location_and_thread() {
         .unwrap();
     assert!(worker.join().is_err());
 
-    let events = events.0.lock().unwrap();
+    let events = events.recorded();
     let [(level, target, fields)] = events.as_slice() else {
         panic!("expected one event, got {events:?}");
     };
