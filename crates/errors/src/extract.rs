@@ -76,6 +76,23 @@ impl<T: Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// A JSON document rendered earlier (a cached one), answered as `application/json` as it is.
+#[derive(Debug, Clone)]
+pub struct JsonBody(pub Bytes);
+
+impl IntoResponse for JsonBody {
+    fn into_response(self) -> Response {
+        (
+            [(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
+
 /// Deserializes a JSON document, naming the offending field on failure.
 ///
 /// Structs are read from JSON objects only, never from arrays of their fields; a number with

@@ -75,7 +75,8 @@ mod tasks;
 use std::process::ExitCode;
 
 pub use cache::{
-    CacheMetrics, JsonCache, NearCache, NearCacheSync, SharedRedis, shared as shared_redis,
+    CacheMetrics, JsonCache, NearCache, NearCacheSync, SharedRedis, Snapshot,
+    shared as shared_redis,
 };
 pub use cli::Command;
 pub use config::RuntimeConfig;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use tessera_domain::{Page, PageSize};
 use tessera_errors::Error;
 use tessera_jwt::Principal;
+use tessera_runtime::Snapshot;
 use uuid::Uuid;
 
 use crate::domain::{Fingerprint, IdempotencyKey, NewOrder, Order, OrderStatus, Transition};
@@ -97,7 +98,7 @@ impl<R: OrderRepository> OrderBook<R> {
     }
 
     /// The order `id`, if the caller may see it.
-    pub async fn get(&self, caller: &Principal, id: Uuid) -> Result<Order, Error> {
+    pub async fn get(&self, caller: &Principal, id: Uuid) -> Result<Snapshot<Order>, Error> {
         self.repository
             .find(id)
             .await?
@@ -136,7 +137,7 @@ impl<R: OrderRepository> OrderBook<R> {
     }
 
     /// The order `id`, for another service.
-    pub async fn find(&self, id: Uuid) -> Result<Order, Error> {
+    pub async fn find(&self, id: Uuid) -> Result<Snapshot<Order>, Error> {
         self.repository
             .find(id)
             .await?

@@ -3,6 +3,7 @@
 use tessera_domain::{Page, PageSize};
 use tessera_errors::Error;
 use tessera_jwt::Principal;
+use tessera_runtime::Snapshot;
 use uuid::Uuid;
 
 use crate::domain::{Creation, NewUser, User, UserChanges};
@@ -24,7 +25,7 @@ impl<R: UserRepository> Profiles<R> {
     }
 
     /// The profile `id`, if the caller may see it.
-    pub async fn get(&self, caller: &Principal, id: Uuid) -> Result<User, Error> {
+    pub async fn get(&self, caller: &Principal, id: Uuid) -> Result<Snapshot<User>, Error> {
         if !caller.may_act_for(id) {
             return Err(Error::NotFound("user"));
         }
@@ -51,7 +52,10 @@ impl<R: UserRepository> Profiles<R> {
         }
         // An empty patch changes nothing, so it writes nothing and publishes nothing.
         let updated = if changes.is_empty() {
-            self.repository.find(id).await?
+            self.repository
+                .find(id)
+                .await?
+                .map(|user| User::clone(&user))
         } else {
             self.repository.update(id, changes).await?
         };
@@ -89,7 +93,7 @@ impl<R: UserRepository> Profiles<R> {
     }
 
     /// The profile `id`, for another service.
-    pub async fn find(&self, id: Uuid) -> Result<User, Error> {
+    pub async fn find(&self, id: Uuid) -> Result<Snapshot<User>, Error> {
         self.repository
             .find(id)
             .await?

@@ -3,6 +3,7 @@
 
 mod json;
 mod near;
+mod snapshot;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::config::RuntimeConfig;
 
 pub use json::JsonCache;
 pub use near::{NearCache, NearCacheSync};
+pub use snapshot::Snapshot;
 
 /// A pool that connects on first use; every wait is bounded so an absent Redis costs a
 /// request at most `redis_timeout_ms`.

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
-use super::JsonCache;
+use super::{JsonCache, Snapshot};
 
 /// See [`NearCache::COHERENCE_BOUND`].
 const COHERENCE_BOUND: Duration = Duration::from_secs(1);
@@ -49,7 +49,7 @@ const RESUBSCRIBE_AFTER: Duration = Duration::from_secs(1);
 /// invalidation arrived while it was being read, so a read racing a write never leaves
 /// the old value behind.
 pub struct NearCache<K, V> {
-    local: moka::sync::Cache<K, Arc<V>>,
+    local: moka::sync::Cache<K, Snapshot<V>>,
     remote: JsonCache,
     coherence: Arc<Coherence>,
     near_hits: prometheus::IntCounter,
@@ -110,8 +110,8 @@ where
     pub async fn get_or_load<E>(
         &self,
         key: &K,
-        load: impl AsyncFnOnce() -> Result<Option<V>, E>,
-    ) -> Result<Option<Arc<V>>, E> {
+        load: impl AsyncFnOnce() -> Result<Option<Snapshot<V>>, E>,
+    ) -> Result<Option<Snapshot<V>>, E> {
         let epoch = self.coherence.epoch();
         if self.coherence.serving()
             && let Some(value) = self.local.get(key)
@@ -121,14 +121,13 @@ where
         }
         let remote_key = key.to_string();
         if let Some(value) = self.remote.get::<V>(&remote_key).await {
-            let value = Arc::new(value);
+            let value = Snapshot::new(value);
             self.keep(key, epoch, &value);
             return Ok(Some(value));
         }
         let Some(value) = load().await? else {
             return Ok(None);
         };
-        let value = Arc::new(value);
         // A write that landed meanwhile may be newer than what was loaded: leave it to the
         // next reader.
         if self.coherence.epoch() == epoch {
@@ -148,11 +147,11 @@ where
     }
 
     /// Keeps `value`, read since `epoch`, unless an invalidation arrived since.
-    fn keep(&self, key: &K, epoch: u64, value: &Arc<V>) {
+    fn keep(&self, key: &K, epoch: u64, value: &Snapshot<V>) {
         if self.coherence.epoch() != epoch || self.local.policy().max_capacity() == Some(0) {
             return;
         }
-        self.local.insert(key.clone(), Arc::clone(value));
+        self.local.insert(key.clone(), value.clone());
         // An invalidation between the check and the insert bumped the epoch first; take
         // the value back out (at worst dropping a newer one: a miss, never a stale hit).
         if self.coherence.epoch() != epoch {
@@ -395,8 +394,8 @@ mod tests {
     async fn a_capacity_of_zero_keeps_nothing() {
         let cache = near_cache_of(0);
         let read_since = cache.coherence.epoch();
-        cache.keep(&1, read_since, &Arc::new("value".to_owned()));
-        assert_eq!(cache.local.get(&1), None);
+        cache.keep(&1, read_since, &Snapshot::new("value".to_owned()));
+        assert!(cache.local.get(&1).is_none());
     }
 
     #[tokio::test]
@@ -404,11 +403,11 @@ mod tests {
         let cache = near_cache();
         let read_since = cache.coherence.epoch();
         cache.forget(&7);
-        cache.keep(&7, read_since, &Arc::new("old".to_owned()));
-        assert_eq!(cache.local.get(&7), None);
+        cache.keep(&7, read_since, &Snapshot::new("old".to_owned()));
+        assert!(cache.local.get(&7).is_none());
 
         let read_since = cache.coherence.epoch();
-        cache.keep(&7, read_since, &Arc::new("new".to_owned()));
+        cache.keep(&7, read_since, &Snapshot::new("new".to_owned()));
         assert_eq!(
             cache.local.get(&7).as_deref().map(String::as_str),
             Some("new")
@@ -419,12 +418,12 @@ mod tests {
     async fn subscribing_again_forgets_everything_and_refuses_reads_begun_before() {
         let cache = near_cache();
         let read_since = cache.coherence.epoch();
-        cache.keep(&1, read_since, &Arc::new("held".to_owned()));
+        cache.keep(&1, read_since, &Snapshot::new("held".to_owned()));
         cache.forget_all();
         cache.local.run_pending_tasks();
-        assert_eq!(cache.local.get(&1), None);
-        cache.keep(&2, read_since, &Arc::new("read before".to_owned()));
-        assert_eq!(cache.local.get(&2), None);
+        assert!(cache.local.get(&1).is_none());
+        cache.keep(&2, read_since, &Snapshot::new("read before".to_owned()));
+        assert!(cache.local.get(&2).is_none());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tessera_domain::{Cursor, PageRequest};
-use tessera_errors::extract::{Json, Path, Query};
+use tessera_errors::extract::{Json, JsonBody, Path, Query};
 use tessera_errors::{Error, Problem};
 use tessera_jwt::Authenticated;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
@@ -252,9 +252,8 @@ pub async fn get(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<Uuid>,
-) -> Result<Json<OrderBody>, Error> {
-    let order = state.book.get(&caller, id).await?;
-    Ok(Json(OrderBody::from(&order)))
+) -> Result<JsonBody, Error> {
+    state.book.get(&caller, id).await?.json::<OrderBody>()
 }
 
 /// The caller's orders (every order for an admin), newest first, a page at a time.

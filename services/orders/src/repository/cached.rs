@@ -1,7 +1,7 @@
 //! Cache-aside for reads by id: memory, then Redis, then PostgreSQL; changes invalidate.
 
 use sqlx::PgConnection;
-use tessera_runtime::NearCache;
+use tessera_runtime::{NearCache, Snapshot};
 use uuid::Uuid;
 
 use super::{Filter, OrderRepository, Placed, Placement, RepositoryError, StoredResponse};
@@ -40,12 +40,10 @@ impl<R: OrderRepository> OrderRepository for Cached<R> {
         self.inner.place(placement).await
     }
 
-    async fn find(&self, id: Uuid) -> Result<Option<Order>, RepositoryError> {
-        let found = self
-            .cache
+    async fn find(&self, id: Uuid) -> Result<Option<Snapshot<Order>>, RepositoryError> {
+        self.cache
             .get_or_load(&id, async || self.inner.find(id).await)
-            .await?;
-        Ok(found.map(|order| Order::clone(&order)))
+            .await
     }
 
     async fn list(

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use sqlx::PgConnection;
 use tessera_errors::Error;
+use tessera_runtime::Snapshot;
 use uuid::Uuid;
 
 use crate::domain::{Fingerprint, IdempotencyKey, NewOrder, Order, OrderStatus};
@@ -96,9 +97,11 @@ pub trait OrderRepository: Send + Sync + 'static {
         placement: Placement<'_>,
     ) -> impl Future<Output = Result<Placed, RepositoryError>> + Send;
 
-    /// The order with this id.
-    fn find(&self, id: Uuid)
-    -> impl Future<Output = Result<Option<Order>, RepositoryError>> + Send;
+    /// The order with this id, as read (shared with other readers when cached).
+    fn find(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Snapshot<Order>>, RepositoryError>> + Send;
 
     /// Up to `limit` orders matching `filter`, newest first, starting after `after`.
     fn list(

@@ -8,6 +8,7 @@ use tessera_events::orders::{
     CancelReason, OrderCancelled, OrderConfirmed, OrderCreated, OrderLine,
 };
 use tessera_messaging::Outbox;
+use tessera_runtime::Snapshot;
 use uuid::Uuid;
 
 use super::{Filter, OrderRepository, Placed, Placement, RepositoryError, StoredResponse};
@@ -285,7 +286,7 @@ impl OrderRepository for Postgres {
         skip_all,
         fields(otel.kind = "client", db.system.name = "postgresql")
     )]
-    async fn find(&self, id: Uuid) -> Result<Option<Order>, RepositoryError> {
+    async fn find(&self, id: Uuid) -> Result<Option<Snapshot<Order>>, RepositoryError> {
         let mut connection = self.db.acquire().await?;
         let row = sqlx::query_as!(
             OrderRow,
@@ -298,7 +299,10 @@ impl OrderRepository for Postgres {
         let Some(row) = row else {
             return Ok(None);
         };
-        Ok(Self::with_items(&mut connection, vec![row]).await?.pop())
+        Ok(Self::with_items(&mut connection, vec![row])
+            .await?
+            .pop()
+            .map(Snapshot::new))
     }
 
     #[tracing::instrument(

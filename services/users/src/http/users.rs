@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tessera_domain::{Cursor, DisplayName, PageRequest, Role};
-use tessera_errors::extract::{Json, Path, Query};
+use tessera_errors::extract::{Json, JsonBody, Path, Query};
 use tessera_errors::{Error, Problem};
 use tessera_jwt::Authenticated;
 use utoipa::openapi::schema::{Object, SchemaType, Type};
@@ -49,6 +49,12 @@ impl From<User> for UserBody {
             created_at: user.created_at,
             updated_at: user.updated_at,
         }
+    }
+}
+
+impl From<&User> for UserBody {
+    fn from(user: &User) -> Self {
+        Self::from(user.clone())
     }
 }
 
@@ -109,9 +115,12 @@ pub struct ListParams {
 pub async fn me(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
-) -> Result<Json<UserBody>, Error> {
-    let user = state.profiles.get(&caller, caller.user_id).await?;
-    Ok(Json(user.into()))
+) -> Result<JsonBody, Error> {
+    state
+        .profiles
+        .get(&caller, caller.user_id)
+        .await?
+        .json::<UserBody>()
 }
 
 /// A profile: the caller's own, or anyone's for an admin.
@@ -130,9 +139,8 @@ pub async fn get(
     State(state): State<AppState>,
     Authenticated(caller): Authenticated,
     Path(id): Path<Uuid>,
-) -> Result<Json<UserBody>, Error> {
-    let user = state.profiles.get(&caller, id).await?;
-    Ok(Json(user.into()))
+) -> Result<JsonBody, Error> {
+    state.profiles.get(&caller, id).await?.json::<UserBody>()
 }
 
 /// Changes a profile's display name (and, for admins, its role).

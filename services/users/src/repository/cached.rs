@@ -1,6 +1,6 @@
 //! Cache-aside for reads by id: memory, then Redis, then PostgreSQL; writes invalidate.
 
-use tessera_runtime::NearCache;
+use tessera_runtime::{NearCache, Snapshot};
 use uuid::Uuid;
 
 use super::{RepositoryError, UserRepository};
@@ -30,12 +30,10 @@ impl<R: UserRepository> UserRepository for Cached<R> {
         self.inner.create(user).await
     }
 
-    async fn find(&self, id: Uuid) -> Result<Option<User>, RepositoryError> {
-        let found = self
-            .cache
+    async fn find(&self, id: Uuid) -> Result<Option<Snapshot<User>>, RepositoryError> {
+        self.cache
             .get_or_load(&id, async || self.inner.find(id).await)
-            .await?;
-        Ok(found.map(|user| User::clone(&user)))
+            .await
     }
 
     async fn find_many(&self, ids: &[Uuid]) -> Result<Vec<User>, RepositoryError> {

@@ -15,6 +15,7 @@ pub use postgres::Postgres;
 /// The repository the service runs on: PostgreSQL behind the Redis cache.
 pub type Repository = Cached<Postgres>;
 use tessera_errors::Error;
+use tessera_runtime::Snapshot;
 use uuid::Uuid;
 
 use crate::domain::{Creation, NewUser, User, UserChanges};
@@ -27,8 +28,11 @@ pub trait UserRepository: Send + Sync + 'static {
         user: NewUser,
     ) -> impl Future<Output = Result<Creation, RepositoryError>> + Send;
 
-    /// The profile with this id.
-    fn find(&self, id: Uuid) -> impl Future<Output = Result<Option<User>, RepositoryError>> + Send;
+    /// The profile with this id, as read (shared with other readers when cached).
+    fn find(
+        &self,
+        id: Uuid,
+    ) -> impl Future<Output = Result<Option<Snapshot<User>>, RepositoryError>> + Send;
 
     /// The profiles that exist among these ids.
     fn find_many(

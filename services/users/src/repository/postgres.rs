@@ -5,6 +5,7 @@ use sqlx::PgPool;
 use tessera_domain::{DisplayName, Email};
 use tessera_events::users::{UserCreated, UserDeleted, UserUpdated};
 use tessera_messaging::Outbox;
+use tessera_runtime::Snapshot;
 use uuid::Uuid;
 
 use super::{RepositoryError, UserRepository};
@@ -107,7 +108,7 @@ impl UserRepository for Postgres {
         skip_all,
         fields(otel.kind = "client", db.system.name = "postgresql")
     )]
-    async fn find(&self, id: Uuid) -> Result<Option<User>, RepositoryError> {
+    async fn find(&self, id: Uuid) -> Result<Option<Snapshot<User>>, RepositoryError> {
         sqlx::query_as!(
             Row,
             "SELECT id, email, display_name, role, created_at, updated_at, version FROM users WHERE id = $1",
@@ -115,7 +116,7 @@ impl UserRepository for Postgres {
         )
         .fetch_optional(&self.db)
         .await?
-        .map(User::try_from)
+        .map(|row| User::try_from(row).map(Snapshot::new))
         .transpose()
     }
 
