@@ -4,16 +4,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use tessera_errors::BoxError;
 use tessera_errors::Error;
 use tessera_observability::{Health, Metrics, metrics, request_id, trace_context};
 use tower::ServiceBuilder;
 use tower::ServiceExt;
 use tower_http::trace::TraceLayer;
+
+use crate::limits::LimitLayer;
 
 /// Limits applied to every API request.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +42,6 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
             after_routing,
         ));
 
-    let rejected = Arc::clone(metrics);
     // The body limit is an extension extractors read: set outside the router, it costs no
     // layer around every route (each boxes its future and clones its service per request).
     let api = ServiceBuilder::new()
@@ -65,13 +64,11 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
                 ),
         )
         .layer(request_id::propagate_layer())
-        .layer(HandleErrorLayer::new(move |error: BoxError| {
-            let rejected = Arc::clone(&rejected);
-            async move { reject(&rejected, &error) }
-        }))
-        .load_shed()
-        .concurrency_limit(limits.concurrency)
-        .timeout(limits.request_timeout)
+        .layer(LimitLayer::new(
+            limits.concurrency,
+            limits.request_timeout,
+            Arc::clone(metrics),
+        ))
         .service(api)
         .map_err(|never| match never {});
 
@@ -115,17 +112,4 @@ fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
     );
     trace_context::continue_from(&span, request.headers());
     span
-}
-
-/// Answers a request the limit layers refused.
-fn reject(metrics: &Metrics, error: &BoxError) -> Response {
-    if error.is::<tower::load_shed::error::Overloaded>() {
-        metrics.record_rejected("overloaded");
-        Error::Unavailable("the service is overloaded; retry later".to_owned()).into_response()
-    } else if error.is::<tower::timeout::error::Elapsed>() {
-        metrics.record_rejected("timeout");
-        Error::Timeout.into_response()
-    } else {
-        Error::internal(format!("unexpected middleware error: {error}")).into_response()
-    }
 }

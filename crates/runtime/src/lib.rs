@@ -66,6 +66,7 @@ mod events;
 mod grpc;
 mod healthcheck;
 mod http;
+mod limits;
 pub mod openapi;
 mod serve;
 mod service;
