@@ -64,8 +64,14 @@ impl VerifierSettings {
 ///
 /// Tokens that passed are remembered (see [`Verified`]), so the same token on a client's next
 /// request skips the signature check; expiry, the key and the denylist are still checked.
+///
+/// A clone shares everything, through one reference count: handlers may clone it per request.
 #[derive(Clone)]
-pub struct Verifier {
+pub struct Verifier(Arc<Checks>);
+
+/// What a [`Verifier`] checks against.
+#[derive(Clone)]
+struct Checks {
     keys: Arc<KeySource>,
     validation: Arc<Validation>,
     denylist: Option<Denylist>,
@@ -74,13 +80,13 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let keys = match &*self.keys {
+        let keys = match &*self.0.keys {
             KeySource::Fixed(_) => "fixed",
             KeySource::Remote(remote) => &remote.url,
         };
         f.debug_struct("Verifier")
             .field("keys", &keys)
-            .field("denylist", &self.denylist.is_some())
+            .field("denylist", &self.0.denylist.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -229,12 +235,12 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         // A token not yet valid is refused like an expired one (`nbf`, when present).
         validation.validate_nbf = true;
-        Self {
+        Self(Arc::new(Checks {
             keys: Arc::new(keys),
             validation: Arc::new(validation),
             denylist: None,
             verified: Arc::default(),
-        }
+        }))
     }
 
     /// Also rejects tokens whose `jti` is on `denylist`.
@@ -242,9 +248,10 @@ impl Verifier {
     /// If Redis cannot answer, the token is accepted (fail open) and a warning logged: access
     /// tokens live minutes, and a Redis outage must not log every user out. What is lost
     /// meanwhile is only the early end of logged-out tokens.
-    pub fn with_denylist(mut self, denylist: Denylist) -> Self {
-        self.denylist = Some(denylist);
-        self
+    pub fn with_denylist(self, denylist: Denylist) -> Self {
+        let mut checks = Arc::unwrap_or_clone(self.0);
+        checks.denylist = Some(denylist);
+        Self(Arc::new(checks))
     }
 
     /// Checks `token` and says who it speaks for.
@@ -260,10 +267,10 @@ impl Verifier {
     /// Who `token` speaks for, if it was verified before with the key set in use now and has
     /// not expired since.
     async fn remembered(&self, token: &str) -> Result<Option<Principal>, TokenError> {
-        let Some(entry) = self.verified.get(token) else {
+        let Some(entry) = self.0.verified.get(token) else {
             return Ok(None);
         };
-        let current = self.keys.with_kid(&entry.kid).await?;
+        let current = self.0.keys.with_kid(&entry.kid).await?;
         let same_keys = current.is_some_and(|keys| Arc::ptr_eq(&keys, &entry.keys));
         Ok((same_keys && entry.principal.expires_at > Utc::now()).then_some(entry.principal))
     }
@@ -278,14 +285,14 @@ impl Verifier {
             .kid
             .ok_or_else(|| TokenError::Invalid("no kid in the header".to_owned()))?;
         let unknown = || TokenError::UnknownKey { kid: kid.clone() };
-        let keys = self.keys.with_kid(&kid).await?.ok_or_else(unknown)?;
+        let keys = self.0.keys.with_kid(&kid).await?.ok_or_else(unknown)?;
         let key = keys.get(&kid).ok_or_else(unknown)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+        let claims = jsonwebtoken::decode::<Claims>(token, key, &self.0.validation)
             .map_err(rejection)?
             .claims;
         // Issued in the future beyond the leeway: a clock far off or a forged stamp, and a
         // stamp that would let the token outlive what its issuer meant.
-        let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+        let leeway = i64::try_from(self.0.validation.leeway).unwrap_or(i64::MAX);
         if claims.iat > Utc::now().timestamp().saturating_add(leeway) {
             return Err(TokenError::Invalid("issued in the future".to_owned()));
         }
@@ -302,12 +309,12 @@ impl Verifier {
             keys: Arc::clone(&keys),
             principal,
         };
-        self.verified.insert(token, entry);
+        self.0.verified.insert(token, entry);
         Ok(principal)
     }
 
     async fn check_denylist(&self, jti: uuid::Uuid) -> Result<(), TokenError> {
-        let Some(denylist) = &self.denylist else {
+        let Some(denylist) = &self.0.denylist else {
             return Ok(());
         };
         match denylist.is_revoked(jti).await {
