@@ -2,16 +2,16 @@
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
-use tracing::Dispatch;
+use tracing::{Dispatch, Metadata};
 use tracing_subscriber::Layer;
-use tracing_subscriber::filter::{FilterExt, Targets, filter_fn};
+use tracing_subscriber::filter::{Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::json_lines::JsonLines;
 use crate::stdout::Lines;
-use crate::trace_context::{Detail, is_data_store_call};
+use crate::trace_context::{self, Detail, is_data_store_call};
 
 /// How log lines are written to stdout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -98,18 +98,47 @@ fn subscriber<W>(
 where
     W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
 {
-    // A span no layer wants is never made: so a store call's span costs nothing unless traced.
-    let filter = targets.and(filter_fn(|metadata| !is_data_store_call(metadata)));
-    let registry = tracing_subscriber::registry().with(crate::trace_context::layer(traces, detail));
-    match format {
-        LogFormat::Json => Dispatch::new(registry.with(JsonLines::new(writer).with_filter(filter))),
-        LogFormat::Pretty => Dispatch::new(
-            registry.with(
+    // One filter in front decides what is made at all: what is logged or traced. A span no
+    // layer wants is never made, so a store call's span costs nothing unless traced.
+    let logged = Logged(targets);
+    let wanted = {
+        let logged = logged.clone();
+        filter_fn(move |metadata| logged.logs(metadata) || trace_context::traces(detail, metadata))
+    };
+    let registry = tracing_subscriber::registry().with(wanted);
+    // The JSON layer and the ids layer each skip what they do not want themselves: wrapped
+    // in per-layer filters instead, every span's entry, exit and close would look the span
+    // up once per layer to ask whether that layer wants it.
+    match (format, detail) {
+        (LogFormat::Json, Detail::ContextOnly { sampled }) => Dispatch::new(
+            registry
+                .with(trace_context::Ids::new(sampled))
+                .with(JsonLines::new(writer, logged)),
+        ),
+        (LogFormat::Json, Detail::Full) => Dispatch::new(
+            registry
+                .with(trace_context::layer(traces, detail))
+                .with(JsonLines::new(writer, logged)),
+        ),
+        (LogFormat::Pretty, _) => Dispatch::new(
+            registry.with(trace_context::layer(traces, detail)).with(
                 tracing_subscriber::fmt::layer()
                     .with_writer(writer)
-                    .with_filter(filter),
+                    .with_filter(filter_fn(move |metadata| logged.logs(metadata))),
             ),
         ),
+    }
+}
+
+/// What the log filter lets through, but spans of store calls: those are traced, not
+/// logged, and a line logged inside one names the enclosing request's span.
+#[derive(Debug, Clone)]
+pub(crate) struct Logged(Targets);
+
+impl Logged {
+    /// Whether `metadata`'s spans or events are logged.
+    pub(crate) fn logs(&self, metadata: &Metadata<'_>) -> bool {
+        self.0.would_enable(metadata.target(), metadata.level()) && !is_data_store_call(metadata)
     }
 }
 
@@ -230,6 +259,38 @@ mod tests {
                 {"name": "step", "attempt": 1, "ok": true},
             ])
         );
+    }
+
+    #[test]
+    fn a_line_inside_spans_not_logged_names_the_logged_span_around_them() {
+        for detail in [Detail::Full, Detail::ContextOnly { sampled: 1.0 }] {
+            let (lines, request_trace) = json_lines_at(detail, || {
+                let request = tracing::info_span!("request", request_id = "r-1");
+                let _request = request.enter();
+                let trace = crate::trace_context::current_traceparent().unwrap();
+                // Below the log filter's level, and a store call: neither is logged.
+                let step = tracing::debug_span!("step", attempt = 1_u64);
+                let _step = step.enter();
+                let call = crate::trace_context::redis_span("GET");
+                let _call = call.enter();
+                tracing::info!("inside");
+                trace
+            });
+            assert_eq!(lines.len(), 1, "{detail:?}: {lines:?}");
+            let line = &lines[0];
+            let request = serde_json::json!({"name": "request", "request_id": "r-1"});
+            assert_eq!(line["span"], request, "{detail:?}: {line}");
+            assert_eq!(
+                line["spans"],
+                serde_json::json!([request]),
+                "{detail:?}: {line}"
+            );
+            assert_eq!(
+                line["trace_id"],
+                request_trace.split('-').nth(1).unwrap(),
+                "{detail:?}: {line}"
+            );
+        }
     }
 
     #[test]

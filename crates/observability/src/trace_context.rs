@@ -61,9 +61,6 @@ pub fn layer<S>(provider: &SdkTracerProvider, detail: Detail) -> Box<dyn Layer<S
 where
     S: Subscriber + Send + Sync + for<'span> LookupSpan<'span>,
 {
-    // The exporter's own complaints are logged, not traced: recording them on a span would
-    // feed the exporter what it reports about.
-    let traced = |metadata: &Metadata<'_>| !metadata.target().starts_with("opentelemetry");
     match detail {
         Detail::Full => tracing_opentelemetry::layer()
             .with_tracer(provider.tracer("tessera"))
@@ -77,31 +74,51 @@ where
             .with_target(false)
             .with_threads(false)
             .with_tracked_inactivity(false)
-            .with_filter(filter_fn(move |metadata| {
-                let least = if metadata.is_span() {
-                    Level::INFO
-                } else {
-                    Level::WARN
-                };
-                *metadata.level() <= least && traced(metadata)
-            }))
+            .with_filter(filter_fn(move |metadata| traces(detail, metadata)))
             .boxed(),
-        Detail::ContextOnly { sampled } => Ids {
-            sampler: Sampler::TraceIdRatioBased(sampled),
-        }
-        .with_filter(filter_fn(move |metadata| {
-            metadata.is_span()
-                && *metadata.level() <= Level::INFO
-                && !is_data_store_call(metadata)
-                && traced(metadata)
-        }))
-        .boxed(),
+        Detail::ContextOnly { sampled } => Ids::new(sampled)
+            .with_filter(filter_fn(move |metadata| traces(detail, metadata)))
+            .boxed(),
     }
 }
 
+/// Whether the trace layer at `detail` wants `metadata`.
+pub(crate) fn traces(detail: Detail, metadata: &Metadata<'_>) -> bool {
+    match detail {
+        Detail::Full => is_exported(metadata),
+        Detail::ContextOnly { .. } => has_ids(metadata),
+    }
+}
+
+/// What [`Detail::Full`] exports: spans at INFO and above, and events at WARN and above
+/// (recorded on their span).
+fn is_exported(metadata: &Metadata<'_>) -> bool {
+    let least = if metadata.is_span() {
+        Level::INFO
+    } else {
+        Level::WARN
+    };
+    *metadata.level() <= least && !is_exporters_own(metadata)
+}
+
+/// What gets ids under [`Detail::ContextOnly`]: spans at INFO and above but store calls.
+fn has_ids(metadata: &Metadata<'_>) -> bool {
+    metadata.is_span()
+        && *metadata.level() <= Level::INFO
+        && !is_data_store_call(metadata)
+        && !is_exporters_own(metadata)
+}
+
+/// The exporter's own complaints are logged, not traced: recording them on a span would
+/// feed the exporter what it reports about.
+fn is_exporters_own(metadata: &Metadata<'_>) -> bool {
+    metadata.target().starts_with("opentelemetry")
+}
+
 /// The layer of [`Detail::ContextOnly`]: each span's [`SpanContext`] in its extensions,
-/// continuing its parent's trace or starting one (sampled by `sampler`).
-struct Ids {
+/// continuing its parent's trace or starting one (sampled by `sampler`). It skips the spans
+/// [`has_ids`] leaves out itself, so it needs no per-layer filter.
+pub(crate) struct Ids {
     sampler: Sampler,
 }
 
@@ -110,6 +127,9 @@ where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        if !has_ids(attrs.metadata()) {
+            return;
+        }
         let Some(span) = ctx.span(id) else { return };
         let parent = if let Some(parent) = attrs.parent() {
             ctx.span(parent)
@@ -139,6 +159,13 @@ where
 }
 
 impl Ids {
+    /// Ids for spans, a share `sampled` of new traces sampled.
+    pub(crate) fn new(sampled: f64) -> Self {
+        Self {
+            sampler: Sampler::TraceIdRatioBased(sampled),
+        }
+    }
+
     /// The context of a span starting a trace: sampled as the exporter's sampler would.
     fn root(&self, trace_id: TraceId, span_id: SpanId, name: &str) -> SpanContext {
         let decision = self
