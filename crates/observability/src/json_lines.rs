@@ -392,10 +392,7 @@ fn has_escaped(bytes: &[u8]) -> bool {
         run.iter().fold(false, |any, &byte| any | is_escaped(byte))
     }
     let mut runs = bytes.chunks_exact(RUN);
-    if runs
-        .by_ref()
-        .any(|run| run.try_into().is_ok_and(|run| any_in(run)))
-    {
+    if runs.by_ref().any(|run| run.try_into().is_ok_and(any_in)) {
         return true;
     }
     let rest = runs.remainder();
