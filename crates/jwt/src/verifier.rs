@@ -120,9 +120,40 @@ struct Verified {
     entries: std::sync::Mutex<TokenMap>,
 }
 
-/// Entries by token. Hashed with foldhash, seeded per process, not SipHash: a token is a few
-/// hundred bytes, hashed on every request, and only verified tokens are ever inserted.
-type TokenMap = HashMap<Box<str>, Entry, foldhash::fast::RandomState>;
+/// Entries by token, hashed by [`SignatureHash`].
+type TokenMap = HashMap<Box<str>, Entry, SignatureHash>;
+
+/// Hashes a token by its last bytes alone, with foldhash seeded per process: a token is a
+/// few hundred bytes looked up on every request, and tokens differ in their signature, the
+/// last segment. Lookups still compare whole tokens, and only verified tokens are inserted,
+/// so no one can fill a bucket with tokens that end alike.
+#[derive(Default)]
+struct SignatureHash(foldhash::fast::RandomState);
+
+/// How many of a token's last bytes are hashed: 24 bytes of an Ed25519 signature.
+const HASHED_TAIL: usize = 32;
+
+impl std::hash::BuildHasher for SignatureHash {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher(self.0.build_hasher())
+    }
+}
+
+/// See [`SignatureHash`].
+struct TailHasher(foldhash::fast::FoldHasher<'static>);
+
+impl std::hash::Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0
+            .write(&bytes[bytes.len().saturating_sub(HASHED_TAIL)..]);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.finish()
+    }
+}
 
 #[derive(Clone)]
 struct Entry {
@@ -496,6 +527,23 @@ mod tests {
             "the soonest to expire made room"
         );
         assert!(verified.get("token-1").is_some() && verified.get("token-1023").is_some());
+    }
+
+    #[test]
+    fn tokens_ending_alike_are_told_apart() {
+        let verified = Verified::default();
+        let signature = "s".repeat(HASHED_TAIL * 2);
+        let first = entry(chrono::TimeDelta::minutes(15));
+        let user = first.principal.user_id;
+        verified.insert(&format!("header.claims-of-one.{signature}"), first);
+
+        assert!(
+            verified
+                .get(&format!("header.claims-of-another.{signature}"))
+                .is_none()
+        );
+        let found = verified.get(&format!("header.claims-of-one.{signature}"));
+        assert_eq!(found.map(|entry| entry.principal.user_id), Some(user));
     }
 
     #[test]
