@@ -1,9 +1,11 @@
 //! Request ids: accept the caller's `x-request-id`, or make a UUIDv7, and echo it back.
 
-use http::{HeaderName, HeaderValue, Request};
-use tower_http::request_id::{
-    MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use tower::{Layer, Service};
 
 /// The header that carries the request id.
 pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
@@ -12,47 +14,171 @@ pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id"
 /// cannot make every log line of its request arbitrarily large.
 const MAX_INCOMING_LEN: usize = 128;
 
-/// Makes UUIDv7 request ids: unique, and sortable by time in logs.
+/// Gives every request an `x-request-id`: the caller's when it is printable and at most
+/// 128 bytes, else a fresh UUIDv7 (unique, and sortable by time in logs); and puts it on the
+/// response unless the response names one itself. One layer and no request extension,
+/// where tower-http's pair of layers stores the id a second time in each request.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct MakeRequestUuidV7;
+pub struct RequestIdLayer;
 
-impl MakeRequestId for MakeRequestUuidV7 {
-    fn make_request_id<B>(&mut self, _request: &Request<B>) -> Option<RequestId> {
-        let id = uuid::Uuid::now_v7().to_string();
-        HeaderValue::from_str(&id).ok().map(RequestId::new)
+/// A [`RequestIdLayer`] (the stacks' own spelling).
+pub fn layer() -> RequestIdLayer {
+    RequestIdLayer
+}
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = WithRequestId<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        WithRequestId { inner }
     }
 }
 
-/// Sets `x-request-id` on requests that come without one (or with an unusable one).
-pub fn set_layer() -> SetRequestIdLayer<MakeRequestUuidV7> {
-    SetRequestIdLayer::new(REQUEST_ID_HEADER, MakeRequestUuidV7)
+/// See [`RequestIdLayer`].
+#[derive(Debug, Clone)]
+pub struct WithRequestId<S> {
+    inner: S,
 }
 
-/// Copies the request's `x-request-id` onto the response.
-pub fn propagate_layer() -> PropagateRequestIdLayer {
-    PropagateRequestIdLayer::new(REQUEST_ID_HEADER)
-}
+impl<S, B, R> Service<Request<B>> for WithRequestId<S>
+where
+    S: Service<Request<B>, Response = Response<R>>,
+{
+    type Response = Response<R>;
+    type Error = S::Error;
+    type Future = EchoId<S::Future>;
 
-/// Removes an incoming request id that is too long or not printable, so [`set_layer`]
-/// replaces it with a fresh one.
-pub fn sanitize<B>(mut request: Request<B>) -> Request<B> {
-    let usable = request
-        .headers()
-        .get(&REQUEST_ID_HEADER)
-        .is_none_or(|value| {
-            value.len() <= MAX_INCOMING_LEN && value.as_bytes().iter().all(|b| b.is_ascii_graphic())
-        });
-    if !usable {
-        request.headers_mut().remove(&REQUEST_ID_HEADER);
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
     }
-    request
+
+    fn call(&mut self, mut request: Request<B>) -> Self::Future {
+        let id = match request.headers().get(&REQUEST_ID_HEADER) {
+            Some(incoming) if usable(incoming) => incoming.clone(),
+            _ => {
+                let id = fresh();
+                request.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
+                id
+            }
+        };
+        EchoId {
+            response: self.inner.call(request),
+            id: Some(id),
+        }
+    }
 }
 
-/// The request id of a request that went through [`set_layer`], for logs.
+/// Whether an incoming id may be kept: short, and printable ASCII only.
+fn usable(id: &HeaderValue) -> bool {
+    id.len() <= MAX_INCOMING_LEN && id.as_bytes().iter().all(u8::is_ascii_graphic)
+}
+
+/// A new UUIDv7, hyphenated, lower case.
+fn fresh() -> HeaderValue {
+    let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unidentified"))
+}
+
+pin_project_lite::pin_project! {
+    /// The response of a [`WithRequestId`] service.
+    pub struct EchoId<F> {
+        #[pin]
+        response: F,
+        id: Option<HeaderValue>,
+    }
+}
+
+impl<F, R, E> Future for EchoId<F>
+where
+    F: Future<Output = Result<Response<R>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.response.poll(cx))?;
+        if let Some(id) = this.id.take() {
+            response
+                .headers_mut()
+                .entry(REQUEST_ID_HEADER)
+                .or_insert(id);
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The request id of a request that went through [`RequestIdLayer`], for logs.
 pub fn of<B>(request: &Request<B>) -> &str {
     request
         .headers()
         .get(&REQUEST_ID_HEADER)
         .and_then(|value| value.to_str().ok())
         .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::convert::Infallible;
+
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// Answers with the request id the inner service saw, in the body, and `own` as the
+    /// response's id when given.
+    async fn answer(incoming: Option<&[u8]>, own: Option<&'static str>) -> (String, String) {
+        let inner = tower::service_fn(move |request: Request<()>| async move {
+            let seen = of(&request).to_owned();
+            let mut response = Response::new(seen);
+            if let Some(own) = own {
+                response
+                    .headers_mut()
+                    .insert(REQUEST_ID_HEADER, HeaderValue::from_static(own));
+            }
+            Ok::<_, Infallible>(response)
+        });
+        let mut request = Request::new(());
+        if let Some(incoming) = incoming {
+            request.headers_mut().insert(
+                REQUEST_ID_HEADER,
+                HeaderValue::from_bytes(incoming).unwrap(),
+            );
+        }
+        let response = layer().layer(inner).oneshot(request).await.unwrap();
+        let echoed = response.headers()[REQUEST_ID_HEADER]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        (response.into_body(), echoed)
+    }
+
+    #[tokio::test]
+    async fn a_usable_incoming_id_is_kept_and_echoed() {
+        let (seen, echoed) = answer(Some(b"abc-123"), None).await;
+        assert_eq!((seen.as_str(), echoed.as_str()), ("abc-123", "abc-123"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_or_unusable_id_is_replaced_by_a_fresh_uuid_v7() {
+        let too_long = "x".repeat(MAX_INCOMING_LEN + 1);
+        for incoming in [None, Some(too_long.as_bytes()), Some(&b"has space"[..])] {
+            let (seen, echoed) = answer(incoming, None).await;
+            assert_eq!(seen, echoed);
+            let id = uuid::Uuid::parse_str(&seen).unwrap();
+            assert_eq!(id.get_version_num(), 7, "{seen}");
+            assert_eq!(seen, id.hyphenated().to_string());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_naming_its_own_id_keeps_it() {
+        let (seen, echoed) = answer(Some(b"abc-123"), Some("downstream-7")).await;
+        assert_eq!(
+            (seen.as_str(), echoed.as_str()),
+            ("abc-123", "downstream-7")
+        );
+    }
 }

@@ -46,8 +46,7 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
     // layer around every route (each boxes its future and clones its service per request).
     let api = ServiceBuilder::new()
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
-        .map_request(request_id::sanitize)
-        .layer(request_id::set_layer())
+        .layer(request_id::layer())
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
@@ -63,7 +62,6 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
                     },
                 ),
         )
-        .layer(request_id::propagate_layer())
         .layer(LimitLayer::new(
             limits.concurrency,
             limits.request_timeout,

@@ -106,9 +106,7 @@ pub async fn serve(
     .inspect_err(|error| tracing::warn!(%error, "gRPC reflection v1alpha is unavailable"))
     .ok();
     let layers = ServiceBuilder::new()
-        .map_request(request_id::sanitize)
-        .layer(request_id::set_layer())
-        .layer(request_id::propagate_layer())
+        .layer(request_id::layer())
         .layer(metrics.grpc_layer())
         .layer(CallerCheck::new(
             settings.tls.as_ref().map(|(_, grants)| *grants),
