@@ -408,19 +408,40 @@ reads of an order, the same stack as cache hits (orders are read through the sam
 cache); logins, argon2id by design.
 
 Where a cache hit's instructions go (callgrind, \`scripts/instructions.sh\` keeping its dump,
-2026-12-05 at f0c8e92, 54,700 a request; inclusive figures, so they overlap): malloc and free 8,600
-(50 mallocs a request: axum boxes a future at nine points of the stack, five extensions are
-boxed into the request, and hyper's read buffer is allocated anew, 740 instructions alone);
-the response body 4,900 (the profile serialised 4,000, 1,500 of it the two timestamps);
-hyper's request parsing 4,900; the JSON log line 4,400; the request span made 3,200
-(registry, the trace context's ids, the JSON layer's rendered fields), named after its route
-1,600, entered and left 1,900 and closed 1,600; the token check 2,400 (from the
-verified-token memo); path parameters 2,200; the request's extensions dropped 2,200; the
-profile from memory 1,300. At 8b6852b, while unexported spans were still OpenTelemetry
-spans, it was 63,074, malloc and free 11,100 (64 mallocs). The kernel's half of the CPU
-does not shrink with these: the service shares the two cores with the load generator, and
-the scheduler preempts a users thread 0.39 times a request (hello's: 0.04; involuntary
-switches in /proc/PID/task/*/status over a wrk run), each one a context switch.
+2026-12-05 at 422a397, 43,000 a request; inclusive figures, so they
+overlap): malloc and free 7,100 (38 mallocs a request, from 50); hyper's request parsing
+4,900; the JSON log line 4,100; the request span made 2,700 (registry, the trace context's
+ids, the JSON layer's rendered fields), named after its route 1,000 and closed 1,200 (entered
+and left 350, from 1,900 behind per-layer filters); path parameters 2,500 (axum decodes each
+into two shared strings); the token check 2,200 (from the verified-token memo); the
+request's extensions dropped 1,100; the profile from memory 1,000; the response body 550
+(the profile's JSON, rendered once per cached value, from 4,900 serialised per request). At
+8b6852b, while unexported spans were still OpenTelemetry spans, it was 63,074. The kernel's
+half of the CPU does not shrink with these: the service shares the two cores with the load
+generator, and the load generator's threads, waiting on the slower server, sleep and wake
+about once every three responses (0.37 voluntary switches a request against users, 0.07
+against hello), each wake preempting a users thread (0.30 involuntary switches a request;
+hello's 0.06), as \`/proc/PID/task/*/status\` counted over a wrk run.
+
+## What made the read path cheaper (2026-12-05)
+
+Instructions per request (\`scripts/instructions.sh\`, users), each build adding to the one
+before:
+
+| build | cache hit | 404 |
+| --- | --- | --- |
+| before (1020451) | 54,399 | 44,139 |
+| cached values as snapshots answering with JSON rendered once (5d85c5b) | 49,253 | 44,008 |
+| one limits layer for load shedding, concurrency limit and timeout (24a9ddf); the verifier cloned through one reference count (5433644); the JSON string escaper testing sixteen bytes at a time | 47,719 | 42,713 |
+| one global filter, the JSON and ids layers skipping what they do not log or trace (b5c1323) | 45,492 | 40,974 |
+| no \`original-uri\` copy of each request's URI (8ac74b5), the token memo hashing a token's last 32 bytes (1deea76), one request-id layer (422a397) | 42,964 | 37,380 |
+
+Alternating \`wrk -t2 -c64 -d6s\` rounds of the cache-hit read (users alone against one auth,
+three rounds each, one machine): 79,400 req/s before, 87,400 at the fourth row and 88,300 at
+the last (+11 %). Earlier rounds the same way: 73,900 before, 78,800 at the third row, 81,700
+at the fourth.
+Req/s gains trail instruction savings: much of a request's cost is the kernel's and the
+scheduler's, shared with the load generator.
 
 ## Instructions per request
 
