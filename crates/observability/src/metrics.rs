@@ -9,11 +9,11 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method, header};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Latency buckets in seconds: fine-grained below 10 ms, where healthy requests live.
@@ -122,6 +122,14 @@ impl Metrics {
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 
+    /// A layer that records HTTP requests by route, for `Router::layer` (see
+    /// [`HttpMetricsLayer`]).
+    pub fn http_layer(self: &Arc<Self>) -> HttpMetricsLayer {
+        HttpMetricsLayer {
+            metrics: Arc::clone(self),
+        }
+    }
+
     /// A layer that records gRPC calls, for `tonic::transport::Server::layer`.
     pub fn grpc_layer(self: &Arc<Self>) -> GrpcMetricsLayer {
         GrpcMetricsLayer {
@@ -130,32 +138,119 @@ impl Metrics {
     }
 }
 
-/// axum middleware recording HTTP RED metrics. Add it with `Router::layer` (so it runs after
-/// routing and sees the matched route) via `axum::middleware::from_fn_with_state`.
-pub async fn track_http(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
-        .to_owned();
-    let method = method_label(request.method());
-    let in_flight = metrics.http_in_flight.with_label_values(&[route.as_str()]);
-    in_flight.inc();
-    let started = Instant::now();
-    let response = next.run(request).await;
-    in_flight.dec();
-    let status = response.status();
-    let labels = [method, route.as_str(), status.as_str()];
-    metrics.http_requests.with_label_values(&labels).inc();
-    metrics
-        .http_duration
-        .with_label_values(&labels)
-        .observe(started.elapsed().as_secs_f64());
-    response
+/// Records HTTP RED metrics under the route template routing matched. Add it with
+/// `Router::layer`, so it runs after routing and sees the route. A layer of its own rather
+/// than an axum `from_fn` middleware, which boxes two futures and clones the routes'
+/// service on every request.
+#[derive(Clone)]
+pub struct HttpMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl<S> tower::Layer<S> for HttpMetricsLayer {
+    type Service = HttpMetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        HttpMetricsService {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// The service made by [`HttpMetricsLayer`].
+#[derive(Clone)]
+pub struct HttpMetricsService<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, ResBody> tower::Service<Request> for HttpMetricsService<S>
+where
+    S: tower::Service<Request, Response = http::Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = HttpMetricsFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let route = request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+            .to_owned();
+        let in_flight = self
+            .metrics
+            .http_in_flight
+            .with_label_values(&[route.as_str()]);
+        in_flight.inc();
+        let call = HttpCall {
+            metrics: Arc::clone(&self.metrics),
+            method: method_label(request.method()),
+            route,
+            in_flight,
+            started: Instant::now(),
+        };
+        HttpMetricsFuture {
+            inner: self.inner.call(request),
+            call: Some(call),
+        }
+    }
+}
+
+/// One request in progress: counted in flight until it is answered or given up.
+struct HttpCall {
+    metrics: Arc<Metrics>,
+    method: &'static str,
+    route: String,
+    in_flight: IntGauge,
+    started: Instant,
+}
+
+impl HttpCall {
+    fn record(self, status: http::StatusCode) {
+        let labels = [self.method, self.route.as_str(), status.as_str()];
+        self.metrics.http_requests.with_label_values(&labels).inc();
+        self.metrics
+            .http_duration
+            .with_label_values(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for HttpCall {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`HttpMetricsService`].
+    pub struct HttpMetricsFuture<F> {
+        #[pin]
+        inner: F,
+        call: Option<HttpCall>,
+    }
+}
+
+impl<F, ResBody, E> std::future::Future for HttpMetricsFuture<F>
+where
+    F: std::future::Future<Output = Result<http::Response<ResBody>, E>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let (Some(call), Ok(response)) = (this.call.take(), &result) {
+            call.record(response.status());
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// Methods outside the standard set share one label, so clients cannot invent series.
@@ -322,10 +417,7 @@ mod tests {
     fn app(metrics: &Arc<Metrics>) -> Router {
         Router::new()
             .route("/items/{id}", get(|| async { "item" }))
-            .layer(axum::middleware::from_fn_with_state(
-                Arc::clone(metrics),
-                track_http,
-            ))
+            .layer(metrics.http_layer())
             .route("/metrics", get(handler).with_state(Arc::clone(metrics)))
     }
 
@@ -361,6 +453,33 @@ mod tests {
             !text.contains("/items/1") && !text.contains("/items/2"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_before_its_answer_is_no_longer_in_flight() {
+        use futures::FutureExt;
+
+        let metrics = Metrics::new().unwrap();
+        let app = Router::new()
+            .route("/slow", get(std::future::pending::<&'static str>))
+            .layer(metrics.http_layer());
+        let mut request = app
+            .oneshot(http::Request::get("/slow").body(Body::empty()).unwrap())
+            .boxed();
+        assert!((&mut request).now_or_never().is_none());
+        let in_flight = r#"http_requests_in_flight{route="/slow"}"#;
+        assert!(
+            metrics
+                .render()
+                .unwrap()
+                .contains(&format!("{in_flight} 1"))
+        );
+
+        // The client went away: hyper drops the response future.
+        drop(request);
+        let text = metrics.render().unwrap();
+        assert!(text.contains(&format!("{in_flight} 0")), "{text}");
+        assert!(!text.contains("http_requests_total{"), "{text}");
     }
 
     #[tokio::test]

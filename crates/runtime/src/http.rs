@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::DefaultBodyLimit;
 use axum::response::Response;
 use axum::routing::get;
 use tessera_errors::Error;
@@ -37,10 +37,11 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
     let api = api
         .fallback(|| async { Error::NotFound("route") })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(metrics),
-            after_routing,
-        ));
+        .layer(
+            ServiceBuilder::new()
+                .map_request(name_span)
+                .layer(metrics.http_layer()),
+        );
 
     // The body limit is an extension extractors read: set outside the router, it costs no
     // layer around every route (each boxes its future and clones its service per request).
@@ -80,16 +81,12 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
         .fallback_service(api)
 }
 
-/// Once routing matched a route, names the request's span after it and counts the request
-/// under it: one middleware rather than two, as each layer on the routes boxes its future
-/// and clones its service on every request.
-async fn after_routing(
-    State(metrics): State<Arc<Metrics>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
+/// Once routing matched a route, names the request's span after it (RED metrics are
+/// recorded under it by the layer after this one). Layers on the routes, not axum `from_fn`
+/// middleware: those box their futures and clone the routes' service on every request.
+fn name_span(request: axum::extract::Request) -> axum::extract::Request {
     trace_context::name_http_span(&request);
-    metrics::track_http(State(metrics), request, next).await
+    request
 }
 
 /// The SERVER span of one API request, continuing the caller's trace. It is named by method
