@@ -435,11 +435,12 @@ before:
 | one limits layer for load shedding, concurrency limit and timeout (24a9ddf); the verifier cloned through one reference count (5433644); the JSON string escaper testing sixteen bytes at a time | 47,719 | 42,713 |
 | one global filter, the JSON and ids layers skipping what they do not log or trace (b5c1323) | 45,492 | 40,974 |
 | no \`original-uri\` copy of each request's URI (8ac74b5), the token memo hashing a token's last 32 bytes (1deea76), one request-id layer (422a397) | 42,964 | 37,380 |
+| span naming and route metrics as tower layers, not an axum \`from_fn\` middleware | 40,973 | 35,503 |
 
 Alternating \`wrk -t2 -c64 -d6s\` rounds of the cache-hit read (users alone against one auth,
 three rounds each, one machine): 79,400 req/s before, 87,400 at the fourth row and 88,300 at
-the last (+11 %). Earlier rounds the same way: 73,900 before, 78,800 at the third row, 81,700
-at the fourth.
+the fifth (+11 %). Earlier rounds the same way: 73,900 before, 78,800 at the third row, 81,700
+at the fourth; later ones: 87,400 at the fifth and 91,200 at the last.
 Req/s gains trail instruction savings: much of a request's cost is the kernel's and the
 scheduler's, shared with the load generator.
 
