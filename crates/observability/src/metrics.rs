@@ -4,6 +4,7 @@
 //! raw path, so the number of series stays bounded whatever clients send. gRPC calls are
 //! labelled by service and method; calls to unknown methods share one label.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -123,55 +124,87 @@ impl Metrics {
     }
 
     /// A layer that records HTTP requests by route, for `Router::layer` (see
-    /// [`HttpMetricsLayer`]).
-    pub fn http_layer(self: &Arc<Self>) -> HttpMetricsLayer {
-        HttpMetricsLayer {
-            metrics: Arc::clone(self),
-        }
+    /// [`Http`]).
+    pub fn http_layer(self: &Arc<Self>) -> MetricsLayer<Http> {
+        MetricsLayer::of(self)
     }
 
     /// A layer that records gRPC calls, for `tonic::transport::Server::layer`.
-    pub fn grpc_layer(self: &Arc<Self>) -> GrpcMetricsLayer {
-        GrpcMetricsLayer {
-            metrics: Arc::clone(self),
+    pub fn grpc_layer(self: &Arc<Self>) -> MetricsLayer<Grpc> {
+        MetricsLayer::of(self)
+    }
+}
+
+/// Records RED metrics of the calls it wraps, labelled as protocol `P` names them: [`Http`]
+/// requests by route template, [`Grpc`] calls by service, method and status code. Made by
+/// [`Metrics::http_layer`] and [`Metrics::grpc_layer`].
+pub struct MetricsLayer<P> {
+    metrics: Arc<Metrics>,
+    protocol: PhantomData<fn() -> P>,
+}
+
+impl<P> MetricsLayer<P> {
+    fn of(metrics: &Arc<Metrics>) -> Self {
+        Self {
+            metrics: Arc::clone(metrics),
+            protocol: PhantomData,
         }
     }
 }
 
-/// Records HTTP RED metrics under the route template routing matched. Add it with
-/// `Router::layer`, so it runs after routing and sees the route. A layer of its own rather
-/// than an axum `from_fn` middleware, which boxes two futures and clones the routes'
-/// service on every request.
-#[derive(Clone)]
-pub struct HttpMetricsLayer {
-    metrics: Arc<Metrics>,
+impl<P> Clone for MetricsLayer<P> {
+    fn clone(&self) -> Self {
+        Self::of(&self.metrics)
+    }
 }
 
-impl<S> tower::Layer<S> for HttpMetricsLayer {
-    type Service = HttpMetricsService<S>;
+impl<S, P> tower::Layer<S> for MetricsLayer<P> {
+    type Service = MetricsService<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        HttpMetricsService {
+        MetricsService {
             inner,
             metrics: Arc::clone(&self.metrics),
+            protocol: PhantomData,
         }
     }
 }
 
-/// The service made by [`HttpMetricsLayer`].
-#[derive(Clone)]
-pub struct HttpMetricsService<S> {
+/// HTTP requests, by the route template routing matched. Add the layer with
+/// `Router::layer`, so it runs after routing and sees the route: a layer of its own rather
+/// than an axum `from_fn` middleware, which boxes two futures and clones the routes'
+/// service on every request.
+#[derive(Debug)]
+pub enum Http {}
+
+/// gRPC calls, by service and method; calls to unknown methods share one label.
+#[derive(Debug)]
+pub enum Grpc {}
+
+/// The service made by [`MetricsLayer`].
+pub struct MetricsService<S, P> {
     inner: S,
     metrics: Arc<Metrics>,
+    protocol: PhantomData<fn() -> P>,
 }
 
-impl<S, ResBody> tower::Service<Request> for HttpMetricsService<S>
+impl<S: Clone, P> Clone for MetricsService<S, P> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            metrics: Arc::clone(&self.metrics),
+            protocol: PhantomData,
+        }
+    }
+}
+
+impl<S, ResBody> tower::Service<Request> for MetricsService<S, Http>
 where
     S: tower::Service<Request, Response = http::Response<ResBody>>,
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = HttpMetricsFuture<S::Future>;
+    type Future = MetricsFuture<S::Future, HttpCall>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -195,15 +228,76 @@ where
             in_flight,
             started: Instant::now(),
         };
-        HttpMetricsFuture {
+        MetricsFuture {
             inner: self.inner.call(request),
             call: Some(call),
         }
     }
 }
 
+impl<S, B, ResBody> tower::Service<http::Request<B>> for MetricsService<S, Grpc>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = MetricsFuture<S::Future, GrpcCall>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // Paths are `/package.Service/Method`.
+        let path = request.uri().path().trim_start_matches('/');
+        let (service, method) = path.split_once('/').unwrap_or((path, ""));
+        let call = GrpcCall {
+            metrics: Arc::clone(&self.metrics),
+            service: service.to_owned(),
+            method: method.to_owned(),
+            started: Instant::now(),
+        };
+        MetricsFuture {
+            inner: self.inner.call(request),
+            call: Some(call),
+        }
+    }
+}
+
+/// A call being measured, recorded once its response (or failure) is known.
+pub trait Measured {
+    /// Records the call's outcome.
+    fn record<B, E>(self, result: &Result<http::Response<B>, E>);
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of a [`MetricsService`].
+    pub struct MetricsFuture<F, C> {
+        #[pin]
+        inner: F,
+        call: Option<C>,
+    }
+}
+
+impl<F, C, ResBody, E> std::future::Future for MetricsFuture<F, C>
+where
+    F: std::future::Future<Output = Result<http::Response<ResBody>, E>>,
+    C: Measured,
+{
+    type Output = F::Output;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        if let Some(call) = this.call.take() {
+            call.record(&result);
+        }
+        Poll::Ready(result)
+    }
+}
+
 /// One request in progress: counted in flight until it is answered or given up.
-struct HttpCall {
+pub struct HttpCall {
     metrics: Arc<Metrics>,
     method: &'static str,
     route: String,
@@ -211,8 +305,12 @@ struct HttpCall {
     started: Instant,
 }
 
-impl HttpCall {
-    fn record(self, status: http::StatusCode) {
+impl Measured for HttpCall {
+    /// Counts an answered request by its status; one that failed below HTTP (its connection
+    /// gone) only leaves the in-flight gauge.
+    fn record<B, E>(self, result: &Result<http::Response<B>, E>) {
+        let Ok(response) = result else { return };
+        let status = response.status();
         let labels = [self.method, self.route.as_str(), status.as_str()];
         self.metrics.http_requests.with_label_values(&labels).inc();
         self.metrics
@@ -225,31 +323,6 @@ impl HttpCall {
 impl Drop for HttpCall {
     fn drop(&mut self) {
         self.in_flight.dec();
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`HttpMetricsService`].
-    pub struct HttpMetricsFuture<F> {
-        #[pin]
-        inner: F,
-        call: Option<HttpCall>,
-    }
-}
-
-impl<F, ResBody, E> std::future::Future for HttpMetricsFuture<F>
-where
-    F: std::future::Future<Output = Result<http::Response<ResBody>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let (Some(call), Ok(response)) = (this.call.take(), &result) {
-            call.record(response.status());
-        }
-        Poll::Ready(result)
     }
 }
 
@@ -285,68 +358,28 @@ pub async fn handler(State(metrics): State<Arc<Metrics>>) -> Response {
     }
 }
 
-/// Records gRPC calls by service, method and status code.
-#[derive(Clone)]
-pub struct GrpcMetricsLayer {
-    metrics: Arc<Metrics>,
-}
-
-impl<S> tower::Layer<S> for GrpcMetricsLayer {
-    type Service = GrpcMetricsService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetricsService {
-            inner,
-            metrics: Arc::clone(&self.metrics),
-        }
-    }
-}
-
-/// The service made by [`GrpcMetricsLayer`].
-#[derive(Clone)]
-pub struct GrpcMetricsService<S> {
-    inner: S,
-    metrics: Arc<Metrics>,
-}
-
-impl<S, B, ResBody> tower::Service<http::Request<B>> for GrpcMetricsService<S>
-where
-    S: tower::Service<http::Request<B>, Response = http::Response<ResBody>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = GrpcMetricsFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        // Paths are `/package.Service/Method`.
-        let path = request.uri().path().trim_start_matches('/');
-        let (service, method) = path.split_once('/').unwrap_or((path, ""));
-        let call = GrpcCall {
-            metrics: Arc::clone(&self.metrics),
-            service: service.to_owned(),
-            method: method.to_owned(),
-            started: Instant::now(),
-        };
-        GrpcMetricsFuture {
-            inner: self.inner.call(request),
-            call: Some(call),
-        }
-    }
-}
-
-struct GrpcCall {
+/// One gRPC call in progress.
+pub struct GrpcCall {
     metrics: Arc<Metrics>,
     service: String,
     method: String,
     started: Instant,
 }
 
-impl GrpcCall {
-    fn record(self, code: tonic::Code) {
+impl Measured for GrpcCall {
+    fn record<B, E>(self, result: &Result<http::Response<B>, E>) {
+        // A failed unary call is answered "trailers-only": grpc-status sits in the
+        // headers. A successful one sends it in trailers after the body, so a response
+        // without it in the headers is a success.
+        let code = match result {
+            Ok(response) => response
+                .headers()
+                .get("grpc-status")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse::<i32>().ok())
+                .map_or(tonic::Code::Ok, tonic::Code::from_i32),
+            Err(_) => tonic::Code::Unknown,
+        };
         // Polled inside the call's span (the server's `trace_fn`), which takes the code too.
         crate::trace_context::record_grpc_code(&tracing::Span::current(), code);
         // Unknown methods are answered UNIMPLEMENTED: fold their names into one series.
@@ -364,43 +397,6 @@ impl GrpcCall {
             .grpc_duration
             .with_label_values(&[service, method])
             .observe(self.started.elapsed().as_secs_f64());
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// The response future of [`GrpcMetricsService`].
-    pub struct GrpcMetricsFuture<F> {
-        #[pin]
-        inner: F,
-        call: Option<GrpcCall>,
-    }
-}
-
-impl<F, ResBody, E> std::future::Future for GrpcMetricsFuture<F>
-where
-    F: std::future::Future<Output = Result<http::Response<ResBody>, E>>,
-{
-    type Output = F::Output;
-
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        if let Some(call) = this.call.take() {
-            // A failed unary call is answered "trailers-only": grpc-status sits in the
-            // headers. A successful one sends it in trailers after the body, so a response
-            // without it in the headers is a success.
-            let code = match &result {
-                Ok(response) => response
-                    .headers()
-                    .get("grpc-status")
-                    .and_then(|value| value.to_str().ok())
-                    .and_then(|value| value.parse::<i32>().ok())
-                    .map_or(tonic::Code::Ok, tonic::Code::from_i32),
-                Err(_) => tonic::Code::Unknown,
-            };
-            call.record(code);
-        }
-        Poll::Ready(result)
     }
 }
 
