@@ -26,7 +26,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::{LookupSpan, SpanRef};
 
-use crate::logging::Logged;
+use crate::log_filter::Logged;
 
 /// Writes each event it hears that is [`Logged`] as one JSON line to `make_writer`, with
 /// the logged spans it is in.

@@ -10,6 +10,7 @@
 
 pub mod health;
 mod json_lines;
+mod log_filter;
 pub mod logging;
 pub mod metrics;
 pub mod otlp;

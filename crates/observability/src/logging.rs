@@ -2,7 +2,7 @@
 
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use serde::Deserialize;
-use tracing::{Dispatch, Metadata};
+use tracing::Dispatch;
 use tracing_subscriber::Layer;
 use tracing_subscriber::filter::{Targets, filter_fn};
 use tracing_subscriber::fmt::MakeWriter;
@@ -10,8 +10,9 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::json_lines::JsonLines;
+use crate::log_filter::Logged;
 use crate::stdout::Lines;
-use crate::trace_context::{self, Detail, is_data_store_call};
+use crate::trace_context::{self, Detail};
 
 /// How log lines are written to stdout.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -100,7 +101,7 @@ where
 {
     // One filter in front decides what is made at all: what is logged or traced. A span no
     // layer wants is never made, so a store call's span costs nothing unless traced.
-    let logged = Logged(targets);
+    let logged = Logged::new(targets);
     let wanted = {
         let logged = logged.clone();
         filter_fn(move |metadata| logged.logs(metadata) || trace_context::traces(detail, metadata))
@@ -127,18 +128,6 @@ where
                     .with_filter(filter_fn(move |metadata| logged.logs(metadata))),
             ),
         ),
-    }
-}
-
-/// What the log filter lets through, but spans of store calls: those are traced, not
-/// logged, and a line logged inside one names the enclosing request's span.
-#[derive(Debug, Clone)]
-pub(crate) struct Logged(Targets);
-
-impl Logged {
-    /// Whether `metadata`'s spans or events are logged.
-    pub(crate) fn logs(&self, metadata: &Metadata<'_>) -> bool {
-        self.0.would_enable(metadata.target(), metadata.level()) && !is_data_store_call(metadata)
     }
 }
 
