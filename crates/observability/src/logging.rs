@@ -132,7 +132,7 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used)]
 
     use std::io::Write;
@@ -192,7 +192,7 @@ mod tests {
 
     /// The lines `log` writes as JSON inside `subscriber(LogFormat::Json, "info", …)`, and
     /// what it returns.
-    fn json_lines_of<T>(log: impl FnOnce() -> T) -> (Vec<serde_json::Value>, T) {
+    pub(crate) fn json_lines_of<T>(log: impl FnOnce() -> T) -> (Vec<serde_json::Value>, T) {
         json_lines_at(Detail::Full, log)
     }
 

@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::response::Response;
 use axum::routing::get;
 use tessera_errors::Error;
-use tessera_observability::{Health, Metrics, metrics, request_id, trace_context};
+use tessera_observability::{Health, Metrics, access_log, metrics, request_id, trace_context};
 use tower::ServiceBuilder;
 use tower::ServiceExt;
-use tower_http::trace::TraceLayer;
 
 use crate::limits::LimitLayer;
 
@@ -30,7 +28,7 @@ pub struct Limits {
 ///
 /// The ops routes (`/health/*`, `/metrics`) sit outside the limits and the request log, so
 /// probes keep answering under overload and do not flood the logs. API routes get, from the
-/// outside in: a body limit, a request id, a span, load shedding with a concurrency limit, a
+/// outside in: a body limit, a request id, a span and the request's log line, load shedding with a concurrency limit, a
 /// timeout, then after routing the span's name and RED metrics by route template. Unknown
 /// routes and methods answer problem+json.
 pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Limits) -> Router {
@@ -48,21 +46,7 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
     let api = ServiceBuilder::new()
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes))
         .layer(request_id::layer())
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(request_span)
-                .on_response(
-                    |response: &Response, latency: Duration, span: &tracing::Span| {
-                        trace_context::record_http_status(span, response.status());
-                        // Numbers, not the default line's "1 ms" text: no formatter per request.
-                        tracing::info!(
-                            latency_ms = latency.as_secs_f64() * 1000.0,
-                            status = response.status().as_u16(),
-                            "finished processing request"
-                        );
-                    },
-                ),
-        )
+        .layer(access_log::layer())
         .layer(LimitLayer::new(
             limits.concurrency,
             limits.request_timeout,
@@ -87,24 +71,4 @@ pub fn app(api: Router, health: &Arc<Health>, metrics: &Arc<Metrics>, limits: Li
 fn name_span(request: axum::extract::Request) -> axum::extract::Request {
     trace_context::name_http_span(&request);
     request
-}
-
-/// The SERVER span of one API request, continuing the caller's trace. It is named by method
-/// until routing names the route ([`after_routing`]).
-fn request_span<B>(request: &http::Request<B>) -> tracing::Span {
-    // Plain strings, not `%` (Display): every layer would run the formatter for each.
-    let method = request.method().as_str();
-    let span = tracing::info_span!(
-        "http_request",
-        otel.name = method,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = method,
-        http.route = tracing::field::Empty,
-        http.response.status_code = tracing::field::Empty,
-        url.path = request.uri().path(),
-        request_id = request_id::of(request),
-    );
-    trace_context::continue_from(&span, request.headers());
-    span
 }
