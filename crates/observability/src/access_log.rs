@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
+use axum::extract::MatchedPath;
 use http::{Request, Response, StatusCode};
 use tower::{Layer, Service};
 
@@ -22,7 +23,8 @@ pub const FINISHED: &str = "finished processing request";
 /// Runs each request inside a SERVER span continuing the caller's trace (see
 /// [`request_span`]) and, once it is answered, records the status on the span and writes one
 /// line: INFO with `latency_ms` and `status`, or ERROR for a 5xx or a request that failed
-/// below HTTP. Put it inside [`request_id::layer`], whose id the span carries.
+/// below HTTP. Put it on the routes (`Router::layer`), so it runs once routing matched, and
+/// inside [`request_id::layer`], whose id the span carries.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AccessLogLayer;
 
@@ -119,24 +121,46 @@ fn millis(latency: Duration) -> f64 {
     latency.as_secs_f64() * 1000.0
 }
 
-/// The SERVER span of one API request, continuing the caller's trace. It is named by method
-/// until routing names it after the route ([`trace_context::name_http_span`]).
+/// The SERVER span of one API request, continuing the caller's trace, named after the route
+/// template routing matched (`GET /users/{id}`), as the semantic conventions ask; never
+/// after the raw path, which would make every span name unique. A request no route matched
+/// is named by its method alone.
 pub fn request_span<B>(request: &Request<B>) -> tracing::Span {
-    // Plain strings, not `%` (Display): every layer would run the formatter for each.
+    // Plain strings, not `%` (Display), for the fields logged: every layer would run the
+    // formatter for each. The name is read by tracing alone, which formats it when exporting.
     let method = request.method().as_str();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
     let span = tracing::info_span!(
         "http_request",
-        otel.name = method,
+        otel.name = %SpanName { method, route },
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = method,
-        http.route = tracing::field::Empty,
+        http.route = route,
         http.response.status_code = tracing::field::Empty,
         url.path = request.uri().path(),
         request_id = request_id::of(request),
     );
     trace_context::continue_from(&span, request.headers());
     span
+}
+
+/// `GET /users/{id}`, or `GET` for a request no route matched.
+struct SpanName<'a> {
+    method: &'a str,
+    route: Option<&'a str>,
+}
+
+impl Display for SpanName<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.route {
+            Some(route) => write!(f, "{} {route}", self.method),
+            None => f.write_str(self.method),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -229,5 +253,35 @@ mod tests {
         assert_eq!(failed["level"], "ERROR");
         assert_eq!(failed["error"], "connection reset");
         assert_eq!(failed["span"]["request_id"], "r-7");
+    }
+
+    #[test]
+    fn on_a_route_the_span_carries_the_routes_template() {
+        let app = axum::Router::new()
+            .route(
+                "/users/{id}",
+                axum::routing::get(|| async {
+                    tracing::info!("handling");
+                }),
+            )
+            .fallback(|| async {
+                tracing::info!("handling");
+                StatusCode::NOT_FOUND
+            })
+            .layer(layer());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+
+        for (path, route) in [("/users/42", Some("/users/{id}")), ("/nowhere", None)] {
+            let request = get(path).body(axum::body::Body::empty()).unwrap();
+            let (lines, _) =
+                json_lines_of(|| runtime.block_on(app.clone().oneshot(request)).unwrap());
+
+            let handling = &lines[0];
+            assert_eq!(handling["message"], "handling", "{lines:?}");
+            assert_eq!(handling["span"]["url.path"], path, "{handling}");
+            assert_eq!(handling["span"]["http.route"].as_str(), route, "{handling}");
+        }
     }
 }

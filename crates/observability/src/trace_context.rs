@@ -272,29 +272,6 @@ pub fn continue_from(span: &tracing::Span, headers: &http::HeaderMap) {
     }
 }
 
-/// Names the current span, a request's, after the route template routing matched
-/// (`GET /users/{id}`), as the semantic conventions ask; never after the raw path, which
-/// would make every span name unique. Call it from a `Router::layer` middleware, which runs
-/// after routing; a request no route matched keeps its span's name.
-pub fn name_http_span<B>(request: &http::Request<B>) {
-    let Some(route) = request.extensions().get::<axum::extract::MatchedPath>() else {
-        return;
-    };
-    let span = tracing::Span::current();
-    if let Some(fields) = span.metadata().map(tracing::Metadata::fields)
-        && let (Some(route_field), Some(name_field)) =
-            (fields.field("http.route"), fields.field("otel.name"))
-    {
-        // One record of both: each record makes every layer handle the span again
-        // (the JSON log layer renders the recorded fields anew).
-        let name = format_args!("{} {}", request.method(), route.as_str());
-        span.record_all(&fields.value_set(&[
-            (&route_field, Some(&route.as_str() as &dyn tracing::Value)),
-            (&name_field, Some(&name as &dyn tracing::Value)),
-        ]));
-    }
-}
-
 /// Records the response status on a request's span; a 5xx marks it failed (a 4xx is the
 /// client's error, not the server's).
 pub fn record_http_status(span: &tracing::Span, status: http::StatusCode) {
