@@ -151,9 +151,13 @@ impl Denylist {
 /// tokens revoked here, each with when.
 #[derive(Debug, Default)]
 struct Memory {
-    cleared: HashMap<Uuid, Instant>,
-    revoked_here: HashMap<Uuid, Instant>,
+    cleared: JtiMap,
+    revoked_here: JtiMap,
 }
+
+/// When, by token id. Hashed with foldhash rather than SipHash, looked up on every request:
+/// the ids are those of tokens whose signature was checked, not a client's choice.
+type JtiMap = HashMap<Uuid, Instant, foldhash::fast::RandomState>;
 
 impl Memory {
     /// How long a revocation made here is answered from memory: until its write to Redis

@@ -73,10 +73,13 @@ fn usable(id: &HeaderValue) -> bool {
     id.len() <= MAX_INCOMING_LEN && id.as_bytes().iter().all(u8::is_ascii_graphic)
 }
 
-/// A new UUIDv7, hyphenated, lower case.
+/// A new UUIDv7, hyphenated, lower case. Without uuid's shared counter (`Uuid::now_v7`),
+/// which is a lock every request would take: ids made in one millisecond are told apart by
+/// their random bits rather than ordered by when they were made.
 fn fresh() -> HeaderValue {
     let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-    let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+    let id = uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
+    let text = id.hyphenated().encode_lower(&mut text);
     HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unidentified"))
 }
 
@@ -179,6 +182,20 @@ mod tests {
         assert_eq!(
             (seen.as_str(), echoed.as_str()),
             ("abc-123", "downstream-7")
+        );
+    }
+
+    #[test]
+    fn fresh_ids_are_distinct_and_in_time_order_to_the_millisecond() {
+        let ids: Vec<uuid::Uuid> = (0..10_000)
+            .map(|_| uuid::Uuid::parse_str(fresh().to_str().unwrap()).unwrap())
+            .collect();
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        let millis = |id: &uuid::Uuid| id.get_timestamp().unwrap().to_unix();
+        assert!(
+            ids.windows(2)
+                .all(|pair| millis(&pair[0]) <= millis(&pair[1]))
         );
     }
 }
