@@ -5,16 +5,16 @@
 //! labelled by service and method; calls to unknown methods share one label.
 
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderValue, Method, header};
+use http::{HeaderValue, Method, StatusCode, header};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds: fine-grained below 10 ms, where healthy requests live.
@@ -111,7 +111,7 @@ impl Metrics {
         &self.registry
     }
 
-    /// Counts a request refused before it reached a route (load shedding, timeout).
+    /// Counts a request refused before its handler answered (load shedding, timeout).
     pub fn record_rejected(&self, reason: &str) {
         self.http_shed.with_label_values(&[reason]).inc();
     }
@@ -158,16 +158,24 @@ impl<P> Clone for MetricsLayer<P> {
     }
 }
 
-impl<S, P> tower::Layer<S> for MetricsLayer<P> {
+impl<S, P: Protocol> tower::Layer<S> for MetricsLayer<P> {
     type Service = MetricsService<S, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         MetricsService {
             inner,
-            metrics: Arc::clone(&self.metrics),
-            protocol: PhantomData,
+            series: P::series(&self.metrics),
         }
     }
+}
+
+/// A protocol [`MetricsLayer`] records, and what each service it makes keeps to do so.
+pub trait Protocol {
+    /// Kept by a [`MetricsService`], shared by its clones.
+    type Series: Clone;
+
+    /// The series of a new service recording into `metrics`.
+    fn series(metrics: &Arc<Metrics>) -> Self::Series;
 }
 
 /// HTTP requests, by the route template routing matched. Add the layer with
@@ -177,25 +185,124 @@ impl<S, P> tower::Layer<S> for MetricsLayer<P> {
 #[derive(Debug)]
 pub enum Http {}
 
+impl Protocol for Http {
+    type Series = Arc<RouteSeries>;
+
+    fn series(metrics: &Arc<Metrics>) -> Self::Series {
+        Arc::new(RouteSeries {
+            metrics: Arc::clone(metrics),
+            known: OnceLock::new(),
+        })
+    }
+}
+
 /// gRPC calls, by service and method; calls to unknown methods share one label.
 #[derive(Debug)]
 pub enum Grpc {}
 
-/// The service made by [`MetricsLayer`].
-pub struct MetricsService<S, P> {
-    inner: S,
-    metrics: Arc<Metrics>,
-    protocol: PhantomData<fn() -> P>,
+impl Protocol for Grpc {
+    type Series = Arc<Metrics>;
+
+    fn series(metrics: &Arc<Metrics>) -> Self::Series {
+        Arc::clone(metrics)
+    }
 }
 
-impl<S: Clone, P> Clone for MetricsService<S, P> {
+/// The service made by [`MetricsLayer`].
+pub struct MetricsService<S, P: Protocol> {
+    inner: S,
+    series: P::Series,
+}
+
+impl<S: Clone, P: Protocol> Clone for MetricsService<S, P> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
-            metrics: Arc::clone(&self.metrics),
-            protocol: PhantomData,
+            series: self.series.clone(),
         }
     }
+}
+
+/// The series of one route's requests, found once. Looking a series up by its labels
+/// hashes them and takes the family's lock, which every request of every route would
+/// share. `Router::layer` makes one [`MetricsService`] per route (cloned per request), so
+/// the route its first request names is the route of all; a request naming another (the
+/// layer used outside routing, say) is recorded by label.
+pub struct RouteSeries {
+    metrics: Arc<Metrics>,
+    known: OnceLock<KnownRoute>,
+}
+
+struct KnownRoute {
+    route: Box<str>,
+    in_flight: IntGauge,
+    /// The counter and histogram of each (method, status) answered, in the order first seen.
+    answered: [OnceLock<Answered>; ANSWER_KINDS],
+}
+
+/// How many (method, status) pairs of a route keep their series at hand: those of its
+/// method's answers and errors. Further pairs are recorded by label.
+const ANSWER_KINDS: usize = 8;
+
+struct Answered {
+    method: &'static str,
+    status: StatusCode,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
+impl RouteSeries {
+    /// The series of `route`, if it is this service's route.
+    fn of(&self, route: &str) -> Option<&KnownRoute> {
+        let known = self.known.get_or_init(|| KnownRoute {
+            route: route.into(),
+            in_flight: self.metrics.http_in_flight.with_label_values(&[route]),
+            answered: [const { OnceLock::new() }; ANSWER_KINDS],
+        });
+        (*known.route == *route).then_some(known)
+    }
+
+    /// Counts a request answered with `status` after `seconds`.
+    fn answered(&self, method: &'static str, route: &str, status: StatusCode, seconds: f64) {
+        let Some(known) = self.of(route) else {
+            return record_by_labels(&self.metrics, method, route, status, seconds);
+        };
+        for slot in &known.answered {
+            // Two first answers of different kinds may race for a slot: the one that loses
+            // goes on to the next.
+            let answered = slot.get_or_init(|| {
+                let labels = [method, route, status.as_str()];
+                Answered {
+                    method,
+                    status,
+                    requests: self.metrics.http_requests.with_label_values(&labels),
+                    duration: self.metrics.http_duration.with_label_values(&labels),
+                }
+            });
+            if answered.method == method && answered.status == status {
+                answered.requests.inc();
+                answered.duration.observe(seconds);
+                return;
+            }
+        }
+        record_by_labels(&self.metrics, method, route, status, seconds);
+    }
+}
+
+/// Counts a request answered with `status` after `seconds`, finding its series by label.
+fn record_by_labels(
+    metrics: &Metrics,
+    method: &'static str,
+    route: &str,
+    status: StatusCode,
+    seconds: f64,
+) {
+    let labels = [method, route, status.as_str()];
+    metrics.http_requests.with_label_values(&labels).inc();
+    metrics
+        .http_duration
+        .with_label_values(&labels)
+        .observe(seconds);
 }
 
 impl<S, ResBody> tower::Service<Request> for MetricsService<S, Http>
@@ -214,18 +321,26 @@ where
         let route = request
             .extensions()
             .get::<MatchedPath>()
-            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
-            .to_owned();
-        let in_flight = self
-            .metrics
-            .http_in_flight
-            .with_label_values(&[route.as_str()]);
-        in_flight.inc();
+            .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+        let other_route = match self.series.of(route) {
+            Some(known) => {
+                known.in_flight.inc();
+                None
+            }
+            None => {
+                let in_flight = self
+                    .series
+                    .metrics
+                    .http_in_flight
+                    .with_label_values(&[route]);
+                in_flight.inc();
+                Some((route.to_owned(), in_flight))
+            }
+        };
         let call = HttpCall {
-            metrics: Arc::clone(&self.metrics),
+            series: Arc::clone(&self.series),
             method: method_label(request.method()),
-            route,
-            in_flight,
+            other_route,
             started: Instant::now(),
         };
         MetricsFuture {
@@ -252,7 +367,7 @@ where
         let path = request.uri().path().trim_start_matches('/');
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
         let call = GrpcCall {
-            metrics: Arc::clone(&self.metrics),
+            metrics: Arc::clone(&self.series),
             service: service.to_owned(),
             method: method.to_owned(),
             started: Instant::now(),
@@ -298,11 +413,21 @@ where
 
 /// One request in progress: counted in flight until it is answered or given up.
 pub struct HttpCall {
-    metrics: Arc<Metrics>,
+    series: Arc<RouteSeries>,
     method: &'static str,
-    route: String,
-    in_flight: IntGauge,
+    /// The route and its gauge, when it is not the one `series` knows.
+    other_route: Option<(String, IntGauge)>,
     started: Instant,
+}
+
+impl HttpCall {
+    fn route(&self) -> &str {
+        match (&self.other_route, self.series.known.get()) {
+            (Some((route, _)), _) => route,
+            (None, Some(known)) => &known.route,
+            (None, None) => UNMATCHED_ROUTE,
+        }
+    }
 }
 
 impl Measured for HttpCall {
@@ -310,19 +435,19 @@ impl Measured for HttpCall {
     /// gone) only leaves the in-flight gauge.
     fn record<B, E>(self, result: &Result<http::Response<B>, E>) {
         let Ok(response) = result else { return };
-        let status = response.status();
-        let labels = [self.method, self.route.as_str(), status.as_str()];
-        self.metrics.http_requests.with_label_values(&labels).inc();
-        self.metrics
-            .http_duration
-            .with_label_values(&labels)
-            .observe(self.started.elapsed().as_secs_f64());
+        let seconds = self.started.elapsed().as_secs_f64();
+        self.series
+            .answered(self.method, self.route(), response.status(), seconds);
     }
 }
 
 impl Drop for HttpCall {
     fn drop(&mut self) {
-        self.in_flight.dec();
+        match (&self.other_route, self.series.known.get()) {
+            (Some((_, in_flight)), _) => in_flight.dec(),
+            (None, Some(known)) => known.in_flight.dec(),
+            (None, None) => {}
+        }
     }
 }
 
@@ -449,6 +574,83 @@ mod tests {
             !text.contains("/items/1") && !text.contains("/items/2"),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn every_kind_of_answer_is_counted_beyond_those_kept_at_hand() {
+        let metrics = Metrics::new().unwrap();
+        let statuses: Vec<u16> = (0..ANSWER_KINDS as u16 + 4).map(|n| 400 + n).collect();
+        let app = Router::new()
+            .route(
+                "/status/{code}",
+                get(
+                    |axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                        StatusCode::from_u16(code).unwrap()
+                    },
+                )
+                .post(|| async { "posted" }),
+            )
+            .layer(metrics.http_layer());
+        let requests = statuses
+            .iter()
+            .chain(&statuses)
+            .map(|status| (Method::GET, format!("/status/{status}")))
+            .chain(std::iter::repeat_n(
+                (Method::POST, "/status/0".to_owned()),
+                3,
+            ));
+        for (method, path) in requests {
+            let request = http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap();
+            app.clone().oneshot(request).await.unwrap();
+        }
+
+        let text = metrics.render().unwrap();
+        let counted: u64 = text
+            .lines()
+            .filter(|line| line.starts_with("http_requests_total{"))
+            .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum();
+        assert_eq!(counted, 2 * statuses.len() as u64 + 3, "{text}");
+        for status in &statuses {
+            let series = format!(r#"{{method="GET",route="/status/{{code}}",status="{status}"}}"#);
+            assert!(
+                text.contains(&format!("http_requests_total{series} 2")),
+                "{status}: {text}"
+            );
+            assert!(
+                text.contains(&format!("http_request_duration_seconds_count{series} 2")),
+                "{text}"
+            );
+        }
+        assert!(
+            text.contains(r#"method="POST",route="/status/{code}",status="200"} 3"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"http_requests_in_flight{route="/status/{code}"} 0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_route_other_than_the_first_seen_is_recorded_by_its_labels() {
+        let metrics = Metrics::new().unwrap();
+        let series = Http::series(&metrics);
+        series.answered("GET", "/first", StatusCode::OK, 0.001);
+        series.answered("GET", "/second", StatusCode::OK, 0.001);
+        series.answered("GET", "/first", StatusCode::OK, 0.001);
+
+        let text = metrics.render().unwrap();
+        for (route, count) in [("/first", 2), ("/second", 1)] {
+            let line = format!(
+                r#"http_requests_total{{method="GET",route="{route}",status="200"}} {count}"#
+            );
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[tokio::test]
