@@ -84,6 +84,7 @@ pub async fn serve<S: Service>(
         grpc: grpc_services,
         consumer,
         tasks,
+        peer_addresses,
     } = endpoints;
     if let Err(error) = events::check_subscription(spec, consumer.as_ref()) {
         resources.close().await;
@@ -119,7 +120,11 @@ pub async fn serve<S: Service>(
         supervisor.start(task);
     }
 
-    let servers = Servers::start(spec, &resources, &health, routes, grpc_services, listeners);
+    let rest = HttpEndpoint {
+        routes,
+        peer_addresses,
+    };
+    let servers = Servers::start(spec, &resources, &health, rest, grpc_services, listeners);
     health.mark_started();
     let (http_addr, grpc_addr) = addresses;
     tracing::info!(%http_addr, %grpc_addr, "{} is serving", spec.name);
@@ -272,6 +277,13 @@ impl Resources {
 }
 
 /// The REST and gRPC servers of a running service.
+/// The REST side of what a service hands over.
+struct HttpEndpoint {
+    routes: axum::Router,
+    /// Whether requests carry the peer's address (see [`Endpoints::peer_addresses`]).
+    peer_addresses: bool,
+}
+
 struct Servers {
     http: JoinHandle<Result<(), RunError>>,
     grpc: JoinHandle<Result<(), RunError>>,
@@ -287,7 +299,7 @@ impl Servers {
         spec: &'static ServiceSpec,
         resources: &Resources,
         health: &Arc<Health>,
-        routes: axum::Router,
+        rest: HttpEndpoint,
         services: grpc::GrpcServices,
         listeners: Listeners,
     ) -> Self {
@@ -297,7 +309,7 @@ impl Servers {
             grpc: grpc_listener,
         } = listeners;
         let app = http::app(
-            routes,
+            rest.routes,
             health,
             &resources.metrics,
             http::Limits {
@@ -307,16 +319,15 @@ impl Servers {
             },
         );
         let listening = CancellationToken::new();
-        // Peer addresses are recorded for handlers that limit by client (auth's logins).
-        let http = tokio::spawn({
-            let serving = axum::serve(
-                http_listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(listening.clone().cancelled_owned())
-            .into_future();
-            async move { serving.await.map_err(RunError::other) }
-        });
+        let stopped = listening.clone().cancelled_owned();
+        let http = if rest.peer_addresses {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
+            let serving = axum::serve(http_listener, app).with_graceful_shutdown(stopped);
+            tokio::spawn(async move { serving.await.map_err(RunError::other) })
+        } else {
+            let serving = axum::serve(http_listener, app).with_graceful_shutdown(stopped);
+            tokio::spawn(async move { serving.await.map_err(RunError::other) })
+        };
         let names = services.names().to_vec();
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let grpc = tokio::spawn({

@@ -194,4 +194,8 @@ pub struct Endpoints {
     pub consumer: Option<Consumer>,
     /// Its own background work.
     pub tasks: Vec<Task>,
+    /// Whether its handlers read the TCP peer's address (axum's `ConnectInfo<SocketAddr>`).
+    /// Only then is it recorded: it costs every request an extension, an allocation and a
+    /// growth of the request's extensions map.
+    pub peer_addresses: bool,
 }

@@ -105,6 +105,8 @@ impl Service for Auth {
             grpc: GrpcServices::default().with(grpc::AuthGrpc::new(accounts)),
             consumer: Some(events::consumer(&context, &repository, &denylist)),
             tasks,
+            // Logins are limited by client address.
+            peer_addresses: true,
         })
     }
 }

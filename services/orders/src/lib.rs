@@ -76,6 +76,7 @@ impl Service for Orders {
                 background::janitor(repository, context.shutdown.clone()),
                 cache_sync,
             ],
+            ..Endpoints::default()
         })
     }
 }
