@@ -4,6 +4,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request, Response};
 use tower::{Layer, Service};
 
@@ -75,12 +76,16 @@ fn usable(id: &HeaderValue) -> bool {
 
 /// A new UUIDv7, hyphenated, lower case. Without uuid's shared counter (`Uuid::now_v7`),
 /// which is a lock every request would take: ids made in one millisecond are told apart by
-/// their random bits rather than ordered by when they were made.
+/// their random bits rather than ordered by when they were made. The text is owned by the
+/// value, so the copy echoed on the response shares it; a value copied into a `Vec` is
+/// moved to the heap a second time when first cloned.
 fn fresh() -> HeaderValue {
     let mut text = [0; uuid::fmt::Hyphenated::LENGTH];
-    let id = uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext));
-    let text = id.hyphenated().encode_lower(&mut text);
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("unidentified"))
+    uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
+        .hyphenated()
+        .encode_lower(&mut text);
+    HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+        .unwrap_or_else(|_| HeaderValue::from_static("unidentified"))
 }
 
 pin_project_lite::pin_project! {
