@@ -408,15 +408,15 @@ reads of an order, the same stack as cache hits (orders are read through the sam
 cache); logins, argon2id by design.
 
 Where a cache hit's instructions go (callgrind, \`scripts/instructions.sh\` keeping its dump,
-2026-12-05 at 422a397, 43,000 a request; inclusive figures, so they
-overlap): malloc and free 7,100 (38 mallocs a request, from 50); hyper's request parsing
-4,900; the JSON log line 4,100; the request span made 2,700 (registry, the trace context's
-ids, the JSON layer's rendered fields), named after its route 1,000 and closed 1,200 (entered
-and left 350, from 1,900 behind per-layer filters); path parameters 2,500 (axum decodes each
-into two shared strings); the token check 2,200 (from the verified-token memo); the
-request's extensions dropped 1,100; the profile from memory 1,000; the response body 550
-(the profile's JSON, rendered once per cached value, from 4,900 serialised per request). At
-8b6852b, while unexported spans were still OpenTelemetry spans, it was 63,074. The kernel's
+2026-12-05 at 683f968, 34,400 a request; inclusive figures, so they overlap): hyper's
+request parsing 4,900; malloc and free 4,500 (about 26 mallocs a request, from 38 at 422a397
+and 50 before); the JSON log line 3,900; the request span made 3,200 (registry, the trace
+context's ids, the JSON layer's rendered fields) and closed 800; the token check 2,000 (from
+the verified-token memo); the request's extensions dropped 1,500; path parameters 1,500
+(axum decodes each into two shared strings); the profile from memory 1,000; a fresh request
+id 600; the response body 550 (the profile's JSON, rendered once per cached value, from 4,900
+serialised per request). It was 43,000 at 422a397 and 63,074 at 8b6852b, while unexported
+spans were still OpenTelemetry spans. The kernel's
 half of the CPU does not shrink with these: the service shares the two cores with the load
 generator, and the load generator's threads, waiting on the slower server, sleep and wake
 about once every three responses (0.37 voluntary switches a request against users, 0.07
@@ -436,11 +436,19 @@ before:
 | one global filter, the JSON and ids layers skipping what they do not log or trace (b5c1323) | 45,492 | 40,974 |
 | no \`original-uri\` copy of each request's URI (8ac74b5), the token memo hashing a token's last 32 bytes (1deea76), one request-id layer (422a397) | 42,964 | 37,380 |
 | span naming and route metrics as tower layers, not an axum \`from_fn\` middleware | 40,973 | 35,503 |
+| the request's span and log line from a layer of our own, not tower-http's \`TraceLayer\` (8422e62; 41,070 and 35,743 at fdf5df4 before it) | 40,076 | 34,602 |
+| one router: the API stack layered on its routes, the ops routes merged in (d0882af) | 36,778 | 31,172 |
+| request ids without uuid's shared counter, the denylist's memory hashed with foldhash (5752acf) | 36,363 | 31,172 |
+| each route's metric series found once, not by label per request (7946341) | 35,058 | 30,574 |
+| peer addresses recorded only where read (auth) (d0a1317) | 34,476 | 30,580 |
+| request ids owned by their header value (683f968) | 34,384 | 30,356 |
 
 Alternating \`wrk -t2 -c64 -d6s\` rounds of the cache-hit read (users alone against one auth,
 three rounds each, one machine): 79,400 req/s before, 87,400 at the fourth row and 88,300 at
 the fifth (+11 %). Earlier rounds the same way: 73,900 before, 78,800 at the third row, 81,700
 at the fourth; later ones: 87,400 at the fifth and 91,200 at the last.
+Later, alternating rounds of fdf5df4 against d0a1317 the same way: 71,800 and 81,200 req/s
+(+13 %), with hello at 152,500 to 155,700 on the machine that hour.
 Req/s gains trail instruction savings: much of a request's cost is the kernel's and the
 scheduler's, shared with the load generator.
 
