@@ -199,6 +199,9 @@ rows=$(
   load "GET /api/v1/users/{id}, cache hit" "$profile" "$users_pid" "$connections" "Authorization: Bearer $token"
   load "GET /api/v1/users/{id}, cache hit, 8 connections" "$profile" "$users_pid" 8 "Authorization: Bearer $token"
   load "GET /api/v1/users/me, cache hit" "$users_url/api/v1/users/me" "$users_pid" "$connections" "Authorization: Bearer $token"
+  # The ceiling again, once the stack has settled: the first run follows its start (the
+  # probe order's events, the first requests), and the share below takes the higher one.
+  load "hello (bare axum, ceiling), again" "http://127.0.0.1:$hello_port/" "$hello_pid"
   CPU_REPORT=1 load "POST /api/v1/orders, a new key each" "$orders_api" "$orders_pid" "$connections" "X-Bench: 1" "$work/order.lua"
   load "POST /api/v1/orders, a new key each, 8 connections" "$orders_api" "$orders_pid" 8 "X-Bench: 1" "$work/order.lua"
   load "GET /api/v1/orders/{id}" "$orders_api/$placed" "$orders_pid" "$connections" "Authorization: Bearer $token"
@@ -316,7 +319,8 @@ old_token=$(status "$token")
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 rps_of() { awk -F'\t' -v name="$1" '$1 == name { print $2 }' "$work/rps"; }
 cache_share=$(awk -v hit="$(rps_of "GET /api/v1/users/{id}, cache hit")" \
-  -v hello="$(rps_of "hello (bare axum, ceiling)")" 'BEGIN { printf "%.1f", 100 * hit / hello }')
+  -v first="$(rps_of "hello (bare axum, ceiling)")" -v again="$(rps_of "hello (bare axum, ceiling), again")" \
+  'BEGIN { hello = (again > first) ? again : first; printf "%.1f", 100 * hit / hello }')
 cache_p99=$(awk -F' [|] ' '/cache hit/ { sub(/ ms/, "", $5); print $5; exit }' <<<"$open_rows")
 orders_peak=$(rps_of "POST /api/v1/orders, a new key each")
 rss_idle="users $(mib "$users_idle"), orders $(mib "$orders_idle"), auth $(mib "$auth_idle")"
@@ -372,8 +376,8 @@ $open_rows
 
 ## Against the targets (SPEC.md, "Performance")
 
-- Cache-hit reads at ${cache_share} % of the hello ceiling (target: 50 %); p99 at half of their peak
-  ${cache_p99} ms (target: under 5 ms).
+- Cache-hit reads at ${cache_share} % of the hello ceiling, the higher of its two runs
+  (target: 50 %); p99 at half of their peak ${cache_p99} ms (target: under 5 ms).
 - Orders: ${orders_peak} req/s at 64 connections (target: 3,000).
 - Peak RSS under load, by service: ${rss_peaks} (target: under 30 MB); idle: ${rss_idle}
   (target: under 15 MB).
