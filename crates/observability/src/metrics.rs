@@ -230,10 +230,11 @@ impl<S: Clone, P: Protocol> Clone for MetricsService<S, P> {
 /// layer used outside routing, say) is recorded by label.
 pub struct RouteSeries {
     metrics: Arc<Metrics>,
-    known: OnceLock<KnownRoute>,
+    known: OnceLock<Arc<KnownRoute>>,
 }
 
 struct KnownRoute {
+    metrics: Arc<Metrics>,
     route: Box<str>,
     in_flight: IntGauge,
     /// The counter and histogram of each (method, status) answered, in the order first seen.
@@ -252,26 +253,36 @@ struct Answered {
 }
 
 impl RouteSeries {
-    /// The series of `route`, if it is this service's route.
-    fn of(&self, route: &str) -> Option<&KnownRoute> {
-        let known = self.known.get_or_init(|| KnownRoute {
-            route: route.into(),
-            in_flight: self.metrics.http_in_flight.with_label_values(&[route]),
-            answered: [const { OnceLock::new() }; ANSWER_KINDS],
+    /// The series a request on `route` is recorded under.
+    fn of(&self, route: &str) -> CallSeries {
+        let known = self.known.get_or_init(|| {
+            Arc::new(KnownRoute {
+                metrics: Arc::clone(&self.metrics),
+                route: route.into(),
+                in_flight: self.metrics.http_in_flight.with_label_values(&[route]),
+                answered: [const { OnceLock::new() }; ANSWER_KINDS],
+            })
         });
-        (*known.route == *route).then_some(known)
+        if *known.route == *route {
+            CallSeries::Known(Arc::clone(known))
+        } else {
+            CallSeries::ByLabel {
+                metrics: Arc::clone(&self.metrics),
+                in_flight: self.metrics.http_in_flight.with_label_values(&[route]),
+                route: route.to_owned(),
+            }
+        }
     }
+}
 
+impl KnownRoute {
     /// Counts a request answered with `status` after `seconds`.
-    fn answered(&self, method: &'static str, route: &str, status: StatusCode, seconds: f64) {
-        let Some(known) = self.of(route) else {
-            return record_by_labels(&self.metrics, method, route, status, seconds);
-        };
-        for slot in &known.answered {
+    fn answered(&self, method: &'static str, status: StatusCode, seconds: f64) {
+        for slot in &self.answered {
             // Two first answers of different kinds may race for a slot: the one that loses
             // goes on to the next.
             let answered = slot.get_or_init(|| {
-                let labels = [method, route, status.as_str()];
+                let labels = [method, &self.route, status.as_str()];
                 Answered {
                     method,
                     status,
@@ -285,7 +296,36 @@ impl RouteSeries {
                 return;
             }
         }
-        record_by_labels(&self.metrics, method, route, status, seconds);
+        record_by_labels(&self.metrics, method, &self.route, status, seconds);
+    }
+}
+
+/// The series one request is recorded under: its route's, kept at hand, or found by label.
+enum CallSeries {
+    Known(Arc<KnownRoute>),
+    ByLabel {
+        metrics: Arc<Metrics>,
+        route: String,
+        in_flight: IntGauge,
+    },
+}
+
+impl CallSeries {
+    fn in_flight(&self) -> &IntGauge {
+        match self {
+            Self::Known(known) => &known.in_flight,
+            Self::ByLabel { in_flight, .. } => in_flight,
+        }
+    }
+
+    /// Counts a request answered with `status` after `seconds`.
+    fn answered(&self, method: &'static str, status: StatusCode, seconds: f64) {
+        match self {
+            Self::Known(known) => known.answered(method, status, seconds),
+            Self::ByLabel { metrics, route, .. } => {
+                record_by_labels(metrics, method, route, status, seconds);
+            }
+        }
     }
 }
 
@@ -322,25 +362,11 @@ where
             .extensions()
             .get::<MatchedPath>()
             .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-        let other_route = match self.series.of(route) {
-            Some(known) => {
-                known.in_flight.inc();
-                None
-            }
-            None => {
-                let in_flight = self
-                    .series
-                    .metrics
-                    .http_in_flight
-                    .with_label_values(&[route]);
-                in_flight.inc();
-                Some((route.to_owned(), in_flight))
-            }
-        };
+        let series = self.series.of(route);
+        series.in_flight().inc();
         let call = HttpCall {
-            series: Arc::clone(&self.series),
+            series,
             method: method_label(request.method()),
-            other_route,
             started: Instant::now(),
         };
         MetricsFuture {
@@ -413,21 +439,9 @@ where
 
 /// One request in progress: counted in flight until it is answered or given up.
 pub struct HttpCall {
-    series: Arc<RouteSeries>,
+    series: CallSeries,
     method: &'static str,
-    /// The route and its gauge, when it is not the one `series` knows.
-    other_route: Option<(String, IntGauge)>,
     started: Instant,
-}
-
-impl HttpCall {
-    fn route(&self) -> &str {
-        match (&self.other_route, self.series.known.get()) {
-            (Some((route, _)), _) => route,
-            (None, Some(known)) => &known.route,
-            (None, None) => UNMATCHED_ROUTE,
-        }
-    }
 }
 
 impl Measured for HttpCall {
@@ -437,17 +451,13 @@ impl Measured for HttpCall {
         let Ok(response) = result else { return };
         let seconds = self.started.elapsed().as_secs_f64();
         self.series
-            .answered(self.method, self.route(), response.status(), seconds);
+            .answered(self.method, response.status(), seconds);
     }
 }
 
 impl Drop for HttpCall {
     fn drop(&mut self) {
-        match (&self.other_route, self.series.known.get()) {
-            (Some((_, in_flight)), _) => in_flight.dec(),
-            (None, Some(known)) => known.in_flight.dec(),
-            (None, None) => {}
-        }
+        self.series.in_flight().dec();
     }
 }
 
@@ -640,9 +650,9 @@ mod tests {
     fn a_route_other_than_the_first_seen_is_recorded_by_its_labels() {
         let metrics = Metrics::new().unwrap();
         let series = Http::series(&metrics);
-        series.answered("GET", "/first", StatusCode::OK, 0.001);
-        series.answered("GET", "/second", StatusCode::OK, 0.001);
-        series.answered("GET", "/first", StatusCode::OK, 0.001);
+        series.of("/first").answered("GET", StatusCode::OK, 0.001);
+        series.of("/second").answered("GET", StatusCode::OK, 0.001);
+        series.of("/first").answered("GET", StatusCode::OK, 0.001);
 
         let text = metrics.render().unwrap();
         for (route, count) in [("/first", 2), ("/second", 1)] {
